@@ -1,0 +1,24 @@
+"""Robult: multimodal learning that stays accurate when labels are scarce and modalities are missing.
+
+The library (specs, batch contract, model, losses, data, evaluation) imports without Lightning or matplotlib;
+the trainer and the plots import them only when used.
+"""
+
+from robult.batch import Batch, MultimodalDataset, collate, validate_batch
+from robult.specs import ModalityKind, ModalitySpec, TaskKind, TaskSpec, all_subsets, subset_key
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Batch",
+    "ModalityKind",
+    "ModalitySpec",
+    "MultimodalDataset",
+    "TaskKind",
+    "TaskSpec",
+    "__version__",
+    "all_subsets",
+    "collate",
+    "subset_key",
+    "validate_batch",
+]

@@ -1,0 +1,161 @@
+"""One interface for every dataset: a registry of named loaders returning a :class:`DatasetBundle`.
+
+A loader takes :class:`LoadOptions` (data directory, seed, validation fraction, ...) and returns the bundle with its
+train / val / test splits. ``robult datasets`` lists the registry.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robult.batch import MultimodalDataset
+from robult.specs import ModalitySpec, TaskSpec
+
+DATA_DIR_ENV = "ROBULT_DATA_DIR"
+
+
+@dataclass
+class DatasetBundle:
+    """A dataset with its splits and what is needed to train and score on it.
+
+    Attributes:
+        name: registry name.
+        modalities: modality specs, in the dataset's order (subset keys use this order).
+        task: the task spec.
+        primary_metric: the metric reported in tables and used for model selection (see ``robult.evaluation``).
+        train, val, test: the splits.
+        source: where the data was read from (a path, or ``"generated"``).
+        notes: free-form facts for reports (split rule, standardisation, ...).
+    """
+
+    name: str
+    modalities: list[ModalitySpec]
+    task: TaskSpec
+    primary_metric: str
+    train: MultimodalDataset
+    val: MultimodalDataset
+    test: MultimodalDataset
+    source: str = "generated"
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def modality_names(self) -> list[str]:
+        return [s.name for s in self.modalities]
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What every loader accepts.
+
+    Attributes:
+        data_dir: root data directory (each dataset reads its own sub-folder), or ``None`` for the default.
+        seed: seed of the split (where the dataset has no fixed split) and of the validation carve-out.
+        val_fraction: share of the training split held out for validation.
+        extra: loader-specific options (e.g. ``{"n_samples": 3000}`` for the synthetic set).
+    """
+
+    data_dir: Path | None = None
+    seed: int = 0
+    val_fraction: float = 0.1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A registry entry."""
+
+    name: str
+    loader: Callable[[LoadOptions], DatasetBundle]
+    description: str
+    folder: str | None = None  # sub-folder of the data directory; None for generated / path-based datasets
+    group: str = "multiview"
+
+
+_REGISTRY: dict[str, DatasetInfo] = {}
+_BUILTINS_IMPORTED = False
+
+
+def register_dataset(
+    name: str, description: str, folder: str | None = None, group: str = "multiview"
+) -> Callable[[Callable[[LoadOptions], DatasetBundle]], Callable[[LoadOptions], DatasetBundle]]:
+    """Decorator registering a loader under ``name``."""
+
+    def wrap(fn: Callable[[LoadOptions], DatasetBundle]) -> Callable[[LoadOptions], DatasetBundle]:
+        if name in _REGISTRY and _REGISTRY[name].loader is not fn:
+            raise ValueError(f"dataset {name!r} is registered twice")
+        _REGISTRY[name] = DatasetInfo(name, fn, description, folder, group)
+        return fn
+
+    return wrap
+
+
+def _import_builtins() -> None:
+    global _BUILTINS_IMPORTED
+    if _BUILTINS_IMPORTED:
+        return
+    _BUILTINS_IMPORTED = True
+    import importlib
+
+    for module in ("robult.data.synthetic", "robult.data.multiview", "robult.data.paper", "robult.data.user"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:  # a module not written yet, never a missing third-party dependency
+            if err.name != module:
+                raise
+
+
+def registered_datasets() -> dict[str, DatasetInfo]:
+    """All registered datasets by name."""
+    _import_builtins()
+    return dict(_REGISTRY)
+
+
+def default_data_dir() -> Path | None:
+    """The data directory used when none is given: ``$ROBULT_DATA_DIR``, else ``../shared/data`` (relative to the
+    working directory, then to the repository holding this package) when it exists."""
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env)
+    candidates = [Path.cwd().parent / "shared" / "data", Path(__file__).resolve().parents[3].parent / "shared" / "data"]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return None
+
+
+def resolve_data_dir(data_dir: str | Path | None) -> Path:
+    """``data_dir`` if given, else :func:`default_data_dir`; raises ``FileNotFoundError`` saying how to set it."""
+    if data_dir is not None:
+        path = Path(data_dir)
+        if not path.is_dir():
+            raise FileNotFoundError(f"data directory {path} does not exist")
+        return path
+    path = default_data_dir()
+    if path is None:
+        raise FileNotFoundError(
+            f"no data directory: pass --data-dir DIR or set ${DATA_DIR_ENV} (the default ../shared/data does not exist)"
+        )
+    return path
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    **extra: Any,
+) -> DatasetBundle:
+    """Load a registered dataset by name."""
+    datasets = registered_datasets()
+    if name not in datasets:
+        raise ValueError(f"unknown dataset {name!r}; available: {sorted(datasets)}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+    opts = LoadOptions(
+        data_dir=Path(data_dir) if data_dir is not None else None, seed=seed, val_fraction=val_fraction, extra=extra
+    )
+    return datasets[name].loader(opts)

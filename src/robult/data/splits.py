@@ -1,0 +1,94 @@
+"""Seeded, stratified splits, labeled subsets and per-view standardisation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from robult.specs import TaskKind, TaskSpec
+
+
+def strata(target: Tensor | np.ndarray, task: TaskSpec) -> np.ndarray:
+    """An integer stratum per sample: the class (multiclass, binary), the rarest positive label (multilabel; -1
+    for none) or a quantile bin (regression, 5 bins)."""
+    y = target.numpy() if isinstance(target, Tensor) else np.asarray(target)
+    if task.kind in (TaskKind.MULTICLASS, TaskKind.BINARY):
+        return y.astype(np.int64).reshape(-1)
+    if task.kind == TaskKind.MULTILABEL:
+        freq = y.sum(axis=0)
+        rank = np.where(y > 0, freq[None, :], np.inf)
+        out = rank.argmin(axis=1).astype(np.int64)
+        out[~(y > 0).any(axis=1)] = -1
+        return out
+    edges = np.quantile(y, [0.2, 0.4, 0.6, 0.8])
+    return np.searchsorted(edges, y, side="right").astype(np.int64)
+
+
+def stratified_split(groups: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (rest, part) with ``part`` holding about ``fraction`` of every stratum (at least one
+    sample of a stratum with two or more). Deterministic for a seed; both halves sorted."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"split fraction must lie in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    part: list[np.ndarray] = []
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        idx = idx[rng.permutation(len(idx))]
+        k = round(fraction * len(idx))
+        k = min(max(k, 1 if len(idx) >= 2 else 0), len(idx) - 1 if len(idx) >= 2 else len(idx))
+        part.append(idx[:k])
+    chosen = np.sort(np.concatenate(part)) if part else np.array([], dtype=np.int64)
+    rest = np.setdiff1d(np.arange(len(groups)), chosen)
+    return rest, chosen
+
+
+def labeled_subset(target: Tensor, task: TaskSpec, ratio: float, seed: int) -> Tensor:
+    """A seeded, stratified labeled mask with ``ratio`` of the samples labeled and at least one label per
+    class (multiclass / binary) or stratum. ``ratio == 1`` labels everything."""
+    n = int(target.shape[0])
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"label ratio must lie in (0, 1], got {ratio}")
+    if ratio >= 1.0:
+        return torch.ones(n, dtype=torch.bool)
+    groups = strata(target, task)
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        idx = idx[rng.permutation(len(idx))]
+        k = max(1, round(ratio * len(idx)))
+        chosen.extend(idx[:k].tolist())
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[torch.as_tensor(chosen, dtype=torch.long)] = True
+    return mask
+
+
+class Standardizer:
+    """Per-view z-scoring fitted on the training split only (on rows where the view is present).
+
+    Constant features get a unit scale, so they map to zero instead of NaN.
+    """
+
+    def __init__(self) -> None:
+        self.mean: dict[str, np.ndarray] = {}
+        self.std: dict[str, np.ndarray] = {}
+
+    def fit(self, views: Mapping[str, np.ndarray], present: np.ndarray | None = None) -> Standardizer:
+        for m, (name, x) in enumerate(views.items()):
+            rows = x if present is None else x[present[:, m]]
+            if len(rows) == 0:
+                raise ValueError(f"cannot standardise view {name!r}: no training sample has it")
+            mean = rows.mean(axis=0, dtype=np.float64)
+            std = rows.std(axis=0, dtype=np.float64)
+            std[std < 1e-8] = 1.0
+            self.mean[name], self.std[name] = mean, std
+        return self
+
+    def transform(self, views: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [k for k in views if k not in self.mean]
+        if missing:
+            raise ValueError(f"standardiser was not fitted on view {missing[0]!r}")
+        return {k: ((x - self.mean[k]) / self.std[k]).astype(np.float32) for k, x in views.items()}
