@@ -1,0 +1,80 @@
+"""Atomic file writes and checksums: result files and checkpoints are never left half-written."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on success it is fsynced and renamed onto ``path``, on error it is
+    removed and ``path`` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_open(path, "w") as fh:
+        fh.write(text)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    with atomic_open(path, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ChecksumError(ValueError):
+    """A data file whose SHA-256 differs from the expected one."""
+
+
+def verify_sha256(path: str | Path, expected: str) -> None:
+    """Raise :class:`ChecksumError` naming ``path`` when its SHA-256 is not ``expected``."""
+    actual = sha256_file(path)
+    if actual != expected.lower():
+        size = Path(path).stat().st_size
+        raise ChecksumError(
+            f"{path}: SHA-256 {actual} ({size} bytes) differs from the expected {expected}; the file is corrupted, "
+            "truncated or a different version — replace it"
+        )
+
+
+def fetch_file(url: str, dest: str | Path, sha256: str, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` atomically and verify its SHA-256 (for users with a network)."""
+    dest = Path(dest)
+    with urllib.request.urlopen(url, timeout=timeout) as resp, atomic_open(dest, "wb") as fh:  # noqa: S310
+        while block := resp.read(1 << 20):
+            fh.write(block)
+    try:
+        verify_sha256(dest, sha256)
+    except ChecksumError:
+        dest.unlink(missing_ok=True)
+        raise
+    return dest
