@@ -79,8 +79,7 @@ def validate_batch(batch: Batch, modalities: Sequence[ModalitySpec], task: TaskS
     empty = (~batch.present.any(dim=1)).nonzero().flatten()
     if empty.numel():
         raise ValueError(
-            f"sample {int(empty[0])} of the batch has no modality present; every sample needs at least one "
-            f"of {names}"
+            f"sample {int(empty[0])} of the batch has no modality present; every sample needs at least one of {names}"
         )
     for m, spec in enumerate(modalities):
         col = batch.present[:, m]
@@ -97,7 +96,9 @@ def validate_batch(batch: Batch, modalities: Sequence[ModalitySpec], task: TaskS
             if lengths is None:
                 raise ValueError(f"sequential modality {spec.name!r} needs lengths (batch.lengths[{spec.name!r}])")
             if lengths.shape != (b,):
-                raise ValueError(f"lengths of modality {spec.name!r} have shape {tuple(lengths.shape)}, expected ({b},)")
+                raise ValueError(
+                    f"lengths of modality {spec.name!r} have shape {tuple(lengths.shape)}, expected ({b},)"
+                )
             ln = lengths[col]
             if ln.numel() and (int(ln.min()) < 1 or int(ln.max()) > x.shape[1]):
                 raise ValueError(

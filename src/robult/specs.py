@@ -61,7 +61,12 @@ class ModalitySpec:
         object.__setattr__(self, "shape", tuple(self.shape))
         if not self.name or "+" in self.name:
             raise ValueError(f"modality name {self.name!r} must be non-empty and must not contain '+'")
-        expected_rank = {ModalityKind.VECTOR: 1, ModalityKind.SEQUENCE: 2, ModalityKind.IMAGE: 3, ModalityKind.TOKENS: 1}
+        expected_rank = {
+            ModalityKind.VECTOR: 1,
+            ModalityKind.SEQUENCE: 2,
+            ModalityKind.IMAGE: 3,
+            ModalityKind.TOKENS: 1,
+        }
         if len(self.shape) != expected_rank[self.kind]:
             raise ValueError(
                 f"modality {self.name!r}: a {self.kind.value} input needs a shape of rank "
@@ -142,9 +147,8 @@ class TaskSpec:
         if target.numel() == 0:
             return
         if kind == TaskKind.MULTICLASS:
-            if target.is_floating_point():
-                if not torch.equal(target, target.round()):
-                    raise ValueError(f"{where}multiclass target holds non-integer values")
+            if target.is_floating_point() and not torch.equal(target, target.round()):
+                raise ValueError(f"{where}multiclass target holds non-integer values")
             lo, hi = int(target.min()), int(target.max())
             if lo < 0 or hi >= self.num_classes:
                 bad = lo if lo < 0 else hi
@@ -185,4 +189,10 @@ def all_subsets(order: list[str] | tuple[str, ...]) -> list[tuple[str, ...]]:
 
 def chance_level(task: TaskSpec) -> float:
     """Accuracy of always predicting one class (uniform), a reference for reports."""
-    return 1.0 / task.num_classes if task.kind == TaskKind.MULTICLASS else 0.5 if task.kind == TaskKind.BINARY else math.nan
+    return (
+        1.0 / task.num_classes
+        if task.kind == TaskKind.MULTICLASS
+        else 0.5
+        if task.kind == TaskKind.BINARY
+        else math.nan
+    )

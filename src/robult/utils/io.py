@@ -69,7 +69,7 @@ def verify_sha256(path: str | Path, expected: str) -> None:
 def fetch_file(url: str, dest: str | Path, sha256: str, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest`` atomically and verify its SHA-256 (for users with a network)."""
     dest = Path(dest)
-    with urllib.request.urlopen(url, timeout=timeout) as resp, atomic_open(dest, "wb") as fh:  # noqa: S310
+    with urllib.request.urlopen(url, timeout=timeout) as resp, atomic_open(dest, "wb") as fh:
         while block := resp.read(1 << 20):
             fh.write(block)
     try:

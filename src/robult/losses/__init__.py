@@ -1,0 +1,35 @@
+"""Losses: each a pure function plus a thin module returning a typed result."""
+
+from robult.losses.contrastive import (
+    KERNELS,
+    ContrastiveLossOutput,
+    SoftPUContrastiveLoss,
+    contrastive_keys,
+    kernel_weights,
+    key_similarity,
+    soft_pu_contrastive_loss,
+)
+from robult.losses.reconstruction import ReconstructionLoss, ReconstructionLossOutput, reconstruction_loss
+from robult.losses.robult import RobultLoss, RobultLossConfig, RobultLossOutput, ramp_weight
+from robult.losses.supervised import SupervisedLoss, SupervisedLossOutput, supervised_loss, task_loss
+
+__all__ = [
+    "KERNELS",
+    "ContrastiveLossOutput",
+    "ReconstructionLoss",
+    "ReconstructionLossOutput",
+    "RobultLoss",
+    "RobultLossConfig",
+    "RobultLossOutput",
+    "SoftPUContrastiveLoss",
+    "SupervisedLoss",
+    "SupervisedLossOutput",
+    "contrastive_keys",
+    "kernel_weights",
+    "key_similarity",
+    "ramp_weight",
+    "reconstruction_loss",
+    "soft_pu_contrastive_loss",
+    "supervised_loss",
+    "task_loss",
+]

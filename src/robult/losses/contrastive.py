@@ -1,0 +1,300 @@
+"""Soft Positive-Unlabeled contrastive loss (METHOD.md, loss 2).
+
+Aligns each unimodal ``Z^m_j`` (anchor) with the fused ``S_k`` (targets) using InfoNCE-style cosine logits
+``p_jk = cos(Z^m_j, S_k) / τ`` over every anchor ``j`` and target ``k`` of the batch.
+
+- **Keys** ``ỹ``: the true label for labeled samples, the fused head's pseudo-label otherwise (no gradient).
+  Regression keys are binned labels (``"sign"`` or ``"7class"``); multilabel keys are label sets, and two samples
+  count as same-key when their Jaccard index is at least 0.5, weighted by that index.
+- ``L_lb`` (labeled anchors): supervised contrastive; positives are labeled ``k`` with the same key, plus ``k = j``.
+- ``L_ulb`` (the PU part): candidate positives are ``k ≠ j`` with the same key where ``j`` or ``k`` is unlabeled,
+  each weighted by ``w_jk = K(π_jk)``, ``π_jk = cos(Z^m_j, S_k)``; ``k = j`` is always a positive of weight 1.
+  ``K`` compares ``π`` with the mean ``μ`` and standard deviation ``σ`` of ``π`` over labeled same-key pairs
+  (``j ≠ k``), per modality, smoothed by an EMA across steps. Weights carry no gradient. Its anchors are the
+  unlabeled anchors and the labeled anchors with at least one candidate, so with every sample labeled
+  ``L_ulb = 0``.
+
+Every per-anchor loss is ``-Σ_k q_jk log softmax_k(p_j·) / Σ_k q_jk`` for its positive weights ``q``; each part is
+the mean over its (sample, present modality) anchors. Under ``torch.distributed`` the targets ``S`` (with
+gradient), keys and labeled flags are gathered from all ranks, anchor counts and ``μ, σ`` statistics are summed
+over ranks, and each rank's part is scaled so that the DDP-averaged gradient equals the single-process gradient
+on the concatenated batch; without a process group the same code runs unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robult.specs import TaskKind, TaskSpec
+from robult.utils import distributed as dist_utils
+
+KERNELS = ("rbf", "laplace", "cauchy", "one_sided")
+REGRESSION_BINS = ("sign", "7class")
+
+
+def kernel_weights(proximity: Tensor, mu: Tensor, sigma: Tensor, kernel: str = "rbf") -> Tensor:
+    """Soft positive weights ``K(π)`` in [0, 1].
+
+    Args:
+        proximity: ``π`` (any shape), cosine similarities.
+        mu, sigma: broadcastable statistics of labeled positive pairs.
+        kernel: ``rbf`` ``exp(-(π-μ)²/(2σ²))``, ``laplace`` ``exp(-|π-μ|/σ)``, ``cauchy`` ``1/(1+((π-μ)/σ)²)``,
+            ``one_sided`` (1 when ``π ≥ μ``, else RBF).
+    """
+    z = (proximity - mu) / sigma
+    if kernel == "rbf":
+        return torch.exp(-0.5 * z * z)
+    if kernel == "laplace":
+        return torch.exp(-z.abs())
+    if kernel == "cauchy":
+        return 1.0 / (1.0 + z * z)
+    if kernel == "one_sided":
+        return torch.where(proximity >= mu, torch.ones_like(z), torch.exp(-0.5 * z * z))
+    raise ValueError(f"unknown kernel {kernel!r}; use one of {KERNELS}")
+
+
+def contrastive_keys(
+    target: Tensor,
+    labeled: Tensor,
+    fused_logits: Tensor,
+    task: TaskSpec,
+    regression_bins: str = "sign",
+) -> Tensor:
+    """Class keys ``ỹ``: the label where labeled, the fused head's pseudo-label elsewhere (no gradient).
+
+    Returns ``[B]`` long keys (multiclass, binary, regression bins) or ``[B, L]`` 0/1 floats (multilabel).
+    """
+    fused_logits = fused_logits.detach()
+    kind = task.kind
+    if kind == TaskKind.MULTICLASS:
+        pseudo = fused_logits.argmax(-1)
+        true = target.long()
+    elif kind == TaskKind.BINARY:
+        pseudo = (fused_logits[:, 0] > 0).long()
+        true = target.long()
+    elif kind == TaskKind.MULTILABEL:
+        pseudo = (fused_logits > 0).float()
+        true = target.float()
+        return torch.where(labeled[:, None], true, pseudo)
+    else:
+        pseudo = regression_key(fused_logits[:, 0], regression_bins)
+        true = regression_key(target.float(), regression_bins)
+    return torch.where(labeled, true, pseudo)
+
+
+def regression_key(values: Tensor, bins: str = "sign") -> Tensor:
+    """Bin regression values: ``sign`` (0 negative, 1 non-negative) or ``7class`` (rounded and clipped to
+    [-3, 3], shifted to 0..6)."""
+    if bins == "sign":
+        return (values >= 0).long()
+    if bins == "7class":
+        return values.clamp(-3.0, 3.0).round().long() + 3
+    raise ValueError(f"unknown regression binning {bins!r}; use one of {REGRESSION_BINS}")
+
+
+def key_similarity(keys: Tensor, target_keys: Tensor) -> Tensor:
+    """``[B, N]`` same-key weights: 1/0 for class keys; for multilabel keys the Jaccard index where it is at
+    least 0.5, else 0 (two empty label sets count as identical)."""
+    if keys.ndim == 1:
+        return (keys[:, None] == target_keys[None, :]).float()
+    a, b = keys.float(), target_keys.float()
+    inter = a @ b.T
+    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
+    jac = torch.where(union > 0, inter / union.clamp(min=1e-12), torch.ones_like(inter))
+    return torch.where(jac >= 0.5, jac, torch.zeros_like(jac))
+
+
+@dataclass
+class ContrastiveLossOutput:
+    """Parts of the soft PU loss and what the diagnostics need.
+
+    Attributes:
+        labeled: ``L_lb`` (this rank's share under DDP, see the module docstring).
+        unlabeled: ``L_ulb``.
+        mu, sigma: ``[M]`` statistics used for the weights (after the EMA update).
+        pair_mu, pair_sigma: ``[M]`` this batch's raw statistics (NaN where a modality had no labeled pair).
+        weights: ``[P]`` the soft weights of every candidate pair of this batch (detached, for histograms).
+        num_labeled_anchors, num_unlabeled_anchors: global anchor counts.
+    """
+
+    labeled: Tensor
+    unlabeled: Tensor
+    mu: Tensor
+    sigma: Tensor
+    pair_mu: Tensor
+    pair_sigma: Tensor
+    weights: Tensor
+    num_labeled_anchors: int
+    num_unlabeled_anchors: int
+
+
+def _weighted_nll(log_prob: Tensor, q: Tensor) -> Tensor:
+    """``-Σ_k q log p / Σ_k q`` per anchor (rows with ``Σ q = 0`` give 0)."""
+    return -(q * log_prob).sum(-1) / q.sum(-1).clamp(min=1e-12)
+
+
+def soft_pu_contrastive_loss(
+    shared: Tensor,
+    fused: Tensor,
+    present: Tensor,
+    keys: Tensor,
+    labeled: Tensor,
+    mu: Tensor,
+    sigma: Tensor,
+    temperature: float = 0.5,
+    kernel: str = "rbf",
+    ema: float = 0.9,
+    stats_initialized: Tensor | None = None,
+    sigma_min: float = 0.05,
+) -> ContrastiveLossOutput:
+    """The soft PU contrastive loss for one batch (see the module docstring).
+
+    Args:
+        shared: ``Z [B, M, d]`` anchors.
+        fused: ``S [B, d]`` targets (gathered over ranks inside).
+        present: ``[B, M]``; absent anchors are ignored.
+        keys: from :func:`contrastive_keys` (``[B]`` or ``[B, L]``).
+        labeled: ``[B]``.
+        mu, sigma: ``[M]`` EMA state before this step (ignored where ``stats_initialized`` is false).
+        temperature: ``τ``.
+        kernel: weighting kernel (see :func:`kernel_weights`).
+        ema: EMA factor: ``μ ← ema·μ + (1-ema)·μ_batch``. ``ema = 0`` uses the batch statistics only.
+        stats_initialized: ``[M]`` bool; where false the batch statistics replace the state outright.
+        sigma_min: lower bound of ``σ`` (a batch with near-identical positive pairs must not make every other
+            weight vanish).
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; use one of {KERNELS}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    b, m, _ = shared.shape
+    device = shared.device
+    world = dist_utils.world_size()
+    offset = dist_utils.rank_offset(b, device)
+    targets = dist_utils.gather_with_grad(fused)  # [N, d]
+    target_keys = dist_utils.gather_no_grad(keys)
+    target_labeled = dist_utils.gather_no_grad(labeled.long()).bool()
+    n = targets.shape[0]
+
+    z = F.normalize(shared, dim=-1)
+    s = F.normalize(targets, dim=-1)
+    cos = torch.einsum("bmd,nd->bmn", z, s)  # π, [B, M, N]
+    log_prob = F.log_softmax(cos / temperature, dim=-1)
+    prox = cos.detach()
+
+    same = key_similarity(keys, target_keys)  # [B, N]
+    self_mask = torch.zeros(b, n, dtype=torch.bool, device=device)
+    self_mask[torch.arange(b, device=device), offset + torch.arange(b, device=device)] = True
+    same = same.masked_fill(self_mask, 0.0)
+    eye = self_mask.float()
+
+    # ---- L_lb: labeled anchors, labeled same-key positives plus k = j
+    pos_lb = same * (labeled[:, None] & target_labeled[None, :]).float()  # [B, N], zero on the diagonal
+    lb_anchor = present & labeled[:, None]  # [B, M]
+    q_lb = (pos_lb + eye)[:, None, :].expand(b, m, n)
+    loss_lb = _weighted_nll(log_prob, q_lb)  # [B, M]
+    count_lb = dist_utils.all_reduce_sum(lb_anchor.sum().float())
+
+    # ---- μ, σ over labeled same-key pairs (j ≠ k), per modality, summed over ranks
+    pair = (pos_lb > 0)[:, None, :] & lb_anchor[..., None]  # [B, M, N]
+    pf = pair.float()
+    moments = torch.stack([pf.sum((0, 2)), (prox * pf).sum((0, 2)), (prox.square() * pf).sum((0, 2))])
+    moments = dist_utils.all_reduce_sum(moments)
+    cnt, s1, s2 = moments[0], moments[1], moments[2]
+    has = cnt > 0
+    pair_mu = torch.where(has, s1 / cnt.clamp(min=1), torch.full_like(s1, math.nan))
+    pair_var = (s2 / cnt.clamp(min=1) - (s1 / cnt.clamp(min=1)).square()).clamp(min=0.0)
+    pair_sigma = torch.where(has, pair_var.sqrt(), torch.full_like(s1, math.nan))
+    init = torch.ones(m, dtype=torch.bool, device=device) if stats_initialized is None else stats_initialized
+    new_mu = torch.where(has, torch.where(init, ema * mu + (1 - ema) * pair_mu, pair_mu), mu)
+    new_sigma = torch.where(has, torch.where(init, ema * sigma + (1 - ema) * pair_sigma, pair_sigma), sigma)
+    sig = new_sigma.clamp(min=sigma_min)
+
+    # ---- L_ulb: PU candidates weighted by K(π), plus k = j
+    pu = same * (~labeled[:, None] | ~target_labeled[None, :]).float()  # [B, N]
+    w = kernel_weights(prox, new_mu[None, :, None], sig[None, :, None], kernel)  # [B, M, N]
+    q_ulb = pu[:, None, :] * w + eye[:, None, :]
+    has_candidate = (pu > 0).any(-1)  # [B]
+    ulb_anchor = present & (~labeled | has_candidate)[:, None]
+    loss_ulb = _weighted_nll(log_prob, q_ulb)
+    count_ulb = dist_utils.all_reduce_sum(ulb_anchor.sum().float())
+
+    lb = (loss_lb * lb_anchor).sum() * world / count_lb.clamp(min=1)
+    ulb = (loss_ulb * ulb_anchor).sum() * world / count_ulb.clamp(min=1)
+    cand = (pu > 0)[:, None, :] & present[..., None]
+    return ContrastiveLossOutput(
+        labeled=lb,
+        unlabeled=ulb,
+        mu=new_mu.detach(),
+        sigma=new_sigma.detach(),
+        pair_mu=pair_mu.detach(),
+        pair_sigma=pair_sigma.detach(),
+        weights=w[cand].detach(),
+        num_labeled_anchors=int(count_lb),
+        num_unlabeled_anchors=int(count_ulb),
+    )
+
+
+class SoftPUContrastiveLoss(nn.Module):
+    """Module owning the EMA state of ``μ`` and ``σ`` (buffers, saved in checkpoints).
+
+    Args:
+        num_modalities: M.
+        temperature: ``τ`` (default 0.5, see METHOD.md).
+        kernel: ``rbf`` (default), ``laplace``, ``cauchy`` or ``one_sided``.
+        ema: EMA factor of ``μ``, ``σ``.
+        sigma_min: lower bound of ``σ``.
+        mu_init, sigma_init: state used before any labeled positive pair has been seen.
+    """
+
+    mu: Tensor
+    sigma: Tensor
+    initialized: Tensor
+
+    def __init__(
+        self,
+        num_modalities: int,
+        temperature: float = 0.5,
+        kernel: str = "rbf",
+        ema: float = 0.9,
+        sigma_min: float = 0.05,
+        mu_init: float = 0.5,
+        sigma_init: float = 0.25,
+    ) -> None:
+        super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown kernel {kernel!r}; use one of {KERNELS}")
+        if not 0.0 <= ema < 1.0:
+            raise ValueError(f"ema must lie in [0, 1), got {ema}")
+        self.temperature, self.kernel, self.ema, self.sigma_min = temperature, kernel, ema, sigma_min
+        self.register_buffer("mu", torch.full((num_modalities,), float(mu_init)))
+        self.register_buffer("sigma", torch.full((num_modalities,), float(sigma_init)))
+        self.register_buffer("initialized", torch.zeros(num_modalities, dtype=torch.bool))
+
+    def forward(
+        self, shared: Tensor, fused: Tensor, present: Tensor, keys: Tensor, labeled: Tensor
+    ) -> ContrastiveLossOutput:
+        out = soft_pu_contrastive_loss(
+            shared,
+            fused,
+            present,
+            keys,
+            labeled,
+            self.mu,
+            self.sigma,
+            self.temperature,
+            self.kernel,
+            self.ema,
+            self.initialized,
+            self.sigma_min,
+        )
+        if self.training:  # the EMA advances only on training steps
+            self.mu.copy_(out.mu)
+            self.sigma.copy_(out.sigma)
+            self.initialized |= torch.isfinite(out.pair_mu)
+        return out

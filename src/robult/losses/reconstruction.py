@@ -1,0 +1,44 @@
+"""Latent reconstruction loss ``L_rec`` (METHOD.md, loss 3).
+
+``L_rec = mean_{(j, m) present} ‖r_m([g_m(sg H^m_j); sg Z^m_j]) − sg H^m_j‖² / d_h``. The stop-gradients are applied
+by :meth:`robult.models.RobultModel.forward` (``reconstruction`` / ``reconstruction_target``), so the gradient
+reaches only the specific projector ``g_m`` and the reconstructor ``r_m``: never the shared projector, the fusion,
+the heads or the encoders (unless ``rec_grad_to_encoder``). Dividing by ``d_h`` (a mean over features) keeps the
+loss on the scale of the other terms whatever the width; it only rescales ``λ_rec``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+
+@dataclass
+class ReconstructionLossOutput:
+    """``total`` and the per-modality means ``per_modality [M]`` (NaN-free: 0 where a modality is absent)."""
+
+    total: Tensor
+    per_modality: Tensor
+
+
+def reconstruction_loss(reconstruction: Tensor, target: Tensor, present: Tensor) -> ReconstructionLossOutput:
+    """Mean squared reconstruction error over present (sample, modality) pairs.
+
+    Args:
+        reconstruction: ``[B, M, d_h]``.
+        target: ``[B, M, d_h]`` (already detached).
+        present: ``[B, M]``.
+    """
+    err = (reconstruction - target).pow(2).mean(-1)  # [B, M]
+    mask = present.to(err.dtype)
+    total = (err * mask).sum() / mask.sum().clamp(min=1)
+    per_modality = (err * mask).sum(0) / mask.sum(0).clamp(min=1)
+    return ReconstructionLossOutput(total, per_modality.detach())
+
+
+class ReconstructionLoss(nn.Module):
+    """Module wrapper of :func:`reconstruction_loss`."""
+
+    def forward(self, reconstruction: Tensor, target: Tensor, present: Tensor) -> ReconstructionLossOutput:
+        return reconstruction_loss(reconstruction, target, present)

@@ -1,0 +1,135 @@
+"""The total Robult objective ``L = L_sup + λ_lb L_lb + λ_ulb(t) L_ulb + λ_rec L_rec`` (METHOD.md, loss 4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from robult.batch import Batch
+from robult.losses.contrastive import ContrastiveLossOutput, SoftPUContrastiveLoss, contrastive_keys
+from robult.losses.reconstruction import reconstruction_loss
+from robult.losses.supervised import SupervisedLoss
+from robult.models.robult import RobultOutput
+from robult.specs import TaskSpec
+
+
+@dataclass
+class RobultLossConfig:
+    """Loss options (defaults from METHOD.md).
+
+    Attributes:
+        lambda_lb, lambda_ulb, lambda_rec: weights of the labeled contrastive, PU and reconstruction parts.
+        temperature: ``τ`` of the contrastive logits.
+        kernel: soft PU weighting kernel: ``rbf``, ``laplace``, ``cauchy`` or ``one_sided``.
+        ema: EMA factor of the positive-pair statistics ``μ, σ``.
+        sigma_min: lower bound of ``σ``.
+        warmup_epochs: ``λ_ulb`` ramps linearly from 0 to its value over these epochs (0: no ramp).
+        regression_loss: ``l1`` or ``mse``.
+        regression_bins: contrastive keys of regression labels: ``sign`` or ``7class``.
+        soft_weights: weight PU candidates by ``K(π)`` (off: every candidate gets weight 0, i.e. only labeled
+            positives and ``k = j`` count — the ``robult_supcon`` ablation).
+    """
+
+    lambda_lb: float = 1.0
+    lambda_ulb: float = 1.0
+    lambda_rec: float = 1.0
+    temperature: float = 0.5
+    kernel: str = "rbf"
+    ema: float = 0.9
+    sigma_min: float = 0.05
+    warmup_epochs: float = 5.0
+    regression_loss: str = "l1"
+    regression_bins: str = "sign"
+    soft_weights: bool = True
+
+
+@dataclass
+class RobultLossOutput:
+    """The total and every part (detached parts are for logging)."""
+
+    total: Tensor
+    supervised: Tensor
+    supervised_unimodal: Tensor
+    supervised_fused: Tensor
+    contrastive_labeled: Tensor
+    contrastive_unlabeled: Tensor
+    reconstruction: Tensor
+    lambda_ulb: float
+    contrastive: ContrastiveLossOutput | None = None
+
+    def log_dict(self, prefix: str = "") -> dict[str, float]:
+        """Scalar parts for a logger."""
+        names = (
+            "total",
+            "supervised",
+            "supervised_unimodal",
+            "supervised_fused",
+            "contrastive_labeled",
+            "contrastive_unlabeled",
+            "reconstruction",
+        )
+        out = {f"{prefix}{n}": float(getattr(self, n).detach()) for n in names}
+        out[f"{prefix}lambda_ulb"] = self.lambda_ulb
+        return out
+
+
+def ramp_weight(value: float, epoch: float, warmup_epochs: float) -> float:
+    """``value · min(1, epoch / warmup_epochs)`` (linear warm-up; ``warmup_epochs = 0`` gives ``value``)."""
+    if warmup_epochs <= 0:
+        return value
+    return value * min(1.0, max(0.0, epoch) / warmup_epochs)
+
+
+class RobultLoss(nn.Module):
+    """The Robult objective. Owns the soft PU loss's EMA state.
+
+    Args:
+        task: the task spec.
+        num_modalities: M.
+        config: loss options.
+    """
+
+    def __init__(self, task: TaskSpec, num_modalities: int, config: RobultLossConfig | None = None) -> None:
+        super().__init__()
+        self.task = task
+        self.config = cfg = config or RobultLossConfig()
+        self.supervised = SupervisedLoss(task, cfg.regression_loss)
+        self.contrastive = SoftPUContrastiveLoss(num_modalities, cfg.temperature, cfg.kernel, cfg.ema, cfg.sigma_min)
+
+    def forward(self, output: RobultOutput, batch: Batch, epoch: float = 0.0) -> RobultLossOutput:
+        """Args: the model output, its batch, and the (fractional) training epoch for the warm-up ramp."""
+        cfg = self.config
+        sup = self.supervised(output.logits, output.fused_logits, output.present, batch.target, batch.labeled)
+        zero = sup.total * 0.0
+        lam_ulb = ramp_weight(cfg.lambda_ulb, epoch, cfg.warmup_epochs)
+        con: ContrastiveLossOutput | None = None
+        lb = ulb = zero
+        if cfg.lambda_lb > 0 or cfg.lambda_ulb > 0:
+            keys = contrastive_keys(batch.target, batch.labeled, output.fused_logits, self.task, cfg.regression_bins)
+            labeled = batch.labeled
+            con = self.contrastive(output.shared, output.fused, output.present, keys, labeled)
+            lb = con.labeled
+            ulb = con.unlabeled if cfg.soft_weights else zero
+        rec = zero
+        if cfg.lambda_rec > 0:
+            if output.reconstruction is None or output.reconstruction_target is None:
+                raise ValueError(
+                    "lambda_rec > 0 needs the model's reconstruction: call forward(with_reconstruction=True)"
+                )
+            rec = reconstruction_loss(output.reconstruction, output.reconstruction_target, output.present).total
+        total = sup.total + cfg.lambda_lb * lb + lam_ulb * ulb + cfg.lambda_rec * rec
+        return RobultLossOutput(
+            total=total,
+            supervised=sup.total,
+            supervised_unimodal=sup.unimodal,
+            supervised_fused=sup.fused,
+            contrastive_labeled=lb,
+            contrastive_unlabeled=ulb,
+            reconstruction=rec,
+            lambda_ulb=lam_ulb,
+            contrastive=con,
+        )
+
+
+__all__ = ["RobultLoss", "RobultLossConfig", "RobultLossOutput", "ramp_weight"]

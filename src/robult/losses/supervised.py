@@ -1,0 +1,99 @@
+"""Supervised task loss ``L_sup`` on labeled samples, for every unimodal prediction and for the fused head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robult.specs import TaskKind, TaskSpec
+
+REGRESSION_LOSSES = ("l1", "mse")
+
+
+def task_loss(pred: Tensor, target: Tensor, task: TaskSpec, regression_loss: str = "l1") -> Tensor:
+    """Per-sample task loss.
+
+    Args:
+        pred: ``[N, K]`` logits (raw values for regression, ``K = 1``).
+        target: ``[N]`` class ids / 0-1 labels / values, or ``[N, L]`` for multilabel.
+        task: the task spec.
+        regression_loss: ``"l1"`` (default, the sentiment-analysis convention) or ``"mse"``.
+
+    Returns:
+        ``[N]`` losses (multilabel: mean over labels).
+    """
+    kind = task.kind
+    if kind == TaskKind.MULTICLASS:
+        return F.cross_entropy(pred, target.long(), reduction="none")
+    if kind == TaskKind.BINARY:
+        return F.binary_cross_entropy_with_logits(pred[:, 0], target.to(pred.dtype), reduction="none")
+    if kind == TaskKind.MULTILABEL:
+        return F.binary_cross_entropy_with_logits(pred, target.to(pred.dtype), reduction="none").mean(-1)
+    if regression_loss == "l1":
+        return (pred[:, 0] - target.to(pred.dtype)).abs()
+    if regression_loss == "mse":
+        return (pred[:, 0] - target.to(pred.dtype)).pow(2)
+    raise ValueError(f"unknown regression loss {regression_loss!r}; use one of {REGRESSION_LOSSES}")
+
+
+@dataclass
+class SupervisedLossOutput:
+    """``total = unimodal + fused``; ``unimodal`` is the mean over labeled (sample, present modality) pairs."""
+
+    total: Tensor
+    unimodal: Tensor
+    fused: Tensor
+
+
+def supervised_loss(
+    logits: Tensor,
+    fused_logits: Tensor | None,
+    present: Tensor,
+    target: Tensor,
+    labeled: Tensor,
+    task: TaskSpec,
+    regression_loss: str = "l1",
+) -> SupervisedLossOutput:
+    """``L_sup`` over labeled samples.
+
+    Args:
+        logits: ``[B, M, K]`` unimodal predictions ``c([U^m; Z^m])``.
+        fused_logits: ``[B, K]`` fused predictions ``c_S(S)`` or ``None`` (a model without a fused head).
+        present: ``[B, M]``; absent modalities are not scored.
+        target: the batch target (unlabeled rows are never read).
+        labeled: ``[B]``.
+        task: the task spec.
+        regression_loss: ``"l1"`` or ``"mse"``.
+    """
+    zero = logits.sum() * 0.0
+    rows = labeled.nonzero().flatten()
+    if rows.numel() == 0:
+        return SupervisedLossOutput(zero, zero, zero)
+    tgt = target.index_select(0, rows)
+    lg = logits.index_select(0, rows)  # [L, M, K]
+    pres = present.index_select(0, rows)
+    b, m, k = lg.shape
+    per = task_loss(lg.reshape(b * m, k), tgt.repeat_interleave(m, dim=0), task, regression_loss).reshape(b, m)
+    unimodal = (per * pres).sum() / pres.sum().clamp(min=1)
+    fused = zero
+    if fused_logits is not None:
+        fused = task_loss(fused_logits.index_select(0, rows), tgt, task, regression_loss).mean()
+    return SupervisedLossOutput(unimodal + fused, unimodal, fused)
+
+
+class SupervisedLoss(nn.Module):
+    """Module wrapper of :func:`supervised_loss`."""
+
+    def __init__(self, task: TaskSpec, regression_loss: str = "l1") -> None:
+        super().__init__()
+        if regression_loss not in REGRESSION_LOSSES:
+            raise ValueError(f"unknown regression loss {regression_loss!r}; use one of {REGRESSION_LOSSES}")
+        self.task = task
+        self.regression_loss = regression_loss
+
+    def forward(
+        self, logits: Tensor, fused_logits: Tensor | None, present: Tensor, target: Tensor, labeled: Tensor
+    ) -> SupervisedLossOutput:
+        return supervised_loss(logits, fused_logits, present, target, labeled, self.task, self.regression_loss)

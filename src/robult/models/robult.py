@@ -1,0 +1,321 @@
+"""The Robult model (``../shared/design/METHOD.md``): encoders ``f_m``, a shared projector ``g_0`` (redundant
+features ``Z``), modality-specific projectors ``g_m`` (unique features ``U``), a fusion ``φ`` (fused ``S``), a fused
+head ``c_S``, a head ``c`` shared across modalities, and reconstructors ``r_m`` (training only).
+
+Inference with any subset ``A`` of modalities aggregates the per-modality predictions ``c([U^m; Z^m])`` over
+``m ∈ A``; since each of those depends on its own modality alone, the predictions of *all* subsets come from one
+encoder pass (:meth:`RobultModel.predict_subsets`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from robult.batch import Batch, validate_batch
+from robult.modules.encoders import MLP, build_encoder
+from robult.modules.fusions import build_fusion
+from robult.specs import ModalitySpec, TaskSpec
+
+AGGREGATES = ("logit_mean", "feature_mean")
+
+
+@dataclass
+class RobultConfig:
+    """Architecture options (defaults from METHOD.md).
+
+    Attributes:
+        hidden_dim: ``d_h``, the common width of every encoder output (a linear adapter brings user encoders to it).
+        shared_dim: ``d_z``, width of ``Z^m`` and of the fused ``S``.
+        specific_dim: ``d_u``, width of ``U^m``.
+        projector_hidden: hidden widths of ``g_0`` and ``g_m`` (empty: linear projectors).
+        head_hidden: hidden widths of the heads ``c`` and ``c_S``.
+        encoder_hidden: hidden widths of the built-in MLP encoders.
+        sequence_encoder: built-in encoder for sequences: ``"gru"`` or ``"transformer"``.
+        fusion: ``"concat"`` (concatenation + MLP) or ``"attention"`` (masked attention over modality tokens).
+        dropout: dropout in encoders, fusion and projectors.
+        aggregate: ``"logit_mean"`` (mean of per-modality predictions) or ``"feature_mean"`` (head on the mean of
+            ``[U^m; Z^m]``).
+        use_fused_when_complete: predict with the fused head ``c_S(S)`` when every modality is present.
+        rec_grad_to_encoder: let the reconstruction loss reach the encoders (off: only ``g_m`` and ``r_m``).
+    """
+
+    hidden_dim: int = 128
+    shared_dim: int = 64
+    specific_dim: int = 64
+    projector_hidden: tuple[int, ...] = (128,)
+    head_hidden: tuple[int, ...] = ()
+    encoder_hidden: tuple[int, ...] = (256,)
+    sequence_encoder: str = "gru"
+    fusion: str = "concat"
+    dropout: float = 0.1
+    aggregate: str = "logit_mean"
+    use_fused_when_complete: bool = False
+    rec_grad_to_encoder: bool = False
+
+    def __post_init__(self) -> None:
+        if self.aggregate not in AGGREGATES:
+            raise ValueError(f"unknown aggregate {self.aggregate!r}; use one of {AGGREGATES}")
+        for key in ("hidden_dim", "shared_dim", "specific_dim"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+        self.projector_hidden = tuple(self.projector_hidden)
+        self.head_hidden = tuple(self.head_hidden)
+        self.encoder_hidden = tuple(self.encoder_hidden)
+
+
+@dataclass
+class RobultOutput:
+    """What a forward pass returns. Rows of absent modalities hold arbitrary finite values: mask with ``present``.
+
+    Attributes:
+        hidden: ``H [B, M, d_h]``.
+        shared: ``Z [B, M, d_z]`` (redundant features, shared projector).
+        specific: ``U [B, M, d_u]`` (unique features, modality-specific projectors).
+        fused: ``S [B, d_z]`` (fusion of the present modalities).
+        logits: ``c([U^m; Z^m])`` per modality, ``[B, M, K]`` (K = task outputs; raw values for regression).
+        fused_logits: ``c_S(S)``, ``[B, K]``.
+        present: ``[B, M]``.
+        reconstruction: ``r_m([g_m(sg H^m); sg Z^m])``, ``[B, M, d_h]``, or ``None`` when not requested.
+        reconstruction_target: ``sg(H) [B, M, d_h]`` or ``None``.
+    """
+
+    hidden: Tensor
+    shared: Tensor
+    specific: Tensor
+    fused: Tensor
+    logits: Tensor
+    fused_logits: Tensor
+    present: Tensor
+    reconstruction: Tensor | None = None
+    reconstruction_target: Tensor | None = None
+
+
+@dataclass
+class SubsetPredictions:
+    """Predictions for several modality subsets from one encoder pass.
+
+    Attributes:
+        keys: subset names (modality names joined with ``+`` in modality order).
+        masks: ``[S, M]`` bool, the modalities of each subset.
+        predictions: ``[S, B, K]`` aggregated predictions (logits; raw values for regression).
+        valid: ``[S, B]``: whether the sample has at least one modality of the subset present (else the
+            prediction row is NaN).
+    """
+
+    keys: list[str]
+    masks: Tensor
+    predictions: Tensor
+    valid: Tensor
+
+    def __getitem__(self, key: str) -> Tensor:
+        return self.predictions[self.keys.index(key)]
+
+
+def subset_masks(subsets: Sequence[Sequence[str]] | Tensor, names: Sequence[str]) -> tuple[list[str], Tensor]:
+    """Keys and ``[S, M]`` bool masks of modality subsets given by names (or already as masks)."""
+    if isinstance(subsets, Tensor):
+        masks = subsets.bool()
+        if masks.ndim != 2 or masks.shape[1] != len(names):
+            raise ValueError(f"subset masks have shape {tuple(masks.shape)}, expected (S, {len(names)})")
+    else:
+        rows = []
+        for subset in subsets:
+            if isinstance(subset, str):
+                subset = subset.split("+")
+            unknown = [n for n in subset if n not in names]
+            if unknown:
+                raise ValueError(f"unknown modality {unknown[0]!r} in subset {list(subset)}; known: {list(names)}")
+            rows.append([n in subset for n in names])
+        masks = torch.tensor(rows, dtype=torch.bool).reshape(len(rows), len(names))
+    if masks.numel() and not masks.any(dim=1).all():
+        raise ValueError("a modality subset must not be empty")
+    keys = ["+".join(n for n, on in zip(names, row, strict=True) if on) for row in masks.tolist()]
+    return keys, masks
+
+
+def _encoder_out_dim(encoder: nn.Module, spec: ModalitySpec) -> int:
+    """``encoder.out_dim`` if declared, else inferred by one dummy forward pass on a zero input of the spec."""
+    declared = getattr(encoder, "out_dim", None)
+    if isinstance(declared, int):
+        return declared
+    shape = [8 if s is None else s for s in spec.shape]
+    dtype = torch.long if spec.kind.value == "tokens" else torch.float32
+    x = torch.zeros(2, *shape, dtype=dtype)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            out = encoder(x, torch.full((2,), shape[0], dtype=torch.long)) if spec.is_sequential else encoder(x)
+    except Exception as err:  # pragma: no cover - depends on user code
+        raise ValueError(
+            f"could not infer the output width of the encoder of modality {spec.name!r}; give it an `out_dim` "
+            f"attribute ({err})"
+        ) from err
+    finally:
+        encoder.train(was_training)
+    if out.ndim != 2:
+        raise ValueError(
+            f"the encoder of modality {spec.name!r} returns shape {tuple(out.shape)}; encoders must return [B, d]"
+        )
+    return int(out.shape[1])
+
+
+class RobultModel(nn.Module):
+    """Robult: redundancy (``Z``) and modality-specific (``U``) features for robust multimodal learning.
+
+    Args:
+        modalities: the modality specs (their order is the column order of ``present``).
+        task: the task spec.
+        config: architecture options.
+        encoders: optional user encoders by modality name (any ``nn.Module`` returning ``[B, d]``; sequence
+            encoders are called as ``encoder(x, lengths)``); built-ins are used for the others.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[ModalitySpec],
+        task: TaskSpec,
+        config: RobultConfig | None = None,
+        encoders: Mapping[str, nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        self.modalities = list(modalities)
+        self.names = [s.name for s in self.modalities]
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"modality names must be unique, got {self.names}")
+        self.task = task
+        self.config = cfg = config or RobultConfig()
+        encoders = dict(encoders or {})
+        unknown = sorted(set(encoders) - set(self.names))
+        if unknown:
+            raise ValueError(f"encoder given for unknown modality {unknown[0]!r}; modalities are {self.names}")
+        d_h, d_z, d_u, k = cfg.hidden_dim, cfg.shared_dim, cfg.specific_dim, task.num_outputs
+
+        self.encoders = nn.ModuleDict()
+        self.adapters = nn.ModuleDict()
+        for spec in self.modalities:
+            if spec.name in encoders:
+                enc = encoders[spec.name]
+                width = _encoder_out_dim(enc, spec)
+                self.encoders[spec.name] = enc
+                self.adapters[spec.name] = nn.Identity() if width == d_h else nn.Linear(width, d_h)
+            else:
+                extra = {"hidden": cfg.encoder_hidden, "dropout": cfg.dropout} if spec.kind.value == "vector" else {}
+                self.encoders[spec.name] = build_encoder(spec, d_h, cfg.sequence_encoder, **extra)
+                self.adapters[spec.name] = nn.Identity()
+        self.shared_projector = MLP(d_h, cfg.projector_hidden, d_z, dropout=cfg.dropout)
+        self.specific_projectors = nn.ModuleDict(
+            {n: MLP(d_h, cfg.projector_hidden, d_u, dropout=cfg.dropout) for n in self.names}
+        )
+        self.fusion = build_fusion(cfg.fusion, len(self.names), d_h, d_z, dropout=cfg.dropout)
+        self.fused_head = MLP(d_z, cfg.head_hidden, k, dropout=cfg.dropout)
+        self.head = MLP(d_z + d_u, cfg.head_hidden, k, dropout=cfg.dropout)
+        self.reconstructors = nn.ModuleDict({n: MLP(d_u + d_z, (d_h,), d_h, dropout=0.0) for n in self.names})
+
+    # ------------------------------------------------------------------ encoding
+    def encode(self, batch: Batch) -> Tensor:
+        """``H [B, M, d_h]``: every encoder runs on the rows where its modality is present, and only on those;
+        absent rows are zero and must not be read."""
+        b = batch.size
+        out = []
+        for m, spec in enumerate(self.modalities):
+            rows = batch.present[:, m].nonzero().flatten()
+            ref = batch.present
+            full = torch.zeros(b, self.config.hidden_dim, device=ref.device, dtype=torch.float32)
+            if rows.numel():
+                x = batch.inputs[spec.name].index_select(0, rows)
+                enc = self.encoders[spec.name]
+                h = enc(x, batch.lengths[spec.name].index_select(0, rows)) if spec.is_sequential else enc(x)
+                h = self.adapters[spec.name](h)
+                full = full.to(h.dtype).index_copy(0, rows, h)
+            out.append(full)
+        return torch.stack(out, dim=1)
+
+    def project(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        """``(Z, U)`` from ``H``: the shared projector on every modality, each specific projector on its own."""
+        shared = self.shared_projector(hidden)
+        specific = torch.stack([self.specific_projectors[n](hidden[:, m]) for m, n in enumerate(self.names)], dim=1)
+        return shared, specific
+
+    def forward(self, batch: Batch, with_reconstruction: bool = True, validate: bool = True) -> RobultOutput:
+        """Encode, project, fuse and predict.
+
+        Args:
+            batch: the batch.
+            with_reconstruction: also compute ``r_m`` outputs for the reconstruction loss (training).
+            validate: check the batch against the specs (names, shapes, presence, NaN in present inputs).
+        """
+        if validate:
+            validate_batch(batch, self.modalities)
+        hidden = self.encode(batch)
+        shared, specific = self.project(hidden)
+        fused = self.fusion(hidden, batch.present)
+        logits = self.head(torch.cat([specific, shared], dim=-1))
+        fused_logits = self.fused_head(fused)
+        recon = target = None
+        if with_reconstruction:
+            target = hidden.detach()
+            source = hidden if self.config.rec_grad_to_encoder else target
+            recon = torch.stack(
+                [
+                    self.reconstructors[n](
+                        torch.cat([self.specific_projectors[n](source[:, m]), shared[:, m].detach()], dim=-1)
+                    )
+                    for m, n in enumerate(self.names)
+                ],
+                dim=1,
+            )
+        return RobultOutput(hidden, shared, specific, fused, logits, fused_logits, batch.present, recon, target)
+
+    # ------------------------------------------------------------------ inference
+    def predict_subsets(
+        self,
+        output: RobultOutput,
+        subsets: Sequence[Sequence[str]] | Tensor,
+        aggregate: str | None = None,
+        use_fused_when_complete: bool | None = None,
+    ) -> SubsetPredictions:
+        """Predictions for every subset in ``subsets`` from one forward pass.
+
+        A sample's effective modalities for subset ``A`` are ``A ∩ present``; samples with none of ``A`` get NaN
+        and ``valid = False``.
+        """
+        aggregate = aggregate or self.config.aggregate
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"unknown aggregate {aggregate!r}; use one of {AGGREGATES}")
+        fused_complete = (
+            self.config.use_fused_when_complete if use_fused_when_complete is None else use_fused_when_complete
+        )
+        keys, masks = subset_masks(subsets, self.names)
+        masks = masks.to(output.present.device)
+        eff = masks[:, None, :] & output.present[None]  # [S, B, M]
+        count = eff.sum(-1)  # [S, B]
+        weights = eff.to(output.logits.dtype) / count.clamp(min=1)[..., None].to(output.logits.dtype)
+        if aggregate == "logit_mean":
+            preds = torch.einsum("sbm,bmk->sbk", weights, output.logits)
+        else:
+            feats = torch.cat([output.specific, output.shared], dim=-1)
+            preds = self.head(torch.einsum("sbm,bmd->sbd", weights, feats))
+        if fused_complete:
+            complete = eff.all(-1)  # the sample has every modality and the subset is all of them
+            preds = torch.where(complete[..., None], output.fused_logits[None].expand_as(preds), preds)
+        valid = count > 0
+        preds = preds.masked_fill(~valid[..., None], float("nan"))
+        return SubsetPredictions(keys, masks, preds, valid)
+
+    @torch.no_grad()
+    def predict(
+        self, batch: Batch, subsets: Sequence[Sequence[str]] | Tensor, aggregate: str | None = None
+    ) -> SubsetPredictions:
+        """Eval-mode predictions for ``subsets`` from one encoder pass (the module's train/eval mode is restored)."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = self.forward(batch, with_reconstruction=False)
+            return self.predict_subsets(out, subsets, aggregate)
+        finally:
+            self.train(was_training)

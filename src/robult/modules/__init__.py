@@ -1,0 +1,23 @@
+"""Reusable building blocks: encoders and fusions."""
+
+from robult.modules.encoders import (
+    MLP,
+    ConvImageEncoder,
+    GRUEncoder,
+    MLPEncoder,
+    TransformerSequenceEncoder,
+    build_encoder,
+)
+from robult.modules.fusions import AttentionFusion, ConcatFusion, build_fusion
+
+__all__ = [
+    "MLP",
+    "AttentionFusion",
+    "ConcatFusion",
+    "ConvImageEncoder",
+    "GRUEncoder",
+    "MLPEncoder",
+    "TransformerSequenceEncoder",
+    "build_encoder",
+    "build_fusion",
+]

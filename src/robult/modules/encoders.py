@@ -1,0 +1,179 @@
+"""Built-in modality encoders and the MLP building block.
+
+Every encoder maps a batch of one modality to ``H^m ∈ R^{out_dim}``. Sequence encoders take ``(x, lengths)`` and
+never read padding beyond ``lengths``. User encoders are any ``nn.Module``; the model adds a linear adapter to the
+common width ``d_h`` (see :class:`robult.models.RobultModel`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from robult.specs import ModalityKind, ModalitySpec
+
+
+class MLP(nn.Sequential):
+    """``Linear -> [norm] -> act -> dropout`` blocks and a final ``Linear``.
+
+    Args:
+        in_dim: input width.
+        hidden: widths of the hidden layers (empty: a single linear map).
+        out_dim: output width.
+        dropout: dropout after each hidden activation.
+        norm: ``"layer"`` (LayerNorm), ``"batch"`` (BatchNorm1d) or ``None``.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: tuple[int, ...] | list[int],
+        out_dim: int,
+        dropout: float = 0.0,
+        norm: str | None = "layer",
+    ) -> None:
+        layers: list[nn.Module] = []
+        width = in_dim
+        for h in hidden:
+            layers.append(nn.Linear(width, h))
+            if norm == "layer":
+                layers.append(nn.LayerNorm(h))
+            elif norm == "batch":
+                layers.append(nn.BatchNorm1d(h))
+            elif norm is not None:
+                raise ValueError(f"unknown norm {norm!r}; use 'layer', 'batch' or None")
+            layers.append(nn.GELU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        layers.append(nn.Linear(width, out_dim))
+        super().__init__(*layers)
+        self.out_dim = out_dim
+
+
+class MLPEncoder(nn.Module):
+    """Encoder for vector modalities: an :class:`MLP` over the flattened input."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: tuple[int, ...] = (256,), dropout: float = 0.1) -> None:
+        super().__init__()
+        self.net = MLP(in_dim, hidden, out_dim, dropout=dropout)
+        self.out_dim = out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.flatten(1))
+
+
+def _masked_mean(x: Tensor, lengths: Tensor) -> Tensor:
+    steps = torch.arange(x.shape[1], device=x.device)
+    mask = (steps[None, :] < lengths[:, None]).to(x.dtype)
+    return (x * mask[..., None]).sum(1) / lengths.clamp(min=1).to(x.dtype)[:, None]
+
+
+class GRUEncoder(nn.Module):
+    """Encoder for padded sequences ``[B, T, d]`` with lengths: a (bi)GRU over the packed sequence; the output is
+    the concatenated final hidden states projected to ``out_dim``."""
+
+    def __init__(
+        self, in_dim: int, out_dim: int, hidden: int = 128, num_layers: int = 1, bidirectional: bool = True
+    ) -> None:
+        super().__init__()
+        self.gru = nn.GRU(in_dim, hidden, num_layers=num_layers, batch_first=True, bidirectional=bidirectional)
+        self.proj = nn.Linear(hidden * (2 if bidirectional else 1), out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        packed = nn.utils.rnn.pack_padded_sequence(
+            x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+        )
+        _, h = self.gru(packed)  # [layers * dirs, B, hidden]
+        dirs = 2 if self.gru.bidirectional else 1
+        last = h[-dirs:].transpose(0, 1).reshape(x.shape[0], -1)
+        return self.proj(last)
+
+
+class TransformerSequenceEncoder(nn.Module):
+    """Encoder for padded sequences with lengths: input projection, learned positions, a Transformer encoder with a
+    key-padding mask, and a masked mean over valid steps."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        d_model: int = 128,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        max_len: int = 1024,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.inp = nn.Linear(in_dim, d_model)
+        self.pos = nn.Parameter(torch.zeros(max_len, d_model))
+        nn.init.normal_(self.pos, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            d_model, num_heads, dim_feedforward=2 * d_model, dropout=dropout, batch_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.proj = nn.Linear(d_model, out_dim)
+        self.max_len = max_len
+        self.out_dim = out_dim
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        t = x.shape[1]
+        if t > self.max_len:
+            raise ValueError(f"sequence length {t} exceeds the encoder's max_len {self.max_len}")
+        steps = torch.arange(t, device=x.device)
+        pad = steps[None, :] >= lengths[:, None]
+        # padding may hold anything (even NaN): zero it so it cannot leak through attention arithmetic
+        x = x.masked_fill(pad[..., None], 0.0)
+        h = self.encoder(self.inp(x) + self.pos[:t], src_key_padding_mask=pad)
+        return self.proj(_masked_mean(h, lengths))
+
+
+class ConvImageEncoder(nn.Module):
+    """A small CNN for ``[B, C, H, W]`` images (a weak default; pass a pretrained backbone for real images)."""
+
+    def __init__(self, in_channels: int, out_dim: int, width: int = 32) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4 * width, out_dim),
+        )
+        self.out_dim = out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def build_encoder(spec: ModalitySpec, out_dim: int, sequence_encoder: str = "gru", **kwargs: object) -> nn.Module:
+    """The built-in encoder for a modality spec.
+
+    Args:
+        spec: the modality.
+        out_dim: output width ``d_h``.
+        sequence_encoder: ``"gru"`` or ``"transformer"`` for sequence modalities.
+        kwargs: passed to the encoder (e.g. ``hidden`` for MLPs).
+    """
+    if spec.kind == ModalityKind.VECTOR:
+        return MLPEncoder(int(spec.shape[0]), out_dim, **kwargs)  # type: ignore[arg-type]
+    if spec.kind == ModalityKind.SEQUENCE:
+        in_dim = spec.shape[-1]
+        if in_dim is None:
+            raise ValueError(f"modality {spec.name!r}: a sequence spec needs a fixed feature width")
+        if sequence_encoder == "gru":
+            return GRUEncoder(in_dim, out_dim, **kwargs)  # type: ignore[arg-type]
+        if sequence_encoder == "transformer":
+            return TransformerSequenceEncoder(in_dim, out_dim, **kwargs)  # type: ignore[arg-type]
+        raise ValueError(f"unknown sequence encoder {sequence_encoder!r}; use 'gru' or 'transformer'")
+    if spec.kind == ModalityKind.IMAGE:
+        return ConvImageEncoder(int(spec.shape[0]), out_dim, **kwargs)  # type: ignore[arg-type]
+    raise ValueError(
+        f"modality {spec.name!r} of kind {spec.kind.value!r} has no built-in encoder; pass your own nn.Module "
+        "in `encoders`"
+    )
