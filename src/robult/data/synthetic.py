@@ -227,7 +227,10 @@ def synthetic_bundle(
         notes={
             "generator": "robult.data.synthetic",
             "config": repr(data.config),
-            "split": f"stratified {1 - test_fraction:.0%}/{test_fraction:.0%} train/test, {val_fraction:.0%} of train for val",
+            "split": (
+                f"stratified {1 - test_fraction:.0%}/{test_fraction:.0%} train/test, "
+                f"{val_fraction:.0%} of train as val"
+            ),
             "predictive_subsets": predictive_subsets(data.config),
         },
     )
