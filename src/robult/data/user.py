@@ -1,0 +1,670 @@
+"""The user's own data: a directory with ``dataset.yaml`` and one ``.npy`` file per array.
+
+Format (paths are relative to the YAML file's directory)::
+
+    name: my_data
+    description: optional free text
+    task: {kind: multiclass, num_classes: 5}   # binary | multilabel (num_classes = labels) | regression
+                                               # (optional target_range: [-3, 3]); optional label_names: [...]
+    primary_metric: accuracy                   # optional; default per task kind (see DEFAULT_METRICS)
+    modalities:
+      - {name: audio, kind: vector, file: audio.npy}                       # [N, d]
+      - {name: text, kind: sequence, file: text.npy, lengths: text_len.npy} # [N, T, d] + lengths [N]
+      - {name: image, kind: image, file: image.npy}                       # [N, C, H, W]
+      - {name: ids, kind: tokens, file: ids.npy, lengths: ids_len.npy}    # [N, T] integers + lengths [N]
+    labels: labels.npy      # [N] (multiclass ids 0..C-1, binary 0/1, regression) or [N, L] 0/1 (multilabel)
+    split: split.npy        # optional: integer [N], 0 = train, 1 = val, 2 = test
+    present: present.npy    # optional: bool [N, M] presence mask, columns in modality order
+    labeled: labeled.npy    # optional: bool [N], which labels training may use (others may hold anything)
+    standardize: false      # optional: z-score float modalities with train statistics computed by chunks
+
+Modality arrays are opened memory-mapped (``np.load(..., mmap_mode="r", allow_pickle=False)``) and never loaded
+whole: a batch reads only its rows, and mapped pages are released every few batches (see :class:`MappedArray`) so
+the resident memory stays at the size of a few batches. Labels, split, presence, labeled and lengths files are
+small and read in full.
+"""
+
+from __future__ import annotations
+
+import mmap
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from robult.batch import MultimodalDataset, _RowView
+from robult.data.registry import DatasetBundle, LoadOptions, register_dataset
+from robult.data.splits import strata, stratified_split
+from robult.specs import ModalityKind, ModalitySpec, TaskKind, TaskSpec
+from robult.utils.io import atomic_open, atomic_write_text
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "RELEASE_BYTES",
+    "YAML_NAME",
+    "MappedArray",
+    "MissingFileError",
+    "ModalityConfig",
+    "TaskConfig",
+    "UserDatasetConfig",
+    "load_user_dataset",
+    "read_config",
+    "write_user_dataset",
+]
+
+YAML_NAME = "dataset.yaml"
+TEST_FRACTION = 0.2
+DEFAULT_METRICS = {"multiclass": "accuracy", "binary": "accuracy", "multilabel": "f1_micro", "regression": "mae"}
+_CHUNK_BYTES = 64 << 20
+RELEASE_BYTES = 16 << 20  # mapped bytes a MappedArray may accumulate before it releases them
+_FAULT_AROUND = 64 << 10  # the kernel maps up to this much around each page fault
+_SPLIT_NAMES = {0: "train", 1: "val", 2: "test"}
+
+
+class MissingFileError(FileNotFoundError, ValueError):
+    """A file named by ``dataset.yaml`` does not exist (both a ``FileNotFoundError`` and a ``ValueError``)."""
+
+
+# ------------------------------------------------------------------------------------------------------ the schema
+
+
+class TaskConfig(BaseModel):
+    """``task:`` of ``dataset.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["multiclass", "binary", "multilabel", "regression"]
+    num_classes: int | None = Field(default=None, description="classes (multiclass) or labels (multilabel)")
+    target_range: tuple[float, float] | None = None
+    label_names: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskConfig:
+        if self.kind in ("multiclass", "multilabel") and (self.num_classes is None or self.num_classes < 2):
+            raise ValueError(f"num_classes (>= 2) is required for a {self.kind} task, got {self.num_classes}")
+        if self.target_range is not None and self.kind != "regression":
+            raise ValueError("target_range applies to regression tasks only")
+        if self.target_range is not None and self.target_range[0] > self.target_range[1]:
+            raise ValueError(f"target_range {list(self.target_range)} is empty")
+        return self
+
+    def to_spec(self) -> TaskSpec:
+        return TaskSpec(
+            self.kind,
+            num_classes=self.num_classes or 0,
+            target_range=self.target_range,
+            label_names=tuple(self.label_names or ()),
+        )
+
+
+class ModalityConfig(BaseModel):
+    """One entry of ``modalities:``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    kind: Literal["vector", "sequence", "image", "tokens"]
+    file: str
+    lengths: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ModalityConfig:
+        sequential = self.kind in ("sequence", "tokens")
+        if "+" in self.name:
+            raise ValueError(f"modality name {self.name!r} must not contain '+'")
+        if sequential and self.lengths is None:
+            raise ValueError(f"modality {self.name!r}: a {self.kind} modality needs a lengths file")
+        if not sequential and self.lengths is not None:
+            raise ValueError(f"modality {self.name!r}: lengths apply to sequence and tokens modalities only")
+        return self
+
+
+class UserDatasetConfig(BaseModel):
+    """The whole ``dataset.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    task: TaskConfig
+    primary_metric: str | None = None
+    modalities: list[ModalityConfig] = Field(min_length=1)
+    labels: str
+    split: str | None = None
+    present: str | None = None
+    labeled: str | None = None
+    standardize: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> UserDatasetConfig:
+        names = [m.name for m in self.modalities]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"modality name {dup[0]!r} appears more than once")
+        return self
+
+    @property
+    def metric(self) -> str:
+        return self.primary_metric or DEFAULT_METRICS[self.task.kind]
+
+
+def _format_validation(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<top level>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (not part of the dataset.yaml format)"
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def read_config(path: str | Path) -> tuple[UserDatasetConfig, Path]:
+    """Read and validate ``dataset.yaml``.
+
+    Args:
+        path: the dataset directory or the YAML file itself.
+
+    Returns:
+        The validated config and the YAML file's path.
+
+    Raises:
+        MissingFileError: no such file.
+        ValueError: malformed YAML or keys / values outside the format (the message names the key).
+    """
+    path = Path(path).expanduser()
+    yaml_path = path / YAML_NAME if path.is_dir() else path
+    if not yaml_path.is_file():
+        raise MissingFileError(f"{yaml_path}: dataset description not found (expected {YAML_NAME} in {path})")
+    try:
+        raw = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{yaml_path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{yaml_path}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        config = UserDatasetConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ValueError(f"{yaml_path}: {_format_validation(err)}") from None
+    return config, yaml_path
+
+
+# ------------------------------------------------------------------------------------------------- lazy row reads
+
+
+class MappedArray:
+    """Rows of a memory-mapped ``.npy`` array, read on demand.
+
+    Indexing reads only the requested rows (sorted for locality), casts them to ``dtype`` and applies an optional
+    standardisation. Pages a read maps stay in the resident set until about :data:`RELEASE_BYTES` have
+    accumulated, then they are released (``MADV_DONTNEED``: the kernel's page cache keeps them, this process's
+    resident set does not), so iterating over a file larger than memory keeps the RSS flat. Pickles by path, so
+    ``DataLoader`` workers re-open the file instead of copying it.
+
+    Args:
+        path: the ``.npy`` file.
+        dtype: dtype of the rows handed out (``float32`` for float modalities, ``int64`` for tokens).
+        mean, std: optional standardisation, broadcastable against one sample.
+    """
+
+    def __init__(
+        self, path: str | Path, dtype: Any, mean: np.ndarray | None = None, std: np.ndarray | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.base = _open_npy(self.path)
+        self.dtype = np.dtype(dtype)
+        self.shape: tuple[int, ...] = tuple(int(s) for s in self.base.shape)
+        self.mean = None if mean is None else np.asarray(mean, dtype=np.float32)
+        self.std = None if std is None else np.asarray(std, dtype=np.float32)
+        self._row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.base.dtype.itemsize
+        self._mapped = 0  # upper estimate of the bytes mapped since the last release
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def raw_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` as stored (no cast, no standardisation)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.base.dtype)
+        out[order] = self.base[sorted_rows]
+        self._mapped += len(rows) * (self._row_bytes + _FAULT_AROUND)
+        if self._mapped >= RELEASE_BYTES:
+            self.release()
+        return out
+
+    def release(self) -> None:
+        """Drop the mapped pages from this process's resident set (no-op where unsupported)."""
+        self._mapped = 0
+        mm = getattr(self.base, "_mmap", None)
+        advice = getattr(mmap, "MADV_DONTNEED", None)
+        if mm is not None and advice is not None:
+            mm.madvise(advice)
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        n = self.shape[0]
+        if isinstance(idx, (int, np.integer)):
+            return self[np.array([idx])][0]
+        if isinstance(idx, slice):
+            rows = np.arange(*idx.indices(n))
+        else:
+            rows = np.asarray(idx)
+            if rows.dtype == bool:
+                rows = np.flatnonzero(rows)
+            rows = np.where(rows < 0, rows + n, rows)
+        x = self.raw_rows(rows).astype(self.dtype, copy=False)
+        if self.mean is not None and self.std is not None:
+            x = ((x - self.mean) / self.std).astype(self.dtype, copy=False)
+        return x
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self[np.arange(self.shape[0])]
+        return arr if dtype is None else arr.astype(dtype)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "dtype": self.dtype.str, "mean": self.mean, "std": self.std}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], state["dtype"], state["mean"], state["std"])  # type: ignore[misc]
+
+
+def _open_npy(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise MissingFileError(f"{path}: file not found") from None
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{path}: cannot read as a .npy array ({err})") from None
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{path}: expected a .npy array, got {type(arr).__name__} (an .npz archive?)")
+    return arr
+
+
+def _load_small(path: Path, key: str) -> np.ndarray:
+    """A small array (labels, masks, lengths) read in full."""
+    if not path.is_file():
+        raise MissingFileError(f"{path}: file not found (named by {key!r} in {YAML_NAME})")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        raise ValueError(f"{path} ({key}): cannot read as a .npy array ({err})") from None
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{path} ({key}): expected a .npy array, got {type(arr).__name__}")
+    return arr
+
+
+# ------------------------------------------------------------------------------------------------------- loading
+
+
+def _resolve(base: Path, name: str) -> Path:
+    p = Path(name).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _chunked_stats(
+    reader: MappedArray, kind: ModalityKind, rows: np.ndarray, lengths: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std per feature (vector, sequence: last axis; image: channel) over ``rows``, read by chunks."""
+    row_bytes = max(1, int(np.prod(reader.shape[1:], dtype=np.int64)) * reader.base.dtype.itemsize)
+    chunk = max(1, _CHUNK_BYTES // row_bytes)
+    width = reader.shape[1] if kind == ModalityKind.IMAGE else reader.shape[-1]
+    total = np.zeros(width)
+    total_sq = np.zeros(width)
+    count = 0.0
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        x = reader.raw_rows(part).astype(np.float64)
+        if kind == ModalityKind.VECTOR:
+            flat = x
+        elif kind == ModalityKind.SEQUENCE:
+            assert lengths is not None
+            valid = np.arange(x.shape[1])[None, :] < lengths[part][:, None]
+            flat = x[valid]
+        else:  # image: per channel
+            flat = np.moveaxis(x, 1, -1).reshape(-1, width)
+        total += flat.sum(axis=0)
+        total_sq += np.square(flat).sum(axis=0)
+        count += flat.shape[0]
+    if count == 0:
+        raise ValueError(f"{reader.path}: cannot standardise, no training sample has this modality")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    std[std < 1e-8] = 1.0
+    if kind == ModalityKind.IMAGE:
+        return mean[:, None, None], std[:, None, None]
+    return mean, std
+
+
+def _target_array(labels: np.ndarray, task: TaskSpec) -> np.ndarray:
+    if task.kind == TaskKind.MULTICLASS:
+        if labels.dtype.kind == "f":
+            finite = np.isfinite(labels)
+            out = np.full(labels.shape, -1, dtype=np.int64)
+            out[finite] = np.round(labels[finite]).astype(np.int64)
+            return out
+        return labels.astype(np.int64)
+    return labels.astype(np.float32)
+
+
+def load_user_dataset(path: str | Path, seed: int = 0, val_fraction: float = 0.1) -> DatasetBundle:
+    """Load a dataset in the user format (see the module docstring).
+
+    Args:
+        path: the dataset directory (holding ``dataset.yaml``) or the YAML file.
+        seed: seed of the default split and of the validation carve-out.
+        val_fraction: share of the training split held out for validation when the split file has no val rows
+            (or there is no split file).
+
+    Returns:
+        The bundle; modality arrays stay memory-mapped.
+
+    Raises:
+        MissingFileError: a named file does not exist.
+        ValueError: anything malformed; the message names the file, key or modality at fault.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+    config, yaml_path = read_config(path)
+    base = yaml_path.parent
+    try:
+        task = config.task.to_spec()
+    except ValueError as err:
+        raise ValueError(f"{yaml_path}: task: {err}") from None
+
+    labels_path = _resolve(base, config.labels)
+    labels = _load_small(labels_path, "labels")
+    n = int(labels.shape[0]) if labels.ndim else 0
+    if labels.ndim == 0 or n == 0:
+        raise ValueError(f"{labels_path} (labels): expected one label per sample, got shape {labels.shape}")
+    if labels.dtype.kind not in "biuf":
+        raise ValueError(f"{labels_path} (labels): dtype {labels.dtype} is not numeric")
+
+    labeled = np.ones(n, dtype=bool)
+    if config.labeled is not None:
+        labeled_path = _resolve(base, config.labeled)
+        lab = _load_small(labeled_path, "labeled")
+        if lab.shape != (n,):
+            raise ValueError(f"{labeled_path} (labeled): shape {lab.shape}, expected ({n},) (one flag per sample)")
+        labeled = lab.astype(bool)
+
+    target = _target_array(labels, task)
+    if labeled.any():
+        task.check_target(torch.from_numpy(target[labeled]), where=f"{labels_path} (labels): ")
+
+    # modalities: memory-mapped, checked against the labels' row count
+    names = [m.name for m in config.modalities]
+    specs: list[ModalitySpec] = []
+    readers: dict[str, MappedArray] = {}
+    lengths: dict[str, np.ndarray] = {}
+    for mc in config.modalities:
+        file = _resolve(base, mc.file)
+        if not file.is_file():
+            raise MissingFileError(f"{file}: file not found (modality {mc.name!r} in {YAML_NAME})")
+        kind = ModalityKind(mc.kind)
+        where = f"modality {mc.name!r} ({file})"
+        if kind == ModalityKind.TOKENS:
+            reader = MappedArray(file, np.int64)
+            if reader.base.dtype.kind not in "iub":
+                raise ValueError(f"{where}: tokens need an integer array, got dtype {reader.base.dtype}")
+        else:
+            reader = MappedArray(file, np.float32)
+            if reader.base.dtype.kind not in "biuf":
+                raise ValueError(f"{where}: dtype {reader.base.dtype} is not numeric")
+        if reader.base.ndim == 0 or reader.shape[0] != n:
+            rows = reader.shape[0] if reader.base.ndim else 0
+            raise ValueError(f"{where} has {rows} rows, but {labels_path.name} has {n} (one row per sample)")
+        try:
+            spec = ModalitySpec(mc.name, kind, reader.shape[1:])
+        except ValueError as err:
+            raise ValueError(f"{where}: array of shape {reader.shape}: {err}") from None
+        if mc.lengths is not None:
+            len_path = _resolve(base, mc.lengths)
+            ln = _load_small(len_path, f"modalities.{mc.name}.lengths")
+            if ln.shape != (n,) or ln.dtype.kind not in "iu":
+                raise ValueError(
+                    f"{len_path} (lengths of modality {mc.name!r}): expected integers of shape ({n},), "
+                    f"got {ln.dtype} {ln.shape}"
+                )
+            lengths[mc.name] = ln.astype(np.int64)
+        specs.append(spec)
+        readers[mc.name] = reader
+
+    present = np.ones((n, len(names)), dtype=bool)
+    if config.present is not None:
+        present_path = _resolve(base, config.present)
+        pm = _load_small(present_path, "present")
+        if pm.shape != (n, len(names)):
+            raise ValueError(
+                f"{present_path} (present): shape {pm.shape}, expected ({n}, {len(names)}) = (samples, modalities "
+                f"in the order {names})"
+            )
+        if pm.dtype != bool and not np.isin(pm, (0, 1)).all():
+            raise ValueError(f"{present_path} (present): values must be boolean or 0/1")
+        present = pm.astype(bool)
+        empty = np.flatnonzero(~present.any(axis=1))
+        if len(empty):
+            raise ValueError(
+                f"{present_path} (present): sample {int(empty[0])} has no modality present "
+                f"({len(empty)} such samples); every sample needs at least one"
+            )
+    for j, name in enumerate(names):
+        if name in lengths:
+            t_max = specs[j].shape[0]
+            ln = lengths[name][present[:, j]]
+            if len(ln) and (ln.min() < 1 or ln.max() > t_max):
+                bad = int(ln.min()) if ln.min() < 1 else int(ln.max())
+                raise ValueError(
+                    f"lengths of modality {name!r} ({config.modalities[j].lengths}): length {bad} outside "
+                    f"[1, {t_max}] for a present sample"
+                )
+
+    # split
+    groups = np.full(n, -2, dtype=np.int64)
+    if labeled.any():
+        groups[labeled] = strata(target[labeled], task)
+    if config.split is not None:
+        split_path = _resolve(base, config.split)
+        split = _load_small(split_path, "split")
+        if split.shape != (n,):
+            raise ValueError(f"{split_path} (split): shape {split.shape}, expected ({n},)")
+        if split.dtype.kind not in "iu" or not np.isin(split, (0, 1, 2)).all():
+            raise ValueError(f"{split_path} (split): values must be integers 0 (train), 1 (val) or 2 (test)")
+        for code in (0, 2):
+            if not (split == code).any():
+                raise ValueError(f"{split_path} (split): no sample in the {_SPLIT_NAMES[code]} split ({code})")
+        train_idx, val_idx, test_idx = (np.flatnonzero(split == c) for c in (0, 1, 2))
+        split_rule = f"split file {config.split}"
+        if len(val_idx) == 0:
+            rest, pos = stratified_split(groups[train_idx], val_fraction, seed=seed + 1)
+            train_idx, val_idx = train_idx[rest], train_idx[pos]
+            split_rule += f" (no val rows: stratified {val_fraction:g} of train, seed {seed + 1})"
+    else:
+        trainval, test_idx = stratified_split(groups, TEST_FRACTION, seed=seed)
+        rest, pos = stratified_split(groups[trainval], val_fraction, seed=seed + 1)
+        train_idx, val_idx = trainval[rest], trainval[pos]
+        split_rule = (
+            f"seeded stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} train/test (seed {seed}); "
+            f"validation: stratified {val_fraction:g} of train (seed {seed + 1})"
+        )
+
+    standardized: list[str] = []
+    if config.standardize:
+        for j, spec in enumerate(specs):
+            if spec.kind == ModalityKind.TOKENS:
+                continue
+            rows = train_idx[present[train_idx, j]]
+            mean, std = _chunked_stats(readers[spec.name], spec.kind, rows, lengths.get(spec.name))
+            readers[spec.name] = MappedArray(readers[spec.name].path, np.float32, mean, std)
+            standardized.append(spec.name)
+
+    full = MultimodalDataset(
+        specs,
+        task,
+        {name: _RowView(readers[name], np.arange(n)) for name in names},
+        torch.from_numpy(target),
+        present=torch.from_numpy(present),
+        lengths={k: torch.from_numpy(v) for k, v in lengths.items()},
+        labeled=torch.from_numpy(labeled),
+        validate=False,  # checked above with file names; validating again would not read any data either
+    )
+    notes = {
+        "split": split_rule,
+        "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
+        "standardisation": (
+            f"per-feature z-score of {standardized} with train statistics (computed by chunks), applied per batch"
+            if standardized
+            else "none"
+        ),
+        "description": config.description,
+        "memory_mapped": True,
+    }
+    return DatasetBundle(
+        config.name,
+        specs,
+        task,
+        config.metric,
+        full.subset(train_idx),
+        full.subset(val_idx),
+        full.subset(test_idx),
+        source=str(yaml_path),
+        notes=notes,
+    )
+
+
+@register_dataset("user", "your own data: a directory with dataset.yaml and .npy arrays (path=DIR)", group="user")
+def load_user(opts: LoadOptions) -> DatasetBundle:
+    """Registry loader: reads ``opts.extra["path"]`` (the dataset directory or its YAML file)."""
+    path = opts.extra.get("path")
+    if not path:
+        raise ValueError("the 'user' dataset needs the extra option path=DIR (a directory with dataset.yaml)")
+    return load_user_dataset(path, seed=opts.seed, val_fraction=opts.val_fraction)
+
+
+# ------------------------------------------------------------------------------------------------------- writing
+
+
+def _safe_stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "modality"
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with atomic_open(path, "wb") as fh:
+        np.save(fh, arr, allow_pickle=False)
+
+
+def _infer_kind(name: str, arr: np.ndarray, has_lengths: bool) -> str:
+    if has_lengths:
+        return {2: "tokens", 3: "sequence"}.get(arr.ndim, "")
+    return {2: "vector", 4: "image"}.get(arr.ndim, "")
+
+
+def write_user_dataset(
+    directory: str | Path,
+    modalities: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    task: TaskSpec | Mapping[str, Any],
+    *,
+    name: str = "user_data",
+    kinds: Mapping[str, str] | None = None,
+    lengths: Mapping[str, np.ndarray] | None = None,
+    split: np.ndarray | None = None,
+    present: np.ndarray | None = None,
+    labeled: np.ndarray | None = None,
+    primary_metric: str | None = None,
+    standardize: bool = False,
+    description: str = "",
+) -> Path:
+    """Write arrays in the user format (one ``.npy`` per array plus ``dataset.yaml``).
+
+    Args:
+        directory: target directory (created if needed).
+        modalities: modality name -> array ``[N, ...]`` (in the dataset's modality order).
+        labels: ``[N]`` or ``[N, L]`` targets.
+        task: a :class:`TaskSpec` or the ``task:`` mapping of the YAML.
+        name: dataset name.
+        kinds: modality name -> kind; by default inferred (2-D vector, 4-D image; with lengths 2-D tokens,
+            3-D sequence).
+        lengths: modality name -> ``[N]`` lengths for sequence / tokens modalities.
+        split: optional ``[N]`` integers (0 train, 1 val, 2 test).
+        present: optional ``bool[N, M]`` presence mask.
+        labeled: optional ``bool[N]`` labeled mask.
+        primary_metric: optional metric name.
+        standardize: write ``standardize: true``.
+        description: free text.
+
+    Returns:
+        The path of the written ``dataset.yaml``.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lengths = dict(lengths or {})
+    kinds = dict(kinds or {})
+    if isinstance(task, TaskSpec):
+        task_cfg: dict[str, Any] = {"kind": task.kind.value}
+        if task.kind in (TaskKind.MULTICLASS, TaskKind.MULTILABEL):
+            task_cfg["num_classes"] = task.num_classes
+        if task.target_range is not None:
+            task_cfg["target_range"] = list(task.target_range)
+        if task.label_names:
+            task_cfg["label_names"] = list(task.label_names)
+    else:
+        task_cfg = dict(task)
+
+    used = {"labels", "split", "present", "labeled", "dataset"}
+    entries: list[dict[str, Any]] = []
+    files: dict[str, np.ndarray] = {}
+
+    def claim(stem: str) -> str:
+        candidate, i = stem, 1
+        while candidate in used:
+            candidate, i = f"{stem}_{i}", i + 1
+        used.add(candidate)
+        return f"{candidate}.npy"
+
+    for mod_name, arr in modalities.items():
+        arr = np.asarray(arr)
+        kind = kinds.get(mod_name) or _infer_kind(mod_name, arr, mod_name in lengths)
+        if not kind:
+            raise ValueError(f"modality {mod_name!r}: cannot infer the kind of a {arr.ndim}-D array; pass kinds=")
+        entry: dict[str, Any] = {"name": mod_name, "kind": kind, "file": claim(_safe_stem(mod_name))}
+        files[entry["file"]] = arr
+        if mod_name in lengths:
+            entry["lengths"] = claim(_safe_stem(mod_name) + "_lengths")
+            files[entry["lengths"]] = np.asarray(lengths[mod_name], dtype=np.int64)
+        entries.append(entry)
+    unknown = sorted(set(lengths) - set(modalities))
+    if unknown:
+        raise ValueError(f"lengths given for unknown modality {unknown[0]!r}")
+
+    config: dict[str, Any] = {"name": name}
+    if description:
+        config["description"] = description
+    config["task"] = task_cfg
+    if primary_metric:
+        config["primary_metric"] = primary_metric
+    config["modalities"] = entries
+    config["labels"] = "labels.npy"
+    files["labels.npy"] = np.asarray(labels)
+    for key, arr in (("split", split), ("present", present), ("labeled", labeled)):
+        if arr is not None:
+            config[key] = f"{key}.npy"
+            a = np.asarray(arr)
+            files[f"{key}.npy"] = a.astype(np.int8) if key == "split" else a.astype(bool)
+    if standardize:
+        config["standardize"] = True
+    try:
+        UserDatasetConfig.model_validate(config)
+    except ValidationError as err:
+        raise ValueError(f"invalid dataset description: {_format_validation(err)}") from None
+
+    for file, arr in files.items():
+        _save_npy(directory / file, arr)
+    yaml_path = directory / YAML_NAME
+    atomic_write_text(yaml_path, yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
+    return yaml_path
