@@ -107,7 +107,12 @@ def validate_batch(batch: Batch, modalities: Sequence[ModalitySpec], task: TaskS
                 )
         if x.is_floating_point() and col.any():
             rows = x[col]
-            finite = torch.isfinite(rows.reshape(rows.shape[0], -1)).all(dim=1)
+            ok = torch.isfinite(rows)
+            if spec.is_sequential:  # padding beyond a sample's length is never read
+                steps = torch.arange(x.shape[1], device=x.device)
+                pad = steps[None, :] >= batch.lengths[spec.name][col][:, None]
+                ok = ok | pad.reshape(*pad.shape, *([1] * (ok.ndim - 2)))
+            finite = ok.reshape(rows.shape[0], -1).all(dim=1)
             if not finite.all():
                 i = int(col.nonzero().flatten()[(~finite).nonzero().flatten()[0]])
                 raise ValueError(

@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny seeded specs and batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robult import Batch, ModalitySpec, TaskSpec
+
+
+@pytest.fixture
+def specs() -> list[ModalitySpec]:
+    return [
+        ModalitySpec("a", "vector", (5,)),
+        ModalitySpec("b", "vector", (7,)),
+        ModalitySpec("c", "sequence", (None, 3)),
+    ]
+
+
+@pytest.fixture
+def task() -> TaskSpec:
+    return TaskSpec("multiclass", num_classes=4)
+
+
+def make_batch(b: int = 12, seed: int = 0, t: int = 6) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    present = torch.rand(b, 3, generator=g) > 0.3
+    present[~present.any(1), 0] = True
+    return Batch(
+        inputs={
+            "a": torch.randn(b, 5, generator=g),
+            "b": torch.randn(b, 7, generator=g),
+            "c": torch.randn(b, t, 3, generator=g),
+        },
+        present=present,
+        target=torch.randint(0, 4, (b,), generator=g),
+        labeled=torch.rand(b, generator=g) > 0.5,
+        lengths={"c": torch.randint(1, t + 1, (b,), generator=g)},
+    )

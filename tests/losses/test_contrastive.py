@@ -1,0 +1,254 @@
+"""Soft PU contrastive loss against a slow loop-based reference written from METHOD.md."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from robult.losses.contrastive import (
+    KERNELS,
+    SoftPUContrastiveLoss,
+    contrastive_keys,
+    kernel_weights,
+    key_similarity,
+    soft_pu_contrastive_loss,
+)
+from robult.specs import TaskSpec
+
+
+def _kernel(pi: float, mu: float, sigma: float, kernel: str) -> float:
+    z = (pi - mu) / sigma
+    if kernel == "rbf":
+        return math.exp(-0.5 * z * z)
+    if kernel == "laplace":
+        return math.exp(-abs(z))
+    if kernel == "cauchy":
+        return 1.0 / (1.0 + z * z)
+    return 1.0 if pi >= mu else math.exp(-0.5 * z * z)
+
+
+def _same(keys, j, k) -> float:
+    if keys.ndim == 1:
+        return 1.0 if int(keys[j]) == int(keys[k]) else 0.0
+    a, b = set(torch.nonzero(keys[j]).flatten().tolist()), set(torch.nonzero(keys[k]).flatten().tolist())
+    jac = 1.0 if not a | b else len(a & b) / len(a | b)
+    return jac if jac >= 0.5 else 0.0
+
+
+def reference(z, s, present, keys, labeled, mu0, sigma0, tau, kernel, ema, init, sigma_min):
+    """Slow loops over anchors (j, m) and targets k, literally following METHOD.md."""
+    b, m, _ = z.shape
+    cos = [[[float(F.cosine_similarity(z[j, mm], s[k], dim=0)) for k in range(b)] for mm in range(m)] for j in range(b)]
+    # μ, σ per modality over labeled same-key pairs j != k (population std), then the EMA
+    mu, sigma = [], []
+    for mm in range(m):
+        vals = [
+            cos[j][mm][k]
+            for j in range(b)
+            for k in range(b)
+            if j != k and present[j, mm] and labeled[j] and labeled[k] and _same(keys, j, k) > 0
+        ]
+        if vals:
+            bm = sum(vals) / len(vals)
+            bs = math.sqrt(max(sum(v * v for v in vals) / len(vals) - bm * bm, 0.0))
+            if init[mm]:
+                bm, bs = ema * float(mu0[mm]) + (1 - ema) * bm, ema * float(sigma0[mm]) + (1 - ema) * bs
+            mu.append(bm)
+            sigma.append(bs)
+        else:
+            mu.append(float(mu0[mm]))
+            sigma.append(float(sigma0[mm]))
+    lb_terms, ulb_terms = [], []
+    for j in range(b):
+        for mm in range(m):
+            if not present[j, mm]:
+                continue
+            logits = torch.tensor([cos[j][mm][k] / tau for k in range(b)], dtype=torch.float64)
+            logp = torch.log_softmax(logits, 0)
+            if labeled[j]:
+                num = den = 0.0
+                for k in range(b):
+                    q = 1.0 if k == j else (_same(keys, j, k) if labeled[k] else 0.0)
+                    num += q * float(logp[k])
+                    den += q
+                lb_terms.append(-num / den)
+            cand = [k for k in range(b) if k != j and _same(keys, j, k) > 0 and (not labeled[j] or not labeled[k])]
+            if labeled[j] and not cand:
+                continue
+            num, den = float(logp[j]), 1.0
+            for k in cand:
+                w = _same(keys, j, k) * _kernel(cos[j][mm][k], mu[mm], max(sigma[mm], sigma_min), kernel)
+                num += w * float(logp[k])
+                den += w
+            ulb_terms.append(-num / den)
+    lb = sum(lb_terms) / len(lb_terms) if lb_terms else 0.0
+    ulb = sum(ulb_terms) / len(ulb_terms) if ulb_terms else 0.0
+    return lb, ulb, mu, sigma
+
+
+def _tiny(seed: int = 0, b: int = 7, m: int = 2, d: int = 4, num_classes: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(b, m, d, generator=g, dtype=torch.float64)
+    s = torch.randn(b, d, generator=g, dtype=torch.float64)
+    present = torch.ones(b, m, dtype=torch.bool)
+    present[1, 0] = present[4, 1] = False
+    keys = torch.tensor([0, 1, 0, 2, 0, 1, 0][:b])
+    labeled = torch.tensor([1, 1, 0, 1, 1, 0, 1][:b], dtype=torch.bool)
+    return z, s, present, keys, labeled
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("initialized", [False, True])
+def test_matches_loop_reference(kernel: str, initialized: bool) -> None:
+    z, s, present, keys, labeled = _tiny()
+    mu0 = torch.tensor([0.1, -0.2], dtype=torch.float64)
+    sigma0 = torch.tensor([0.3, 0.4], dtype=torch.float64)
+    init = torch.tensor([initialized, initialized])
+    out = soft_pu_contrastive_loss(z, s, present, keys, labeled, mu0, sigma0, 0.5, kernel, 0.8, init, 0.05)
+    lb, ulb, mu, sigma = reference(z, s, present, keys, labeled, mu0, sigma0, 0.5, kernel, 0.8, init, 0.05)
+    assert out.labeled.item() == pytest.approx(lb, rel=1e-9)
+    assert out.unlabeled.item() == pytest.approx(ulb, rel=1e-9)
+    assert out.mu.tolist() == pytest.approx(mu, rel=1e-9)
+    assert out.sigma.tolist() == pytest.approx(sigma, rel=1e-9)
+    assert out.num_labeled_anchors == int((present & labeled[:, None]).sum())
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_multilabel_jaccard_keys_match_reference(kernel: str) -> None:
+    z, s, present, _, labeled = _tiny(seed=3)
+    keys = torch.tensor(
+        [[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 0, 1], [1, 1, 0], [0, 0, 0], [0, 0, 0]], dtype=torch.float64
+    )
+    mu0, sigma0 = torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+    out = soft_pu_contrastive_loss(z, s, present, keys, labeled, mu0, sigma0, 0.3, kernel, 0.0, None, 0.05)
+    lb, ulb, mu, _ = reference(z, s, present, keys, labeled, mu0, sigma0, 0.3, kernel, 0.0, [True, True], 0.05)
+    assert out.labeled.item() == pytest.approx(lb, rel=1e-9)
+    assert out.unlabeled.item() == pytest.approx(ulb, rel=1e-9)
+    assert out.mu.tolist() == pytest.approx(mu, rel=1e-9)
+
+
+def test_key_similarity_jaccard_threshold_and_weight() -> None:
+    keys = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 1], [0, 0, 0, 0]], dtype=torch.float32)
+    sim = key_similarity(keys, keys)
+    assert sim[0, 1].item() == pytest.approx(2 / 3)  # Jaccard 2/3 >= 0.5: weighted by it
+    assert sim[0, 2].item() == 0.0  # Jaccard 1/3 < 0.5
+    assert sim[3, 3].item() == 1.0  # two empty label sets are identical
+    assert torch.equal(
+        key_similarity(torch.tensor([0, 1, 0]), torch.tensor([0, 0])), torch.tensor([[1.0, 1], [0, 0], [1, 1]])
+    )
+
+
+def test_self_weight_is_one_and_kernels_peak_at_mu() -> None:
+    pi = torch.linspace(-1, 1, 21)
+    for kernel in KERNELS:
+        w = kernel_weights(pi, torch.tensor(0.4), torch.tensor(0.2), kernel)
+        assert w.max().item() == pytest.approx(1.0)
+        assert ((w >= 0) & (w <= 1)).all()
+        assert kernel_weights(torch.tensor(0.4), torch.tensor(0.4), torch.tensor(0.2), kernel).item() == 1.0
+    one = kernel_weights(pi, torch.tensor(0.45), torch.tensor(0.2), "one_sided")
+    assert (one[pi >= 0.45] == 1).all() and (one[pi < 0.45] < 1).all()
+    # the (j, j) positive: an all-unlabeled batch with distinct keys has only the diagonal, so L_ulb is InfoNCE
+    z, s, present, _, _ = _tiny()
+    keys = torch.arange(7)
+    labeled = torch.zeros(7, dtype=torch.bool)
+    out = soft_pu_contrastive_loss(z, s, present, keys, labeled, torch.zeros(2), torch.ones(2), 0.5, "rbf")
+    logits = torch.einsum("bmd,nd->bmn", F.normalize(z, dim=-1), F.normalize(s, dim=-1)) / 0.5
+    nll = -torch.log_softmax(logits, -1).diagonal(dim1=0, dim2=2).T  # [B, M]
+    assert out.unlabeled.item() == pytest.approx(nll[present].mean().item(), rel=1e-9)
+
+
+def test_weights_carry_no_gradient() -> None:
+    """Gradient equals that of the same loss with the weights frozen as constants (detached)."""
+    z, s, present, keys, labeled = _tiny(seed=1)
+    z.requires_grad_(True)
+    s.requires_grad_(True)
+    mu0, sigma0 = torch.tensor([0.2, 0.1], dtype=torch.float64), torch.tensor([0.3, 0.3], dtype=torch.float64)
+    out = soft_pu_contrastive_loss(z, s, present, keys, labeled, mu0, sigma0, 0.5, "rbf", 0.0)
+    assert not out.weights.requires_grad
+    gz, gs = torch.autograd.grad(out.unlabeled, (z, s))
+    # rebuild L_ulb by hand with the weights as constants from a detached computation
+    zn, sn = F.normalize(z, dim=-1), F.normalize(s, dim=-1)
+    cos = torch.einsum("bmd,nd->bmn", zn, sn)
+    logp = torch.log_softmax(cos / 0.5, -1)
+    same = key_similarity(keys, keys).fill_diagonal_(0)
+    pu = same * (~labeled[:, None] | ~labeled[None, :]).float()
+    w = kernel_weights(cos.detach(), out.mu[None, :, None], out.sigma.clamp(min=0.05)[None, :, None], "rbf")
+    q = pu[:, None] * w + torch.eye(7, dtype=torch.float64)[:, None]
+    per = -(q * logp).sum(-1) / q.sum(-1)
+    anchors = present & (~labeled | (pu > 0).any(-1))[:, None]
+    manual = per[anchors].mean()
+    assert manual.item() == pytest.approx(out.unlabeled.item(), rel=1e-12)
+    mz, ms = torch.autograd.grad(manual, (z, s))
+    torch.testing.assert_close(gz, mz)
+    torch.testing.assert_close(gs, ms)
+
+
+def _supcon_reference(z, s, y, tau):
+    """Supervised contrastive loss (Khosla et al. 2020) with anchors Z^m_j, contrast set {S_k}: positives are the
+    targets with the anchor's label (its own S_j included), the denominator runs over all targets."""
+    b, m, _ = z.shape
+    total, count = 0.0, 0
+    for j in range(b):
+        for mm in range(m):
+            sims = torch.stack([F.cosine_similarity(z[j, mm], s[k], dim=0) / tau for k in range(b)])
+            log_den = torch.logsumexp(sims, 0)
+            pos = [k for k in range(b) if y[k] == y[j]]
+            total += -sum(float(sims[k] - log_den) for k in pos) / len(pos)
+            count += 1
+    return total / count
+
+
+def test_all_labeled_gives_supcon_and_no_unlabeled_part() -> None:
+    z, s, _, keys, _ = _tiny(seed=2)
+    present = torch.ones(7, 2, dtype=torch.bool)
+    labeled = torch.ones(7, dtype=torch.bool)
+    for kernel in KERNELS:
+        out = soft_pu_contrastive_loss(z, s, present, keys, labeled, torch.zeros(2), torch.ones(2), 0.5, kernel)
+        assert out.unlabeled.item() == 0.0
+        assert out.num_unlabeled_anchors == 0
+        assert out.labeled.item() == pytest.approx(_supcon_reference(z, s, keys, 0.5), rel=1e-9)
+
+
+def test_module_ema_advances_only_in_training() -> None:
+    z, s, present, keys, labeled = _tiny(seed=4)
+    loss = SoftPUContrastiveLoss(2, temperature=0.5, ema=0.5, mu_init=0.0, sigma_init=1.0)
+    out1 = loss(z.float(), s.float(), present, keys, labeled)
+    # first step: state replaced by the batch statistics
+    torch.testing.assert_close(loss.mu, out1.pair_mu)
+    assert loss.initialized.all()
+    out2 = loss(z.float() * 2 + 0.1, s.float(), present, keys, labeled)
+    torch.testing.assert_close(loss.mu, 0.5 * out1.pair_mu + 0.5 * out2.pair_mu)
+    before = loss.mu.clone()
+    loss.eval()
+    loss(z.float() + 1, s.float(), present, keys, labeled)
+    torch.testing.assert_close(loss.mu, before)
+
+
+def test_keys_use_pseudo_labels_for_unlabeled_only() -> None:
+    fused = torch.tensor([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 1.0]])
+    target = torch.tensor([2, 0, 1])
+    labeled = torch.tensor([True, False, False])
+    keys = contrastive_keys(target, labeled, fused, TaskSpec("multiclass", num_classes=3))
+    assert keys.tolist() == [2, 1, 2]
+    reg = contrastive_keys(
+        torch.tensor([-1.5, 0.0, 2.0]), labeled, torch.tensor([[0.4], [-0.2], [2.6]]), TaskSpec("regression")
+    )
+    assert reg.tolist() == [0, 0, 1]
+    reg7 = contrastive_keys(
+        torch.tensor([-1.6, 0.0, 2.0]),
+        labeled,
+        torch.tensor([[0.4], [-0.6], [3.9]]),
+        TaskSpec("regression"),
+        regression_bins="7class",
+    )
+    assert reg7.tolist() == [1, 2, 6]
+    ml = contrastive_keys(
+        torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]]),
+        labeled,
+        torch.tensor([[-1.0, -1.0], [1.0, -1.0], [-1.0, 2.0]]),
+        TaskSpec("multilabel", num_classes=2),
+    )
+    assert ml.tolist() == [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]

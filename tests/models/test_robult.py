@@ -1,0 +1,234 @@
+"""RobultModel: one-pass subset predictions, absent inputs never read, gradient routing, user encoders."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from robult import Batch, ModalitySpec, TaskSpec, all_subsets
+from robult.losses import RobultLoss, reconstruction_loss
+from robult.models import RobultConfig, RobultModel
+
+from ..conftest import make_batch
+
+
+def _complete(batch: Batch) -> Batch:
+    return replace(batch, present=torch.ones_like(batch.present))
+
+
+@pytest.mark.parametrize("aggregate", ["logit_mean", "feature_mean"])
+@pytest.mark.parametrize("fusion", ["concat", "attention"])
+def test_one_pass_subsets_equal_masked_forward(specs, task, aggregate: str, fusion: str) -> None:
+    torch.manual_seed(0)
+    model = RobultModel(specs, task, RobultConfig(fusion=fusion, hidden_dim=32, aggregate=aggregate)).eval()
+    batch = _complete(make_batch(seed=1))
+    subsets = all_subsets(["a", "b", "c"])
+    assert len(subsets) == 7
+    with torch.no_grad():
+        preds = model.predict_subsets(model(batch, with_reconstruction=False), subsets)
+        for i, subset in enumerate(subsets):
+            present = torch.tensor([[n in subset for n in "abc"]] * batch.size)
+            single = model.predict_subsets(model(batch.with_present(present), with_reconstruction=False), [subset])
+            torch.testing.assert_close(preds.predictions[i], single.predictions[0], rtol=1e-5, atol=1e-6)
+            # and by hand: mean of the per-modality head outputs of the subset
+            out = model(batch, with_reconstruction=False)
+            idx = [("a", "b", "c").index(n) for n in subset]
+            if aggregate == "logit_mean":
+                manual = out.logits[:, idx].mean(1)
+            else:
+                manual = model.head(torch.cat([out.specific, out.shared], -1)[:, idx].mean(1))
+            torch.testing.assert_close(preds.predictions[i], manual, rtol=1e-5, atol=1e-6)
+    assert preds.keys == ["a", "b", "c", "a+b", "a+c", "b+c", "a+b+c"]
+    assert preds.valid.all()
+
+
+@pytest.mark.parametrize("fill", ["nan", "random", "inf"])
+def test_absent_inputs_are_never_read(specs, task, fill: str) -> None:
+    torch.manual_seed(0)
+    model = RobultModel(specs, task, RobultConfig(hidden_dim=32, fusion="attention")).eval()
+    batch = make_batch(seed=2)
+    g = torch.Generator().manual_seed(9)
+    inputs = {}
+    for m, name in enumerate("abc"):
+        x = batch.inputs[name].clone()
+        absent = ~batch.present[:, m]
+        if fill == "nan":
+            x[absent] = float("nan")
+        elif fill == "inf":
+            x[absent] = float("inf")
+        else:
+            x[absent] = torch.randn(x[absent].shape, generator=g) * 100
+        inputs[name] = x
+    dirty = replace(batch, inputs=inputs)
+    subsets = all_subsets(["a", "b", "c"])
+    with torch.no_grad():
+        clean_out, dirty_out = model(batch), model(dirty)
+        p1 = model.predict_subsets(clean_out, subsets)
+        p2 = model.predict_subsets(dirty_out, subsets)
+    torch.testing.assert_close(p1.predictions, p2.predictions, equal_nan=True)
+    torch.testing.assert_close(clean_out.fused, dirty_out.fused)
+    torch.testing.assert_close(clean_out.reconstruction, dirty_out.reconstruction)
+    assert torch.isfinite(dirty_out.fused).all()
+    # a subset none of whose modalities a sample has: NaN and invalid, never a silent number
+    only_c = p2["c"]
+    missing_c = ~batch.present[:, 2]
+    assert torch.isnan(only_c[missing_c]).all() and torch.isfinite(only_c[~missing_c]).all()
+
+
+def test_loss_gradients_ignore_absent_rows(specs, task) -> None:
+    torch.manual_seed(0)
+    model = RobultModel(specs, task, RobultConfig(hidden_dim=32))
+    loss = RobultLoss(task, 3)
+    batch = make_batch(seed=3)
+    x = batch.inputs["a"].clone().requires_grad_(True)
+    batch = replace(batch, inputs={**batch.inputs, "a": x})
+    loss(model(batch), batch, epoch=10).total.backward()
+    assert (x.grad[~batch.present[:, 0]] == 0).all()
+    assert (x.grad[batch.present[:, 0]].abs().sum(1) > 0).all()
+
+
+def _grads(model: nn.Module) -> dict[str, float]:
+    return {n: (0.0 if p.grad is None else float(p.grad.abs().sum())) for n, p in model.named_parameters()}
+
+
+def test_reconstruction_gradient_routing(specs, task) -> None:
+    torch.manual_seed(0)
+    model = RobultModel(specs, task, RobultConfig(hidden_dim=32, fusion="attention"))
+    batch = make_batch(seed=4)
+    out = model(batch)
+    reconstruction_loss(out.reconstruction, out.reconstruction_target, out.present).total.backward()
+    grads = _grads(model)
+    touched = {n for n, g in grads.items() if g > 0}
+    for name in "abc":
+        assert any(n.startswith(f"specific_projectors.{name}.") for n in touched), name
+        assert any(n.startswith(f"reconstructors.{name}.") for n in touched), name
+    forbidden = ("shared_projector.", "fusion.", "fused_head.", "head.", "encoders.", "adapters.")
+    assert not [n for n in touched if n.startswith(forbidden)]
+    assert all(grads[n] == 0 for n in grads if n.startswith(forbidden))
+    # option: the reconstruction may reach the encoders
+    model2 = RobultModel(specs, task, RobultConfig(hidden_dim=32, rec_grad_to_encoder=True))
+    out2 = model2(batch)
+    reconstruction_loss(out2.reconstruction, out2.reconstruction_target, out2.present).total.backward()
+    g2 = _grads(model2)
+    assert any(g > 0 for n, g in g2.items() if n.startswith("encoders."))
+    assert all(g == 0 for n, g in g2.items() if n.startswith(("shared_projector.", "fusion.", "head.")))
+
+
+class _MeanPool(nn.Module):
+    """A user sequence encoder without an `out_dim` attribute (width inferred)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 10)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = (torch.arange(x.shape[1])[None] < lengths[:, None]).float()[..., None]
+        return self.lin((x * mask).sum(1) / lengths[:, None])
+
+
+def test_user_encoders_get_an_adapter(specs, task) -> None:
+    model = RobultModel(specs, task, RobultConfig(hidden_dim=16), encoders={"c": _MeanPool()})
+    assert isinstance(model.adapters["c"], nn.Linear) and model.adapters["c"].in_features == 10
+    out = model(make_batch(seed=5))
+    assert out.hidden.shape == (12, 3, 16)
+    with pytest.raises(ValueError, match="unknown modality 'd'"):
+        RobultModel(specs, task, encoders={"d": _MeanPool()})
+
+
+def test_transformer_sequence_encoder_ignores_padding(specs, task) -> None:
+    torch.manual_seed(0)
+    model = RobultModel(specs, task, RobultConfig(hidden_dim=32, sequence_encoder="transformer")).eval()
+    batch = _complete(make_batch(seed=6))
+    c = batch.inputs["c"].clone()
+    steps = torch.arange(c.shape[1])[None, :] >= batch.lengths["c"][:, None]
+    c[steps] = float("nan")
+    with torch.no_grad():
+        a = model(batch).hidden[:, 2]
+        b = model(replace(batch, inputs={**batch.inputs, "c": c})).hidden[:, 2]
+    torch.testing.assert_close(a, b)
+
+
+def test_fused_when_complete_option(specs, task) -> None:
+    torch.manual_seed(0)
+    model = RobultModel(specs, task, RobultConfig(hidden_dim=32, use_fused_when_complete=True)).eval()
+    batch = make_batch(seed=7)
+    with torch.no_grad():
+        out = model(batch)
+        p = model.predict_subsets(out, [["a", "b", "c"], ["a"]])
+    complete = batch.present.all(1)
+    torch.testing.assert_close(p.predictions[0][complete], out.fused_logits[complete])
+    assert not torch.allclose(p.predictions[0][~complete], out.fused_logits[~complete])
+    torch.testing.assert_close(p.predictions[1][batch.present[:, 0]], out.logits[batch.present[:, 0], 0])
+
+
+def test_bad_input_errors_name_the_culprit(specs, task) -> None:
+    model = RobultModel(specs, task, RobultConfig(hidden_dim=16))
+    batch = make_batch(seed=8)
+    with pytest.raises(ValueError, match="unknown modality 'd'"):
+        model(replace(batch, inputs={**batch.inputs, "d": torch.zeros(12, 2)}))
+    with pytest.raises(ValueError, match=r"modality 'b' has per-sample shape \(6,\), expected \(7\)"):
+        model(replace(batch, inputs={**batch.inputs, "b": torch.zeros(12, 6)}))
+    empty = batch.present.clone()
+    empty[3] = False
+    with pytest.raises(ValueError, match="sample 3 of the batch has no modality present"):
+        model(batch.with_present(empty))
+    a = batch.inputs["a"].clone()
+    row = int(batch.present[:, 0].nonzero()[0])
+    a[row, 2] = float("nan")
+    with pytest.raises(ValueError, match=f"modality 'a' holds NaN or Inf in sample {row}"):
+        model(replace(batch, inputs={**batch.inputs, "a": a}))
+    with pytest.raises(ValueError, match="lengths of modality 'c'"):
+        model(replace(batch, lengths={"c": torch.full((12,), 99)}))
+    with pytest.raises(ValueError, match="unknown modality 'z' in subset"):
+        model.predict(batch, [["a", "z"]])
+
+
+def test_label_range_errors(task) -> None:
+    from robult.batch import validate_batch
+
+    specs = [ModalitySpec("a", "vector", (2,))]
+    b = Batch(
+        {"a": torch.zeros(3, 2)},
+        torch.ones(3, 1, dtype=torch.bool),
+        torch.tensor([0, 4, 1]),
+        torch.ones(3, dtype=torch.bool),
+    )
+    with pytest.raises(ValueError, match=r"label 4 is outside the task's range \[0, 3\]"):
+        validate_batch(b, specs, task)
+    # unlabeled rows are not checked: their targets are never read
+    validate_batch(replace(b, labeled=torch.tensor([True, False, True])), specs, task)
+    reg = TaskSpec("regression", target_range=(-3, 3))
+    with pytest.raises(ValueError, match=r"regression target 3.5 is outside the task's range \[-3, 3\]"):
+        validate_batch(replace(b, target=torch.tensor([0.0, 3.5, 1.0])), specs, reg)
+    with pytest.raises(ValueError, match="binary target holds 2"):
+        validate_batch(replace(b, target=torch.tensor([0.0, 2.0, 1.0])), specs, TaskSpec("binary"))
+    with pytest.raises(ValueError, match=r"multilabel target has shape \(3,\), expected \(N, 4\)"):
+        validate_batch(b, specs, TaskSpec("multilabel", num_classes=4))
+
+
+@pytest.mark.parametrize("kind", ["binary", "multilabel", "regression"])
+def test_all_task_kinds_train_step(kind: str) -> None:
+    torch.manual_seed(0)
+    specs = [ModalitySpec("a", "vector", (4,)), ModalitySpec("b", "vector", (3,))]
+    task = TaskSpec(kind, num_classes=3 if kind == "multilabel" else 0)
+    b = 16
+    target = {
+        "binary": torch.randint(0, 2, (b,)).float(),
+        "multilabel": torch.randint(0, 2, (b, 3)).float(),
+        "regression": torch.rand(b) * 6 - 3,
+    }[kind]
+    batch = Batch(
+        {"a": torch.randn(b, 4), "b": torch.randn(b, 3)},
+        torch.ones(b, 2, dtype=torch.bool),
+        target,
+        torch.arange(b) % 2 == 0,
+    )
+    model = RobultModel(specs, task, RobultConfig(hidden_dim=16))
+    loss = RobultLoss(task, 2)
+    out = loss(model(batch), batch, epoch=1)
+    out.total.backward()
+    assert torch.isfinite(out.total)
+    assert out.contrastive_labeled > 0 and out.contrastive_unlabeled > 0 and out.reconstruction > 0
