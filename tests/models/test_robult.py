@@ -105,7 +105,7 @@ def test_reconstruction_gradient_routing(specs, task) -> None:
     for name in "abc":
         assert any(n.startswith(f"specific_projectors.{name}.") for n in touched), name
         assert any(n.startswith(f"reconstructors.{name}.") for n in touched), name
-    forbidden = ("shared_projector.", "fusion.", "fused_head.", "head.", "encoders.", "adapters.")
+    forbidden = ("shared_projector.", "fusion.", "fused_head.", "head.", "encoders.")
     assert not [n for n in touched if n.startswith(forbidden)]
     assert all(grads[n] == 0 for n in grads if n.startswith(forbidden))
     # option: the reconstruction may reach the encoders
@@ -131,7 +131,7 @@ class _MeanPool(nn.Module):
 
 def test_user_encoders_get_an_adapter(specs, task) -> None:
     model = RobultModel(specs, task, RobultConfig(hidden_dim=16), encoders={"c": _MeanPool()})
-    assert isinstance(model.adapters["c"], nn.Linear) and model.adapters["c"].in_features == 10
+    assert isinstance(model.encoders.adapters["c"], nn.Linear) and model.encoders.adapters["c"].in_features == 10
     out = model(make_batch(seed=5))
     assert out.hidden.shape == (12, 3, 16)
     with pytest.raises(ValueError, match="unknown modality 'd'"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import Tensor, nn
 
@@ -35,12 +36,12 @@ class RobultLossConfig:
     lambda_ulb: float = 1.0
     lambda_rec: float = 1.0
     temperature: float = 0.5
-    kernel: str = "rbf"
+    kernel: Literal["rbf", "laplace", "cauchy", "one_sided"] = "rbf"
     ema: float = 0.9
     sigma_min: float = 0.05
     warmup_epochs: float = 5.0
-    regression_loss: str = "l1"
-    regression_bins: str = "sign"
+    regression_loss: Literal["l1", "mse"] = "l1"
+    regression_bins: Literal["sign", "7class"] = "sign"
     soft_weights: bool = True
 
 

@@ -46,6 +46,14 @@ class SupervisedLossOutput:
     unimodal: Tensor
     fused: Tensor
 
+    def log_dict(self, prefix: str = "") -> dict[str, float]:
+        """Scalar parts for a logger."""
+        return {
+            f"{prefix}total": float(self.total.detach()),
+            f"{prefix}supervised_unimodal": float(self.unimodal.detach()),
+            f"{prefix}supervised_fused": float(self.fused.detach()),
+        }
+
 
 def supervised_loss(
     logits: Tensor,

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from robult.batch import Batch, validate_batch
-from robult.modules.encoders import MLP, build_encoder
+from robult.modules.encoders import MLP, ModalityEncoders
 from robult.modules.fusions import build_fusion
 from robult.specs import ModalitySpec, TaskSpec
 
@@ -49,10 +50,10 @@ class RobultConfig:
     projector_hidden: tuple[int, ...] = (128,)
     head_hidden: tuple[int, ...] = ()
     encoder_hidden: tuple[int, ...] = (256,)
-    sequence_encoder: str = "gru"
-    fusion: str = "concat"
+    sequence_encoder: Literal["gru", "transformer"] = "gru"
+    fusion: Literal["concat", "attention"] = "concat"
     dropout: float = 0.1
-    aggregate: str = "logit_mean"
+    aggregate: Literal["logit_mean", "feature_mean"] = "logit_mean"
     use_fused_when_complete: bool = False
     rec_grad_to_encoder: bool = False
 
@@ -137,31 +138,44 @@ def subset_masks(subsets: Sequence[Sequence[str]] | Tensor, names: Sequence[str]
     return keys, masks
 
 
-def _encoder_out_dim(encoder: nn.Module, spec: ModalitySpec) -> int:
-    """``encoder.out_dim`` if declared, else inferred by one dummy forward pass on a zero input of the spec."""
-    declared = getattr(encoder, "out_dim", None)
-    if isinstance(declared, int):
-        return declared
-    shape = [8 if s is None else s for s in spec.shape]
-    dtype = torch.long if spec.kind.value == "tokens" else torch.float32
-    x = torch.zeros(2, *shape, dtype=dtype)
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        with torch.no_grad():
-            out = encoder(x, torch.full((2,), shape[0], dtype=torch.long)) if spec.is_sequential else encoder(x)
-    except Exception as err:  # pragma: no cover - depends on user code
-        raise ValueError(
-            f"could not infer the output width of the encoder of modality {spec.name!r}; give it an `out_dim` "
-            f"attribute ({err})"
-        ) from err
-    finally:
-        encoder.train(was_training)
-    if out.ndim != 2:
-        raise ValueError(
-            f"the encoder of modality {spec.name!r} returns shape {tuple(out.shape)}; encoders must return [B, d]"
-        )
-    return int(out.shape[1])
+def aggregate_subsets(
+    keys: list[str],
+    masks: Tensor,
+    logits: Tensor,
+    present: Tensor,
+    features: Tensor | None = None,
+    head: nn.Module | None = None,
+    fused_logits: Tensor | None = None,
+) -> SubsetPredictions:
+    """Aggregate per-modality predictions over every subset at once (no encoder pass).
+
+    A sample's effective modalities for subset ``A`` are ``A ∩ present``; samples with none of ``A`` get NaN and
+    ``valid = False``.
+
+    Args:
+        keys, masks: subset names and ``[S, M]`` masks (see :func:`subset_masks`).
+        logits: ``[B, M, K]`` per-modality predictions (used for ``logit_mean``).
+        present: ``[B, M]``.
+        features, head: for ``feature_mean``: per-modality features ``[B, M, D]`` and the head applied to their
+            subset mean (``logits`` is then unused).
+        fused_logits: ``[B, K]``; when given, samples whose effective subset is every modality use it.
+    """
+    masks = masks.to(present.device)
+    eff = masks[:, None, :] & present[None]  # [S, B, M]
+    count = eff.sum(-1)  # [S, B]
+    weights = eff.to(logits.dtype) / count.clamp(min=1)[..., None].to(logits.dtype)
+    if features is None:
+        preds = torch.einsum("sbm,bmk->sbk", weights, logits)
+    else:
+        if head is None:
+            raise ValueError("feature_mean aggregation needs the head")
+        preds = head(torch.einsum("sbm,bmd->sbd", weights, features))
+    if fused_logits is not None:
+        complete = eff.all(-1)
+        preds = torch.where(complete[..., None], fused_logits[None].expand_as(preds), preds)
+    valid = count > 0
+    preds = preds.masked_fill(~valid[..., None], float("nan"))
+    return SubsetPredictions(keys, masks, preds, valid)
 
 
 class RobultModel(nn.Module):
@@ -189,24 +203,10 @@ class RobultModel(nn.Module):
             raise ValueError(f"modality names must be unique, got {self.names}")
         self.task = task
         self.config = cfg = config or RobultConfig()
-        encoders = dict(encoders or {})
-        unknown = sorted(set(encoders) - set(self.names))
-        if unknown:
-            raise ValueError(f"encoder given for unknown modality {unknown[0]!r}; modalities are {self.names}")
         d_h, d_z, d_u, k = cfg.hidden_dim, cfg.shared_dim, cfg.specific_dim, task.num_outputs
-
-        self.encoders = nn.ModuleDict()
-        self.adapters = nn.ModuleDict()
-        for spec in self.modalities:
-            if spec.name in encoders:
-                enc = encoders[spec.name]
-                width = _encoder_out_dim(enc, spec)
-                self.encoders[spec.name] = enc
-                self.adapters[spec.name] = nn.Identity() if width == d_h else nn.Linear(width, d_h)
-            else:
-                extra = {"hidden": cfg.encoder_hidden, "dropout": cfg.dropout} if spec.kind.value == "vector" else {}
-                self.encoders[spec.name] = build_encoder(spec, d_h, cfg.sequence_encoder, **extra)
-                self.adapters[spec.name] = nn.Identity()
+        self.encoders = ModalityEncoders(
+            self.modalities, d_h, dict(encoders or {}), cfg.encoder_hidden, cfg.dropout, cfg.sequence_encoder
+        )
         self.shared_projector = MLP(d_h, cfg.projector_hidden, d_z, dropout=cfg.dropout)
         self.specific_projectors = nn.ModuleDict(
             {n: MLP(d_h, cfg.projector_hidden, d_u, dropout=cfg.dropout) for n in self.names}
@@ -218,22 +218,8 @@ class RobultModel(nn.Module):
 
     # ------------------------------------------------------------------ encoding
     def encode(self, batch: Batch) -> Tensor:
-        """``H [B, M, d_h]``: every encoder runs on the rows where its modality is present, and only on those;
-        absent rows are zero and must not be read."""
-        b = batch.size
-        out = []
-        for m, spec in enumerate(self.modalities):
-            rows = batch.present[:, m].nonzero().flatten()
-            ref = batch.present
-            full = torch.zeros(b, self.config.hidden_dim, device=ref.device, dtype=torch.float32)
-            if rows.numel():
-                x = batch.inputs[spec.name].index_select(0, rows)
-                enc = self.encoders[spec.name]
-                h = enc(x, batch.lengths[spec.name].index_select(0, rows)) if spec.is_sequential else enc(x)
-                h = self.adapters[spec.name](h)
-                full = full.to(h.dtype).index_copy(0, rows, h)
-            out.append(full)
-        return torch.stack(out, dim=1)
+        """``H [B, M, d_h]`` from the present modalities only (absent rows are zero and must not be read)."""
+        return self.encoders(batch)
 
     def project(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
         """``(Z, U)`` from ``H``: the shared projector on every modality, each specific projector on its own."""
@@ -279,11 +265,7 @@ class RobultModel(nn.Module):
         aggregate: str | None = None,
         use_fused_when_complete: bool | None = None,
     ) -> SubsetPredictions:
-        """Predictions for every subset in ``subsets`` from one forward pass.
-
-        A sample's effective modalities for subset ``A`` are ``A ∩ present``; samples with none of ``A`` get NaN
-        and ``valid = False``.
-        """
+        """Predictions for every subset in ``subsets`` from one forward pass (see :func:`aggregate_subsets`)."""
         aggregate = aggregate or self.config.aggregate
         if aggregate not in AGGREGATES:
             raise ValueError(f"unknown aggregate {aggregate!r}; use one of {AGGREGATES}")
@@ -291,21 +273,18 @@ class RobultModel(nn.Module):
             self.config.use_fused_when_complete if use_fused_when_complete is None else use_fused_when_complete
         )
         keys, masks = subset_masks(subsets, self.names)
-        masks = masks.to(output.present.device)
-        eff = masks[:, None, :] & output.present[None]  # [S, B, M]
-        count = eff.sum(-1)  # [S, B]
-        weights = eff.to(output.logits.dtype) / count.clamp(min=1)[..., None].to(output.logits.dtype)
-        if aggregate == "logit_mean":
-            preds = torch.einsum("sbm,bmk->sbk", weights, output.logits)
-        else:
-            feats = torch.cat([output.specific, output.shared], dim=-1)
-            preds = self.head(torch.einsum("sbm,bmd->sbd", weights, feats))
-        if fused_complete:
-            complete = eff.all(-1)  # the sample has every modality and the subset is all of them
-            preds = torch.where(complete[..., None], output.fused_logits[None].expand_as(preds), preds)
-        valid = count > 0
-        preds = preds.masked_fill(~valid[..., None], float("nan"))
-        return SubsetPredictions(keys, masks, preds, valid)
+        features = head = None
+        if aggregate == "feature_mean":
+            features, head = torch.cat([output.specific, output.shared], dim=-1), self.head
+        return aggregate_subsets(
+            keys,
+            masks,
+            output.logits,
+            output.present,
+            features=features,
+            head=head,
+            fused_logits=output.fused_logits if fused_complete else None,
+        )
 
     @torch.no_grad()
     def predict(

@@ -7,10 +7,15 @@ common width ``d_h`` (see :class:`robult.models.RobultModel`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
 from robult.specs import ModalityKind, ModalitySpec
+
+if TYPE_CHECKING:
+    from robult.batch import Batch
 
 
 class MLP(nn.Sequential):
@@ -177,3 +182,91 @@ def build_encoder(spec: ModalitySpec, out_dim: int, sequence_encoder: str = "gru
         f"modality {spec.name!r} of kind {spec.kind.value!r} has no built-in encoder; pass your own nn.Module "
         "in `encoders`"
     )
+
+
+def encoder_out_dim(encoder: nn.Module, spec: ModalitySpec) -> int:
+    """``encoder.out_dim`` if declared, else inferred by one dummy forward pass on a zero input of the spec."""
+    declared = getattr(encoder, "out_dim", None)
+    if isinstance(declared, int):
+        return declared
+    shape = [8 if s is None else s for s in spec.shape]
+    dtype = torch.long if spec.kind == ModalityKind.TOKENS else torch.float32
+    x = torch.zeros(2, *shape, dtype=dtype)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            out = encoder(x, torch.full((2,), shape[0], dtype=torch.long)) if spec.is_sequential else encoder(x)
+    except Exception as err:  # pragma: no cover - depends on user code
+        raise ValueError(
+            f"could not infer the output width of the encoder of modality {spec.name!r}; give it an `out_dim` "
+            f"attribute ({err})"
+        ) from err
+    finally:
+        encoder.train(was_training)
+    if out.ndim != 2:
+        raise ValueError(
+            f"the encoder of modality {spec.name!r} returns shape {tuple(out.shape)}; encoders must return [B, d]"
+        )
+    return int(out.shape[1])
+
+
+class ModalityEncoders(nn.Module):
+    """One encoder ``f_m`` per modality plus a linear adapter to the common width ``d_h``.
+
+    ``forward(batch)`` returns ``H [B, M, d_h]``: every encoder runs on the rows where its modality is present,
+    and only on those (absent inputs may hold NaN); absent rows are zero and must not be read.
+
+    Args:
+        modalities: the modality specs.
+        hidden_dim: ``d_h``.
+        encoders: user encoders by modality name (any ``nn.Module`` returning ``[B, d]``; sequence encoders are
+            called as ``encoder(x, lengths)``); built-ins for the others.
+        encoder_hidden, dropout: options of the built-in MLP encoders.
+        sequence_encoder: ``"gru"`` or ``"transformer"`` for built-in sequence encoders.
+    """
+
+    def __init__(
+        self,
+        modalities: list[ModalitySpec],
+        hidden_dim: int,
+        encoders: dict[str, nn.Module] | None = None,
+        encoder_hidden: tuple[int, ...] = (256,),
+        dropout: float = 0.1,
+        sequence_encoder: str = "gru",
+    ) -> None:
+        super().__init__()
+        self.modalities = list(modalities)
+        self.hidden_dim = hidden_dim
+        names = [s.name for s in self.modalities]
+        encoders = dict(encoders or {})
+        unknown = sorted(set(encoders) - set(names))
+        if unknown:
+            raise ValueError(f"encoder given for unknown modality {unknown[0]!r}; modalities are {names}")
+        self.encoders = nn.ModuleDict()
+        self.adapters = nn.ModuleDict()
+        for spec in self.modalities:
+            if spec.name in encoders:
+                enc = encoders[spec.name]
+                width = encoder_out_dim(enc, spec)
+                self.encoders[spec.name] = enc
+                self.adapters[spec.name] = nn.Identity() if width == hidden_dim else nn.Linear(width, hidden_dim)
+            else:
+                extra = {"hidden": encoder_hidden, "dropout": dropout} if spec.kind == ModalityKind.VECTOR else {}
+                self.encoders[spec.name] = build_encoder(spec, hidden_dim, sequence_encoder, **extra)
+                self.adapters[spec.name] = nn.Identity()
+
+    def forward(self, batch: Batch) -> Tensor:
+        b = batch.size
+        out = []
+        for m, spec in enumerate(self.modalities):
+            rows = batch.present[:, m].nonzero().flatten()
+            full = torch.zeros(b, self.hidden_dim, device=batch.present.device)
+            if rows.numel():
+                x = batch.inputs[spec.name].index_select(0, rows)
+                enc = self.encoders[spec.name]
+                h = enc(x, batch.lengths[spec.name].index_select(0, rows)) if spec.is_sequential else enc(x)
+                h = self.adapters[spec.name](h)
+                full = full.to(h.dtype).index_copy(0, rows, h)
+            out.append(full)
+        return torch.stack(out, dim=1)

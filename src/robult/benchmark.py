@@ -1,0 +1,147 @@
+"""``robult benchmark``: every method x label ratio x seed on one dataset, same splits and masks, one table.
+
+Methods trained with the same seed share the dataset split, the labeled subset and the saved test masks
+(``OUT/masks``). A run whose ``result.json`` exists is reused, and an interrupted one is resumed, so re-running
+the same command after an interruption finishes the grid without redoing finished work.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from robult.config import ConfigError, RunConfig, load_config, validate_config
+
+T = TypeVar("T")
+
+
+def parse_list(text: str, kind: Callable[[str], T], option: str) -> list[T]:
+    """``"a,b"`` -> ``[kind("a"), kind("b")]`` with an error naming the option."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise ValueError(f"{option}: empty list")
+    try:
+        return [kind(t) for t in items]
+    except ValueError as err:
+        raise ValueError(f"{option}: cannot parse {text!r} ({err})") from None
+
+
+def format_evaluation(evaluation: Any, metric: str) -> str:
+    """A short text table of one evaluation: the primary metric per subset and per missing rate."""
+    lines = [f"test {metric} per modality subset:"]
+    width = max(len(k) for k in evaluation.subsets) if evaluation.subsets else 0
+    for key, vals in evaluation.subsets.items():
+        lines.append(f"  {key:<{width}}  {vals[metric]:.4f}")
+    if evaluation.subsets:
+        lines.append(f"  {'mean':<{width}}  {evaluation.mean_over_subsets(metric):.4f}")
+    if evaluation.random_rate:
+        lines.append(f"test {metric} per random missing rate:")
+        lines.append("  " + "  ".join(f"{r}:{v[metric]:.3f}" for r, v in evaluation.random_rate.items()))
+    return "\n".join(lines)
+
+
+def _run_config(
+    base: RunConfig, dataset: str, data_dir: Path | None, method: str, ratio: float, seed: int, out: Path
+) -> RunConfig:
+    data = base.model_dump(mode="json")
+    data["dataset"]["name"] = dataset
+    if data_dir is not None:
+        data["dataset"]["data_dir"] = str(data_dir)
+    data["train"].update(method=method, label_ratio=ratio, seed=seed, progress=False)
+    data["name"] = f"{method}-r{ratio:g}-s{seed}"
+    data["out_dir"] = str(out / "runs")
+    data["eval"]["masks_dir"] = str(out / "masks")
+    return validate_config(data, "benchmark")
+
+
+def _run_entry(result: dict[str, Any]) -> dict[str, Any]:
+    metric = result["metric"]
+    test = result["test"]
+    subsets = {k: v[metric] for k, v in test["subsets"].items()}
+    return {
+        "method": result["method"],
+        "label_ratio": result["label_ratio"],
+        "seed": result["seed"],
+        "subsets": subsets,
+        "mean_over_subsets": sum(subsets.values()) / len(subsets) if subsets else float("nan"),
+        "random_rate": {k: v[metric] for k, v in test["random_rate"].items()},
+        "all_metrics": {"subsets": test["subsets"], "random_rate": test["random_rate"]},
+        "best_epoch": result.get("best_epoch"),
+        "best_val_score": result.get("best_val_score"),
+    }
+
+
+def run_benchmark(
+    dataset: str = "synthetic",
+    data_dir: Path | None = None,
+    methods: Sequence[str] = ("robult", "supervised"),
+    label_ratios: Sequence[float] = (0.05,),
+    seeds: Sequence[int] = (0, 1, 2),
+    out: Path = Path("robult_runs/benchmark"),
+    config: Path | None = None,
+    overrides: Sequence[str] | None = None,
+) -> str:
+    """Run the grid and write ``OUT/results.json``, ``OUT/summary.md``, ``OUT/random_rate.png`` and
+    ``OUT/subsets.png``. Returns the summary markdown."""
+    from tqdm.auto import tqdm
+
+    from robult.evaluation.report import (
+        plot_random_rate,
+        plot_subset_heatmap,
+        results_document,
+        summary_table,
+        write_results,
+        write_summary,
+    )
+    from robult.training.run import load_bundle, train_run
+
+    base = load_config(config, list(overrides or []))
+    for r in label_ratios:
+        if not 0 < r <= 1:
+            raise ValueError(f"--label-ratios: {r} is not in (0, 1]")
+    grid = [(m, r, s) for m in methods for r in label_ratios for s in seeds]
+    configs = [_run_config(base, dataset, data_dir, m, r, s, out) for m, r, s in grid]  # validates every method
+    out.mkdir(parents=True, exist_ok=True)
+    bundles: dict[int, Any] = {}
+    entries = []
+    start = time.perf_counter()
+    bar = tqdm(configs, desc="benchmark", unit="run")
+    for cfg in bar:
+        bar.set_postfix_str(cfg.run_name())
+        run_dir = Path(cfg.out_dir) / cfg.run_name()
+        result_file = run_dir / "result.json"
+        if result_file.is_file():
+            saved = load_config(run_dir / "config.yaml")
+            if saved.model_dump() != cfg.model_dump():
+                raise ConfigError(f"{run_dir}: holds a run with another config; use another --out")
+        else:
+            seed = cfg.train.seed
+            if seed not in bundles:
+                bundles[seed] = load_bundle(cfg)
+            resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+            train_run(cfg, resume=resume, bundle=bundles[seed])
+        entries.append(_run_entry(json.loads(result_file.read_text())))
+    elapsed = time.perf_counter() - start
+    bundle = bundles.get(seeds[0]) or load_bundle(configs[0])
+    first = json.loads((Path(configs[0].out_dir) / configs[0].run_name() / "result.json").read_text())
+    doc = results_document(
+        dataset=bundle.name,
+        task=bundle.task.kind.value,
+        metric=first["metric"],
+        higher_is_better=first["higher_is_better"],
+        modalities=bundle.modality_names,
+        runs=entries,
+    )
+    write_results(out / "results.json", doc)
+    command = (
+        f"robult benchmark --dataset {dataset} --methods {','.join(methods)} "
+        f"--label-ratios {','.join(f'{r:g}' for r in label_ratios)} --seeds {len(seeds)}"
+    )
+    header = f"Command: `{command}`  \nWall time: {elapsed:.0f} s for {len(configs)} runs.\n"
+    write_summary(out / "summary.md", doc, extra_header=header)
+    plot_random_rate(doc, out / "random_rate.png")
+    plot_subset_heatmap(doc, out / "subsets.png")
+    return summary_table(doc) + f"\nwrote {out / 'results.json'}, {out / 'summary.md'}, plots in {out}\n"

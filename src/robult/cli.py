@@ -1,0 +1,166 @@
+"""The ``robult`` command line: train, evaluate, benchmark, datasets.
+
+Heavy modules (Lightning, matplotlib, the trainer) are imported inside the commands, so ``robult --help`` is fast.
+Errors in user input print one line naming the file or key and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="robult",
+    help="Multimodal learning with scarce labels and missing modalities (Robult).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from robult.config import ConfigError
+
+    return (ConfigError, ValueError, FileNotFoundError, FileExistsError)
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config key, e.g. --set train.lr=0.001 (repeatable).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
+) -> None:
+    """Train one method on one dataset and score it under every missing-modality protocol."""
+    try:
+        from robult.config import load_config
+
+        cfg = load_config(config, set_)
+        from robult.training.run import train_run
+
+        result = train_run(cfg, resume=resume)
+    except _user_errors() as err:
+        _fail(str(err))
+        return
+    ev = result.evaluation
+    typer.echo(f"run: {result.run_dir}")
+    typer.echo(f"best validation score ({cfg.train.method}): {result.best_score:.4f} at epoch {result.best_epoch}")
+    if ev is not None:
+        from robult.evaluation.report import format_evaluation
+
+        typer.echo(format_evaluation(ev, _primary(result.run_dir)))
+
+
+def _primary(run_dir: Path) -> str:
+    import json
+
+    return json.loads((run_dir / "result.json").read_text())["metric"]
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A run directory or a checkpoint file inside one.")],
+    protocol: Annotated[
+        list[str] | None, typer.Option("--protocol", "-p", help="all-subsets and/or random-rate (default: both).")
+    ] = None,
+    masks_dir: Annotated[Path | None, typer.Option(help="Where the saved masks live (default: the run's).")] = None,
+) -> None:
+    """Score a trained run on the test split (masks are read from, or saved to, the shared mask store)."""
+    protocols = protocol or ["all-subsets", "random-rate"]
+    bad = [p for p in protocols if p not in ("all-subsets", "random-rate")]
+    if bad:
+        _fail(f"unknown protocol {bad[0]!r}; use all-subsets or random-rate")
+    try:
+        from robult.training.run import evaluate_run, find_checkpoint
+
+        ev = evaluate_run(run, protocols, masks_dir)
+        run_dir, _ = find_checkpoint(run)
+        from robult.config import load_config
+        from robult.evaluation.report import format_evaluation
+        from robult.training.run import load_bundle
+
+        metric = load_bundle(load_config(run_dir / "config.yaml")).primary_metric
+    except _user_errors() as err:
+        _fail(str(err))
+        return
+    typer.echo(format_evaluation(ev, metric))
+
+
+@app.command()
+def benchmark(
+    dataset: Annotated[str, typer.Option(help="Dataset name (see `robult datasets`).")] = "synthetic",
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Root data directory (default: $ROBULT_DATA_DIR or ../shared/data).")
+    ] = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = "robult,supervised",
+    label_ratios: Annotated[str, typer.Option(help="Comma-separated label ratios.")] = "0.05",
+    seeds: Annotated[int, typer.Option(help="Seeds per (method, ratio): 0..N-1.")] = 3,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("robult_runs/benchmark"),
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Base YAML config for every run.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key for every run.")] = None,
+) -> None:
+    """Train every method x label ratio x seed, evaluate both protocols, write results.json, summary.md, plots."""
+    try:
+        from robult.benchmark import parse_list, run_benchmark
+
+        method_list = parse_list(methods, str, "--methods")
+        ratios = parse_list(label_ratios, float, "--label-ratios")
+        if seeds < 1:
+            raise ValueError("--seeds must be at least 1")
+        summary = run_benchmark(
+            dataset=dataset,
+            data_dir=data_dir,
+            methods=method_list,
+            label_ratios=ratios,
+            seeds=list(range(seeds)),
+            out=out,
+            config=config,
+            overrides=set_,
+        )
+    except _user_errors() as err:
+        _fail(str(err))
+        return
+    typer.echo(summary)
+
+
+@app.command()
+def datasets(
+    data_dir: Annotated[Path | None, typer.Option(help="Root data directory to check.")] = None,
+) -> None:
+    """List the registered datasets and where each is read from."""
+    from robult.data.registry import default_data_dir, registered_datasets
+
+    root = data_dir or default_data_dir()
+    typer.echo(f"data directory: {root if root else '(none: pass --data-dir or set $ROBULT_DATA_DIR)'}")
+    rows = []
+    for name, info in sorted(registered_datasets().items(), key=lambda kv: (kv[1].group, kv[0])):
+        if info.folder is None:
+            where = "generated" if info.group == "generated" else "given path"
+        elif root is None:
+            where = f"<data-dir>/{info.folder} (no data directory)"
+        else:
+            folder = Path(root) / info.folder
+            where = f"{folder}" + ("" if folder.is_dir() else "  [missing]")
+        rows.append((name, info.group, where, info.description))
+    width = max(len(r[0]) for r in rows)
+    gwidth = max(len(r[1]) for r in rows)
+    for name, group, where, desc in rows:
+        typer.echo(f"{name:<{width}}  {group:<{gwidth}}  {desc}\n{'':<{width}}  {'':<{gwidth}}  -> {where}")
+
+
+def main() -> None:
+    """Entry point of the ``robult`` script."""
+    app(prog_name="robult")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

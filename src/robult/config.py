@@ -1,0 +1,194 @@
+"""Validated run configuration (pydantic), read from YAML with ``--set key=value`` overrides.
+
+Every section forbids unknown keys; errors become one :class:`ConfigError` line naming the file and the key.
+The ``model`` and ``loss`` sections mirror :class:`robult.models.RobultConfig` and
+:class:`robult.losses.RobultLossConfig` field by field (same names, types and defaults).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+
+from robult.losses.robult import RobultLossConfig
+from robult.models.robult import RobultConfig
+
+RATES_DEFAULT = [round(0.1 * i, 1) for i in range(10)]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, as one line naming the file and key."""
+
+
+def _section_from_dataclass(cls: type, name: str) -> type[BaseModel]:
+    hints = typing.get_type_hints(cls)
+    spec: dict[str, Any] = {f.name: (hints[f.name], f.default) for f in dataclasses.fields(cls)}
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **spec)
+
+
+ModelSection = _section_from_dataclass(RobultConfig, "ModelSection")
+LossSection = _section_from_dataclass(RobultLossConfig, "LossSection")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSection(_Strict):
+    """Which data: a registry name (``robult datasets``), its directory and loader options."""
+
+    name: str = "synthetic"
+    data_dir: str | None = None
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainSection(_Strict):
+    """Training options.
+
+    ``labeled_share``: share of labeled samples in every batch (default ``max(label_ratio, 0.25)``; ignored when
+    the method trains on labeled data only). ``patience``: epochs without improvement of the selection score
+    before early stopping (0 disables early stopping).
+    """
+
+    method: str = "robult"
+    label_ratio: float = Field(0.05, gt=0.0, le=1.0)
+    labeled_share: float | None = Field(None, gt=0.0, le=1.0)
+    batch_size: int = Field(128, ge=2)
+    max_epochs: int = Field(60, ge=1)
+    patience: int = Field(15, ge=0)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    seed: int = 0
+    modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    use_unlabeled: bool | None = None
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    precision: str = "32-true"
+    num_workers: int = Field(0, ge=0)
+    progress: bool = True
+
+
+class EvalSection(_Strict):
+    """Test-time missingness protocols (see ``docs/protocols.md``)."""
+
+    protocols: list[Literal["all-subsets", "random-rate"]] = Field(
+        default_factory=lambda: ["all-subsets", "random-rate"]
+    )
+    rates: list[float] = Field(default_factory=lambda: list(RATES_DEFAULT))
+    mask_seed: int = 0
+    batch_size: int = Field(1024, ge=1)
+    masks_dir: str | None = None
+
+    @field_validator("rates")
+    @classmethod
+    def _rates_in_range(cls, v: list[float]) -> list[float]:
+        bad = [r for r in v if not 0.0 <= r < 1.0]
+        if bad:
+            raise ValueError(f"rates must lie in [0, 1), got {bad[0]}")
+        return v
+
+
+class RunConfig(_Strict):
+    """A whole run: ``robult train --config FILE``."""
+
+    name: str | None = None
+    out_dir: str = "runs"
+    dataset: DatasetSection = Field(default_factory=DatasetSection)
+    model: ModelSection = Field(default_factory=ModelSection)  # type: ignore[valid-type]
+    loss: LossSection = Field(default_factory=LossSection)  # type: ignore[valid-type]
+    train: TrainSection = Field(default_factory=TrainSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+    def run_name(self) -> str:
+        if self.name:
+            return self.name
+        t = self.train
+        return f"{self.dataset.name}-{t.method}-r{t.label_ratio:g}-s{t.seed}"
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return f"{source}: unknown key '{key}'"
+    if kind == "missing":
+        return f"{source}: missing key '{key}'"
+    got = first.get("input")
+    got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{source}: key '{key}': {first['msg']}{got_s}"
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=0.01"`` -> ``(["train", "lr"], 0.01)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.lr=0.001")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({err})") from err
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Set dotted keys in a nested dict (creating sections as needed)."""
+    for text in overrides or []:
+        parts, value = parse_override(text)
+        node = data
+        for p in parts[:-1]:
+            child = node.get(p)
+            if child is None:
+                child = node[p] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: '{p}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (or start from defaults when ``path`` is None), apply overrides, validate."""
+    source = "config" if path is None else str(path)
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{p}: not valid YAML ({err})") from err
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+        data = loaded or {}
+    data = apply_overrides(data, overrides)
+    return validate_config(data, source)
+
+
+def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+    from robult.methods import METHODS
+
+    if cfg.train.method not in METHODS:
+        raise ConfigError(
+            f"{source}: key 'train.method': unknown method {cfg.train.method!r}; available: {sorted(METHODS)}"
+        )
+    return cfg
+
+
+def config_to_yaml(cfg: RunConfig) -> str:
+    """The resolved config as YAML (written next to every run)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

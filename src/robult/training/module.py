@@ -1,0 +1,100 @@
+"""The one LightningModule for every method: a model plus a loss.
+
+Model selection rule (the same for every method and metric): after each training epoch the model scores the
+validation split on **every non-empty modality subset** with the dataset's primary metric; the selection score
+``val/score`` is the mean over subsets. The checkpoint with the best score (first one on ties) is the run's model,
+and early stopping watches the same score. All reported metrics come from that one checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from robult.batch import Batch
+from robult.evaluation.metrics import compute_metrics
+from robult.specs import TaskSpec, all_subsets
+from robult.training.sampler import drop_modalities
+
+
+class MethodModule(L.LightningModule):
+    """Trains ``model`` with ``criterion`` and scores validation subsets.
+
+    Args:
+        model: a model whose forward returns an output with ``present`` and which implements ``predict_subsets``.
+        criterion: ``criterion(output, batch, epoch) -> result`` with ``.total`` and ``.log_dict(prefix)``.
+        task: the task spec.
+        modality_names: modality order.
+        primary_metric: metric of the selection score.
+        lr, weight_decay: AdamW options.
+        seed: base seed; the global torch RNG is reseeded at every epoch start from ``(seed, epoch)`` so a resumed
+            run draws the same dropout masks.
+        modality_dropout: training-time modality dropout rate (0: off).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        criterion: nn.Module,
+        task: TaskSpec,
+        modality_names: list[str],
+        primary_metric: str,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        seed: int = 0,
+        modality_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+        self.task = task
+        self.names = list(modality_names)
+        self.subsets = all_subsets(self.names)
+        self.primary_metric = primary_metric
+        self.lr, self.weight_decay = lr, weight_decay
+        self.seed = seed
+        self.modality_dropout = modality_dropout
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return batch.to(device) if isinstance(batch, Batch) else super().transfer_batch_to_device(batch, device, 0)
+
+    def on_train_epoch_start(self) -> None:
+        torch.manual_seed(self.seed * 1_000_003 + self.current_epoch)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        if self.modality_dropout > 0:
+            batch = batch.with_present(drop_modalities(batch.present, self.modality_dropout))
+        output = self.model(batch, with_reconstruction=True)
+        n_batches = max(1, int(self.trainer.num_training_batches)) if self.trainer else 1
+        epoch = self.current_epoch + batch_idx / n_batches
+        result = self.criterion(output, batch, epoch=epoch)
+        self.log_dict(result.log_dict("train/"), on_step=False, on_epoch=True, batch_size=batch.size)
+        return result.total
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        output = self.model(batch, with_reconstruction=False)
+        preds = self.model.predict_subsets(output, self.subsets)
+        self._val_outputs.append((preds.predictions.float().cpu(), preds.valid.cpu(), batch.target.cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_outputs:
+            return
+        preds = torch.cat([p for p, _, _ in self._val_outputs], dim=1)
+        valid = torch.cat([v for _, v, _ in self._val_outputs], dim=1)
+        target = torch.cat([t for _, _, t in self._val_outputs])
+        self._val_outputs.clear()
+        scores = {}
+        for i, subset in enumerate(self.subsets):
+            rows = valid[i]
+            if rows.any():
+                scores["+".join(subset)] = compute_metrics(preds[i][rows], target[rows], self.task)[self.primary_metric]
+        score = sum(scores.values()) / len(scores)
+        self.log("val/score", score, prog_bar=True)
+        self.log_dict({f"val/{k}": v for k, v in scores.items()})
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

@@ -1,0 +1,308 @@
+"""Train and evaluate one run: the function behind ``robult train`` and ``robult benchmark``.
+
+Run directory layout (``<out_dir>/<name>/``)::
+
+    config.yaml        the resolved config
+    labeled.json       the labeled subset of the training split (indices, ratio, seed, SHA-256)
+    checkpoints/       best.ckpt (selected on validation, see robult.training.module), last.ckpt (for --resume)
+    logs/metrics.csv   per-epoch losses and validation scores
+    result.json        test scores under every protocol (written atomically when the run ends)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from robult.batch import MultimodalDataset, collate
+from robult.config import ConfigError, RunConfig, config_to_yaml, load_config
+from robult.data.registry import DatasetBundle, load_dataset
+from robult.data.splits import labeled_subset
+from robult.evaluation.metrics import higher_is_better
+from robult.methods import build_method, get_method
+from robult.utils.io import atomic_write_json, atomic_write_text
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass
+class RunResult:
+    """What a finished run returns (also in ``result.json``)."""
+
+    run_dir: Path
+    best_score: float
+    best_epoch: int
+    evaluation: Any  # robult.evaluation.evaluate.EvaluationResult
+    config: RunConfig
+
+
+def load_bundle(cfg: RunConfig, seed: int | None = None) -> DatasetBundle:
+    """The dataset of a config (split seed = the config's training seed unless given)."""
+    d = cfg.dataset
+    return load_dataset(
+        d.name,
+        data_dir=d.data_dir,
+        seed=cfg.train.seed if seed is None else seed,
+        val_fraction=d.val_fraction,
+        **d.options,
+    )
+
+
+def _labeled_mask(train: MultimodalDataset, cfg: RunConfig, run_dir: Path) -> torch.Tensor:
+    """The seeded stratified labeled subset, saved to (or, on resume, read back from) ``labeled.json``."""
+    path = run_dir / "labeled.json"
+    mask = labeled_subset(train.target, train.task, cfg.train.label_ratio, cfg.train.seed)
+    # samples whose label the dataset itself marks unknown stay unlabeled
+    mask &= train.labeled
+    indices = mask.nonzero().flatten().tolist()
+    digest = hashlib.sha256(json.dumps(indices).encode()).hexdigest()
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("sha256") != digest:
+            raise ValueError(f"{path}: the saved labeled subset differs from the one this config produces")
+    else:
+        atomic_write_json(
+            path,
+            {
+                "label_ratio": cfg.train.label_ratio,
+                "seed": cfg.train.seed,
+                "n_train": len(train),
+                "n_labeled": len(indices),
+                "sha256": digest,
+                "indices": indices,
+            },
+        )
+    return mask
+
+
+def _loaders(
+    train: MultimodalDataset, val: MultimodalDataset, cfg: RunConfig, uses_unlabeled: bool
+) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:
+    from robult.training.sampler import SemiSupervisedBatchSampler
+
+    t = cfg.train
+    labeled = train.labeled.nonzero().flatten().numpy()
+    unlabeled = (~train.labeled).nonzero().flatten().numpy() if uses_unlabeled else np.array([], dtype=np.int64)
+    share = t.labeled_share if t.labeled_share is not None else max(t.label_ratio, 0.25)
+    sampler = SemiSupervisedBatchSampler(labeled, unlabeled, t.batch_size, share, seed=t.seed)
+    train_dl = torch.utils.data.DataLoader(train, batch_sampler=sampler, collate_fn=collate, num_workers=t.num_workers)
+    val_sampler = torch.utils.data.BatchSampler(
+        torch.utils.data.SequentialSampler(range(len(val))), cfg.eval.batch_size, drop_last=False
+    )
+    val_dl = torch.utils.data.DataLoader(val, batch_sampler=val_sampler, collate_fn=collate, num_workers=0)
+    return train_dl, val_dl
+
+
+def load_weights(module: nn.Module, checkpoint: Path) -> None:
+    """Load a Lightning checkpoint's ``state_dict`` with ``torch.load(weights_only=True)`` (no arbitrary
+    unpickling of untrusted files)."""
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{checkpoint}: not a loadable checkpoint ({err})") from err
+    if "state_dict" not in state:
+        raise ValueError(f"{checkpoint}: no 'state_dict' key; is it a robult checkpoint?")
+    module.load_state_dict(state["state_dict"])
+
+
+def train_run(
+    cfg: RunConfig,
+    *,
+    resume: bool = False,
+    bundle: DatasetBundle | None = None,
+    encoders: Mapping[str, nn.Module] | None = None,
+    callbacks: Sequence[Any] = (),
+    masks_dir: Path | None = None,
+    evaluate_test: bool = True,
+) -> RunResult:
+    """Train one method on one dataset, select the best validation checkpoint, evaluate it on the test split.
+
+    Args:
+        cfg: the validated run config.
+        resume: continue from ``checkpoints/last.ckpt`` of an interrupted run with the same config.
+        bundle: an already loaded dataset (default: load ``cfg.dataset``).
+        encoders: user encoders by modality name (Python API).
+        callbacks: extra Lightning callbacks.
+        masks_dir: where test masks are stored (default ``cfg.eval.masks_dir`` or ``<out_dir>/masks``).
+        evaluate_test: score the test split with the configured protocols.
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
+    from robult.training.module import MethodModule
+
+    run_dir = Path(cfg.out_dir) / cfg.run_name()
+    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"cannot resume: {last} does not exist")
+        saved = run_dir / "config.yaml"
+        if saved.is_file() and load_config(saved).model_dump() != cfg.model_dump():
+            raise ConfigError(f"{saved}: the run was started with another config; resume with the same one")
+    elif (run_dir / "result.json").exists() or last.exists():
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another name")
+
+    method = get_method(cfg.train.method)
+    bundle = bundle or load_bundle(cfg)
+    maximize = higher_is_better(bundle.primary_metric)
+    # seed before building so the initial weights depend only on the seed; every check that can fail on bad
+    # input (dataset, method options) runs before the run directory is created
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    model, criterion = build_method(
+        cfg.train.method, bundle.modalities, bundle.task, cfg.model.model_dump(), cfg.loss.model_dump(), encoders
+    )
+
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
+        labeled = _labeled_mask(bundle.train, cfg, run_dir)
+    except BaseException:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    train = bundle.train.with_labeled(labeled)
+    uses_unlabeled = cfg.train.use_unlabeled if cfg.train.use_unlabeled is not None else method.uses_unlabeled
+    train_dl, val_dl = _loaders(train, bundle.val, cfg, uses_unlabeled)
+
+    module = MethodModule(
+        model,
+        criterion,
+        bundle.task,
+        bundle.modality_names,
+        bundle.primary_metric,
+        lr=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay,
+        seed=cfg.train.seed,
+        modality_dropout=cfg.train.modality_dropout,
+    )
+    mode = "max" if maximize else "min"
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor="val/score", mode=mode, save_top_k=1, save_last=True
+    )
+    cbs: list[Any] = [checkpoint, *callbacks]
+    if cfg.train.patience > 0:
+        cbs.append(EarlyStopping(monitor="val/score", mode=mode, patience=cfg.train.patience))
+    if cfg.train.progress:
+        cbs.append(TQDMProgressBar(leave=False))
+    trainer = L.Trainer(
+        accelerator=cfg.train.accelerator,
+        devices=cfg.train.devices,
+        precision=cfg.train.precision,
+        max_epochs=cfg.train.max_epochs,
+        callbacks=cbs,
+        logger=CSVLogger(run_dir, name="logs", version=""),
+        default_root_dir=run_dir,
+        enable_progress_bar=cfg.train.progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        log_every_n_steps=1,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume else None)
+
+    best_path = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
+    load_weights(module, best_path)
+    best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else math.nan
+    best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=True).get("epoch", -1))
+
+    evaluation = None
+    if evaluate_test and trainer.is_global_zero:
+        evaluation = evaluate_checkpointed(module.model, bundle, cfg, masks_dir)
+        atomic_write_json(
+            run_dir / "result.json",
+            {
+                "dataset": bundle.name,
+                "method": cfg.train.method,
+                "label_ratio": cfg.train.label_ratio,
+                "seed": cfg.train.seed,
+                "metric": bundle.primary_metric,
+                "higher_is_better": maximize,
+                "modalities": bundle.modality_names,
+                "best_val_score": best_score,
+                "best_epoch": best_epoch,
+                "checkpoint": str(best_path),
+                "test": evaluation.to_dict(),
+            },
+        )
+    return RunResult(run_dir, best_score, best_epoch, evaluation, cfg)
+
+
+def evaluate_checkpointed(
+    model: nn.Module,
+    bundle: DatasetBundle,
+    cfg: RunConfig,
+    masks_dir: Path | None = None,
+    protocols: Sequence[str] | None = None,
+    progress: bool = False,
+) -> Any:
+    """Score ``model`` on the test split with the configured protocols and the shared saved masks."""
+    from robult.evaluation.evaluate import evaluate
+    from robult.evaluation.protocols import MaskStore
+
+    root = masks_dir or Path(cfg.eval.masks_dir or Path(cfg.out_dir) / "masks")
+    return evaluate(
+        model,
+        bundle.test,
+        bundle.task,
+        bundle.modality_names,
+        store=MaskStore(root),
+        dataset_name=bundle.name,
+        split="test",
+        rates=tuple(cfg.eval.rates),
+        mask_seed=cfg.eval.mask_seed,
+        batch_size=cfg.eval.batch_size,
+        protocols=tuple(protocols or cfg.eval.protocols),
+        progress=progress,
+    )
+
+
+def find_checkpoint(path: Path) -> tuple[Path, Path]:
+    """``(run_dir, checkpoint)`` from a run directory or a checkpoint file inside one."""
+    path = Path(path)
+    if path.is_dir():
+        ckpt = path / CHECKPOINT_DIR / "best.ckpt"
+        if not ckpt.is_file():
+            ckpt = path / CHECKPOINT_DIR / "last.ckpt"
+        if not ckpt.is_file():
+            raise FileNotFoundError(
+                f"{path}: no checkpoints/best.ckpt or checkpoints/last.ckpt; is it a run directory?"
+            )
+        return path, ckpt
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such run directory or checkpoint")
+    run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+    return run_dir, path
+
+
+def evaluate_run(path: Path, protocols: Sequence[str] | None = None, masks_dir: Path | None = None) -> Any:
+    """Rebuild a run's model from its ``config.yaml``, load its checkpoint, evaluate on the test split."""
+    from robult.training.module import MethodModule
+
+    run_dir, ckpt = find_checkpoint(path)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path}: missing; `robult evaluate` needs the run's resolved config")
+    cfg = load_config(cfg_path)
+    bundle = load_bundle(cfg)
+    model, criterion = build_method(
+        cfg.train.method, bundle.modalities, bundle.task, cfg.model.model_dump(), cfg.loss.model_dump()
+    )
+    module = MethodModule(model, criterion, bundle.task, bundle.modality_names, bundle.primary_metric)
+    load_weights(module, ckpt)
+    return evaluate_checkpointed(module.model, bundle, cfg, masks_dir, protocols, progress=True)

@@ -1,0 +1,103 @@
+"""Batch sampling for semi-supervised training: labeled samples in every batch at a fixed share."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+
+class SemiSupervisedBatchSampler(Sampler[list[int]]):
+    """Yields index batches holding ``round(labeled_share · batch_size)`` labeled samples (at least one) and the
+    rest unlabeled.
+
+    With 5% labels a plain shuffle leaves most batches without a labeled pair, and the contrastive loss needs
+    them. An epoch is one pass over the unlabeled samples; the labeled ones are drawn from reshuffled passes over
+    the labeled set, cycled as often as needed. With no unlabeled samples (or no labeled ones) it is a plain
+    shuffle. The order depends only on ``(seed, epoch)`` (``set_epoch`` is called by the trainer), so a resumed
+    run sees the same batches. Under DDP each rank takes every ``world``-th batch.
+
+    Args:
+        labeled: indices of labeled samples.
+        unlabeled: indices of unlabeled samples.
+        batch_size: samples per batch.
+        labeled_share: share of labeled samples per batch.
+        seed: base seed.
+        rank, world: this process's rank and the number of processes.
+    """
+
+    def __init__(
+        self,
+        labeled: np.ndarray,
+        unlabeled: np.ndarray,
+        batch_size: int,
+        labeled_share: float,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        self.labeled = np.asarray(labeled, dtype=np.int64)
+        self.unlabeled = np.asarray(unlabeled, dtype=np.int64)
+        if len(self.labeled) == 0 and len(self.unlabeled) == 0:
+            raise ValueError("cannot sample batches from an empty training set")
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2, got {batch_size}")
+        self.batch_size = batch_size
+        self.seed, self.rank, self.world = seed, rank, world
+        self.epoch = 0
+        self.mixed = len(self.labeled) > 0 and len(self.unlabeled) > 0
+        if self.mixed:
+            self.n_labeled = min(batch_size - 1, max(1, round(labeled_share * batch_size)))
+            self.n_unlabeled = batch_size - self.n_labeled
+            total = math.ceil(len(self.unlabeled) / self.n_unlabeled)
+        else:
+            total = math.ceil((len(self.labeled) + len(self.unlabeled)) / batch_size)
+        self.num_batches = max(1, total // world)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _all_batches(self) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if not self.mixed:
+            pool = self.labeled if len(self.labeled) else self.unlabeled
+            perm = pool[rng.permutation(len(pool))]
+            return [perm[i : i + self.batch_size].tolist() for i in range(0, len(perm), self.batch_size)]
+        unl = self.unlabeled[rng.permutation(len(self.unlabeled))]
+        n_batches = math.ceil(len(unl) / self.n_unlabeled)
+        need = n_batches * self.n_labeled
+        reps = math.ceil(need / len(self.labeled))
+        lab = np.concatenate([self.labeled[rng.permutation(len(self.labeled))] for _ in range(reps)])[:need]
+        return [
+            lab[b * self.n_labeled : (b + 1) * self.n_labeled].tolist()
+            + unl[b * self.n_unlabeled : (b + 1) * self.n_unlabeled].tolist()
+            for b in range(n_batches)
+        ]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._all_batches()
+        mine = batches[self.rank :: self.world][: self.num_batches]
+        yield from mine
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+
+def drop_modalities(present: torch.Tensor, rate: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Modality dropout: drop each present entry with probability ``rate``, keeping at least one modality of
+    every sample (a sample that would lose all keeps one of its present modalities, chosen at random)."""
+    if rate <= 0:
+        return present
+    keep = torch.rand(present.shape, generator=generator, device=present.device) >= rate
+    out = present & keep
+    empty = ~out.any(1)
+    if empty.any():
+        scores = torch.rand(present.shape, generator=generator, device=present.device).masked_fill(~present, -1.0)
+        pick = scores.argmax(1)
+        restore = torch.zeros_like(present)
+        restore[torch.arange(len(pick), device=present.device), pick] = True
+        out = torch.where(empty[:, None], restore, out)
+    return out

@@ -1,0 +1,59 @@
+"""Validated configs: overrides, one-line errors naming the key or file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from robult.config import ConfigError, config_to_yaml, load_config
+
+
+def test_defaults_overrides_and_round_trip(tmp_path: Path) -> None:
+    cfg = load_config(None, ["train.lr=0.01", "model.projector_hidden=[64, 32]", "dataset.options.n_samples=500"])
+    assert cfg.train.lr == 0.01
+    assert cfg.model.projector_hidden == (64, 32)
+    assert cfg.dataset.options == {"n_samples": 500}
+    assert cfg.loss.temperature == 0.5 and cfg.loss.kernel == "rbf"  # METHOD.md defaults
+    path = tmp_path / "c.yaml"
+    path.write_text(config_to_yaml(cfg))
+    assert load_config(path) == cfg
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "overrides", "message"),
+    [
+        ("train:\n  lrr: 1\n", [], "unknown key 'train.lrr'"),
+        ("train:\n  lr: fast\n", [], "key 'train.lr': Input should be a valid number"),
+        ("", ["model.aggregate=max"], "aggregate"),
+        ("", ["train.method=nope"], "key 'train.method': unknown method 'nope'"),
+        ("", ["loss.kernel=gauss"], "key 'loss.kernel': Input should be 'rbf'"),
+        ("- a\n- b\n", [], "the top level must be a mapping"),
+        ("", ["trainlr"], "expected KEY=VALUE"),
+        ("", ["eval.rates=[0.5, 1.5]"], "rates must lie in [0, 1)"),
+    ],
+)
+def test_errors_name_the_key(tmp_path: Path, yaml_text: str, overrides: list[str], message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises((ConfigError, ValueError)) as info:
+        cfg = load_config(path, overrides)
+        # model/loss values are checked by the model's own config when built
+        from robult.losses.robult import RobultLossConfig  # noqa: F401
+        from robult.methods import build_method
+        from robult.specs import ModalitySpec, TaskSpec
+
+        build_method(
+            cfg.train.method,
+            [ModalitySpec("a", "vector", (2,))],
+            TaskSpec("multiclass", num_classes=2),
+            cfg.model.model_dump(),
+            cfg.loss.model_dump(),
+        )
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config("nope.yaml")
