@@ -118,7 +118,9 @@ class ContrastiveLossOutput:
         unlabeled: ``L_ulb``.
         mu, sigma: ``[M]`` statistics used for the weights (after the EMA update).
         pair_mu, pair_sigma: ``[M]`` this batch's raw statistics (NaN where a modality had no labeled pair).
-        weights: ``[P]`` the soft weights of every candidate pair of this batch (detached, for histograms).
+        weights: ``[P]`` the soft weights of every candidate pair of this batch (detached; empty unless
+            ``keep_weights``).
+        mean_weight: mean soft weight over the candidate pairs (0 when there are none).
         num_labeled_anchors, num_unlabeled_anchors: global anchor counts.
     """
 
@@ -131,11 +133,7 @@ class ContrastiveLossOutput:
     weights: Tensor
     num_labeled_anchors: int
     num_unlabeled_anchors: int
-
-
-def _weighted_nll(log_prob: Tensor, q: Tensor) -> Tensor:
-    """``-Σ_k q log p / Σ_k q`` per anchor (rows with ``Σ q = 0`` give 0)."""
-    return -(q * log_prob).sum(-1) / q.sum(-1).clamp(min=1e-12)
+    mean_weight: Tensor | None = None
 
 
 def soft_pu_contrastive_loss(
@@ -151,6 +149,7 @@ def soft_pu_contrastive_loss(
     ema: float = 0.9,
     stats_initialized: Tensor | None = None,
     sigma_min: float = 0.05,
+    keep_weights: bool = False,
 ) -> ContrastiveLossOutput:
     """The soft PU contrastive loss for one batch (see the module docstring).
 
@@ -167,6 +166,7 @@ def soft_pu_contrastive_loss(
         stats_initialized: ``[M]`` bool; where false the batch statistics replace the state outright.
         sigma_min: lower bound of ``σ`` (a batch with near-identical positive pairs must not make every other
             weight vanish).
+        keep_weights: return every candidate pair's weight (for histograms; costs a masked copy).
     """
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; use one of {KERNELS}")
@@ -179,7 +179,6 @@ def soft_pu_contrastive_loss(
     targets = dist_utils.gather_with_grad(fused)  # [N, d]
     target_keys = dist_utils.gather_no_grad(keys)
     target_labeled = dist_utils.gather_no_grad(labeled.long()).bool()
-    n = targets.shape[0]
 
     z = F.normalize(shared, dim=-1)
     s = F.normalize(targets, dim=-1)
@@ -188,22 +187,29 @@ def soft_pu_contrastive_loss(
     prox = cos.detach()
 
     same = key_similarity(keys, target_keys)  # [B, N]
-    self_mask = torch.zeros(b, n, dtype=torch.bool, device=device)
-    self_mask[torch.arange(b, device=device), offset + torch.arange(b, device=device)] = True
-    same = same.masked_fill(self_mask, 0.0)
-    eye = self_mask.float()
+    rows = torch.arange(b, device=device)
+    same[rows, offset + rows] = 0.0
+    diag_log_prob = log_prob[rows, :, offset + rows]  # [B, M]: the k = j positive, weight 1
 
-    # ---- L_lb: labeled anchors, labeled same-key positives plus k = j
-    pos_lb = same * (labeled[:, None] & target_labeled[None, :]).float()  # [B, N], zero on the diagonal
+    # ---- L_lb: labeled anchors, labeled same-key positives plus k = j.  Contractions over k with einsum keep
+    # the number of [B, M, N] temporaries small.
+    pos_lb = same * (labeled[:, None] & target_labeled[None, :]).to(same.dtype)  # [B, N], zero on the diagonal
     lb_anchor = present & labeled[:, None]  # [B, M]
-    q_lb = (pos_lb + eye)[:, None, :].expand(b, m, n)
-    loss_lb = _weighted_nll(log_prob, q_lb)  # [B, M]
-    count_lb = dist_utils.all_reduce_sum(lb_anchor.sum().float())
+    pos_lb_l = pos_lb.to(log_prob.dtype)
+    num_lb = torch.einsum("bmn,bn->bm", log_prob, pos_lb_l) + diag_log_prob
+    loss_lb = -num_lb / (pos_lb_l.sum(-1) + 1.0)[:, None]  # [B, M]
+    count_lb = dist_utils.all_reduce_sum(lb_anchor.sum().to(prox.dtype))
 
     # ---- μ, σ over labeled same-key pairs (j ≠ k), per modality, summed over ranks
-    pair = (pos_lb > 0)[:, None, :] & lb_anchor[..., None]  # [B, M, N]
-    pf = pair.float()
-    moments = torch.stack([pf.sum((0, 2)), (prox * pf).sum((0, 2)), (prox.square() * pf).sum((0, 2))])
+    pair_b = (pos_lb_l > 0).to(prox.dtype)  # [B, N]
+    anchor_w = lb_anchor.to(prox.dtype)
+    moments = torch.stack(
+        [
+            (pair_b.sum(-1)[:, None] * anchor_w).sum(0),
+            (torch.einsum("bmn,bn->bm", prox, pair_b) * anchor_w).sum(0),
+            (torch.einsum("bmn,bn->bm", prox.square(), pair_b) * anchor_w).sum(0),
+        ]
+    )
     moments = dist_utils.all_reduce_sum(moments)
     cnt, s1, s2 = moments[0], moments[1], moments[2]
     has = cnt > 0
@@ -211,22 +217,26 @@ def soft_pu_contrastive_loss(
     pair_var = (s2 / cnt.clamp(min=1) - (s1 / cnt.clamp(min=1)).square()).clamp(min=0.0)
     pair_sigma = torch.where(has, pair_var.sqrt(), torch.full_like(s1, math.nan))
     init = torch.ones(m, dtype=torch.bool, device=device) if stats_initialized is None else stats_initialized
+    mu, sigma = mu.to(prox.dtype), sigma.to(prox.dtype)
     new_mu = torch.where(has, torch.where(init, ema * mu + (1 - ema) * pair_mu, pair_mu), mu)
     new_sigma = torch.where(has, torch.where(init, ema * sigma + (1 - ema) * pair_sigma, pair_sigma), sigma)
     sig = new_sigma.clamp(min=sigma_min)
 
     # ---- L_ulb: PU candidates weighted by K(π), plus k = j
-    pu = same * (~labeled[:, None] | ~target_labeled[None, :]).float()  # [B, N]
-    w = kernel_weights(prox, new_mu[None, :, None], sig[None, :, None], kernel)  # [B, M, N]
-    q_ulb = pu[:, None, :] * w + eye[:, None, :]
+    pu = (same * (~labeled[:, None] | ~target_labeled[None, :]).to(same.dtype)).to(log_prob.dtype)  # [B, N]
+    w = kernel_weights(prox, new_mu[None, :, None], sig[None, :, None], kernel)  # [B, M, N], no gradient
+    num_ulb = torch.einsum("bmn,bn->bm", w * log_prob, pu) + diag_log_prob
+    den_ulb = torch.einsum("bmn,bn->bm", w, pu) + 1.0
+    loss_ulb = -num_ulb / den_ulb
     has_candidate = (pu > 0).any(-1)  # [B]
     ulb_anchor = present & (~labeled | has_candidate)[:, None]
-    loss_ulb = _weighted_nll(log_prob, q_ulb)
-    count_ulb = dist_utils.all_reduce_sum(ulb_anchor.sum().float())
+    count_ulb = dist_utils.all_reduce_sum(ulb_anchor.sum().to(prox.dtype))
 
     lb = (loss_lb * lb_anchor).sum() * world / count_lb.clamp(min=1)
     ulb = (loss_ulb * ulb_anchor).sum() * world / count_ulb.clamp(min=1)
-    cand = (pu > 0)[:, None, :] & present[..., None]
+    cand_w = pu[:, None, :] * present[..., None].to(pu.dtype)
+    mean_weight = (w * cand_w).sum() / cand_w.sum().clamp(min=1)
+    weights = w[(cand_w > 0)].detach() if keep_weights else w.new_empty(0)
     return ContrastiveLossOutput(
         labeled=lb,
         unlabeled=ulb,
@@ -234,7 +244,8 @@ def soft_pu_contrastive_loss(
         sigma=new_sigma.detach(),
         pair_mu=pair_mu.detach(),
         pair_sigma=pair_sigma.detach(),
-        weights=w[cand].detach(),
+        weights=weights,
+        mean_weight=mean_weight.detach(),
         num_labeled_anchors=int(count_lb),
         num_unlabeled_anchors=int(count_ulb),
     )

@@ -52,7 +52,7 @@ class LateFusionModel(nn.Module):
         self.encoders = ModalityEncoders(
             self.modalities, d_h, dict(encoders or {}), cfg.encoder_hidden, cfg.dropout, cfg.sequence_encoder
         )
-        self.heads = nn.ModuleDict({n: MLP(d_h, cfg.head_hidden, k, dropout=cfg.dropout) for n in self.names})
+        self.heads = nn.ModuleDict({n: MLP(d_h, cfg.head_hidden, k, dropout=0.0) for n in self.names})
 
     def forward(self, batch: Batch, with_reconstruction: bool = False, validate: bool = True) -> LateFusionOutput:
         """Encode present modalities only and apply each modality's head (``with_reconstruction`` is ignored)."""

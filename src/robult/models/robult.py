@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from robult.batch import Batch, validate_batch
 from robult.modules.encoders import MLP, ModalityEncoders
 from robult.modules.fusions import build_fusion
+from robult.modules.layers import GroupedMLP
 from robult.specs import ModalitySpec, TaskSpec
 
 AGGREGATES = ("logit_mean", "feature_mean")
@@ -37,7 +38,7 @@ class RobultConfig:
         encoder_hidden: hidden widths of the built-in MLP encoders.
         sequence_encoder: built-in encoder for sequences: ``"gru"`` or ``"transformer"``.
         fusion: ``"concat"`` (concatenation + MLP) or ``"attention"`` (masked attention over modality tokens).
-        dropout: dropout in encoders, fusion and projectors.
+        dropout: dropout in the built-in encoders and the fusion (projectors and heads have none).
         aggregate: ``"logit_mean"`` (mean of per-modality predictions) or ``"feature_mean"`` (head on the mean of
             ``[U^m; Z^m]``).
         use_fused_when_complete: predict with the fused head ``c_S(S)`` when every modality is present.
@@ -47,7 +48,7 @@ class RobultConfig:
     hidden_dim: int = 128
     shared_dim: int = 64
     specific_dim: int = 64
-    projector_hidden: tuple[int, ...] = (128,)
+    projector_hidden: tuple[int, ...] = ()
     head_hidden: tuple[int, ...] = ()
     encoder_hidden: tuple[int, ...] = (256,)
     sequence_encoder: Literal["gru", "transformer"] = "gru"
@@ -207,14 +208,12 @@ class RobultModel(nn.Module):
         self.encoders = ModalityEncoders(
             self.modalities, d_h, dict(encoders or {}), cfg.encoder_hidden, cfg.dropout, cfg.sequence_encoder
         )
-        self.shared_projector = MLP(d_h, cfg.projector_hidden, d_z, dropout=cfg.dropout)
-        self.specific_projectors = nn.ModuleDict(
-            {n: MLP(d_h, cfg.projector_hidden, d_u, dropout=cfg.dropout) for n in self.names}
-        )
+        self.shared_projector = MLP(d_h, cfg.projector_hidden, d_z, dropout=0.0)
+        self.specific_projectors = GroupedMLP(len(self.names), d_h, cfg.projector_hidden, d_u)
         self.fusion = build_fusion(cfg.fusion, len(self.names), d_h, d_z, dropout=cfg.dropout)
-        self.fused_head = MLP(d_z, cfg.head_hidden, k, dropout=cfg.dropout)
-        self.head = MLP(d_z + d_u, cfg.head_hidden, k, dropout=cfg.dropout)
-        self.reconstructors = nn.ModuleDict({n: MLP(d_u + d_z, (d_h,), d_h, dropout=0.0) for n in self.names})
+        self.fused_head = MLP(d_z, cfg.head_hidden, k, dropout=0.0)
+        self.head = MLP(d_z + d_u, cfg.head_hidden, k, dropout=0.0)
+        self.reconstructors = GroupedMLP(len(self.names), d_u + d_z, (d_h,), d_h)
 
     # ------------------------------------------------------------------ encoding
     def encode(self, batch: Batch) -> Tensor:
@@ -223,9 +222,7 @@ class RobultModel(nn.Module):
 
     def project(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
         """``(Z, U)`` from ``H``: the shared projector on every modality, each specific projector on its own."""
-        shared = self.shared_projector(hidden)
-        specific = torch.stack([self.specific_projectors[n](hidden[:, m]) for m, n in enumerate(self.names)], dim=1)
-        return shared, specific
+        return self.shared_projector(hidden), self.specific_projectors(hidden)
 
     def forward(self, batch: Batch, with_reconstruction: bool = True, validate: bool = True) -> RobultOutput:
         """Encode, project, fuse and predict.
@@ -238,23 +235,22 @@ class RobultModel(nn.Module):
         if validate:
             validate_batch(batch, self.modalities)
         hidden = self.encode(batch)
-        shared, specific = self.project(hidden)
+        b = hidden.shape[0]
+        shared = self.shared_projector(hidden)
+        recon = target = None
+        if with_reconstruction:
+            # U for prediction sees H; U for reconstruction sees sg(H) (unless rec_grad_to_encoder): one grouped
+            # call on both
+            target = hidden.detach()
+            source = hidden if self.config.rec_grad_to_encoder else target
+            both = self.specific_projectors(torch.cat([hidden, source], dim=0))
+            specific, specific_rec = both[:b], both[b:]
+            recon = self.reconstructors(torch.cat([specific_rec, shared.detach()], dim=-1))
+        else:
+            specific = self.specific_projectors(hidden)
         fused = self.fusion(hidden, batch.present)
         logits = self.head(torch.cat([specific, shared], dim=-1))
         fused_logits = self.fused_head(fused)
-        recon = target = None
-        if with_reconstruction:
-            target = hidden.detach()
-            source = hidden if self.config.rec_grad_to_encoder else target
-            recon = torch.stack(
-                [
-                    self.reconstructors[n](
-                        torch.cat([self.specific_projectors[n](source[:, m]), shared[:, m].detach()], dim=-1)
-                    )
-                    for m, n in enumerate(self.names)
-                ],
-                dim=1,
-            )
         return RobultOutput(hidden, shared, specific, fused, logits, fused_logits, batch.present, recon, target)
 
     # ------------------------------------------------------------------ inference

@@ -25,12 +25,17 @@ class ConcatFusion(nn.Module):
     """
 
     def __init__(
-        self, num_modalities: int, in_dim: int, out_dim: int, hidden: tuple[int, ...] = (256,), dropout: float = 0.1
+        self,
+        num_modalities: int,
+        in_dim: int,
+        out_dim: int,
+        hidden: tuple[int, ...] | None = None,
+        dropout: float = 0.1,
     ) -> None:
         super().__init__()
         self.missing = nn.Parameter(torch.zeros(num_modalities, in_dim))
         nn.init.normal_(self.missing, std=0.02)
-        self.net = MLP(num_modalities * in_dim, hidden, out_dim, dropout=dropout)
+        self.net = MLP(num_modalities * in_dim, (in_dim,) if hidden is None else hidden, out_dim, dropout=dropout)
 
     def forward(self, hidden: Tensor, present: Tensor) -> Tensor:
         """Args: hidden ``[B, M, d_h]`` (absent rows arbitrary), present ``[B, M]``. Returns ``S [B, out_dim]``."""

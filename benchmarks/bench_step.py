@@ -1,0 +1,111 @@
+"""Training-step cost of Robult vs a plain late-fusion model with the same encoders, and the soft PU loss alone.
+
+    python benchmarks/bench_step.py [--threads 2] [--repeats 30]
+
+Prints (1) the time of one training step (forward + all losses + backward + AdamW step) for Robult and for the
+late-fusion baseline (M = 3 MLP encoders, batch 256) and their ratio; (2) the soft PU contrastive loss
+(forward + backward) at batch 256, 1024 and 4096 with d = 128, M = 3, and its share of a Robult step at that batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from robult import Batch, ModalitySpec, TaskSpec
+from robult.losses import RobultLoss, contrastive_keys
+from robult.losses.contrastive import soft_pu_contrastive_loss
+from robult.methods import SupervisedOnlyLoss
+from robult.models import RobultConfig, RobultModel
+from robult.models.late_fusion import LateFusionModel
+
+
+def make_batch(b: int, dims: tuple[int, ...], num_classes: int, labeled_share: float = 0.25) -> Batch:
+    g = torch.Generator().manual_seed(0)
+    inputs = {f"m{i}": torch.randn(b, d, generator=g) for i, d in enumerate(dims)}
+    present = torch.ones(b, len(dims), dtype=torch.bool)
+    target = torch.randint(0, num_classes, (b,), generator=g)
+    labeled = torch.rand(b, generator=g) < labeled_share
+    return Batch(inputs, present, target, labeled)
+
+
+def time_it(fn, repeats: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--dims", type=str, default="256,256,256")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    dims = tuple(int(d) for d in args.dims.split(","))
+    specs = [ModalitySpec(f"m{i}", "vector", (d,)) for i, d in enumerate(dims)]
+    task = TaskSpec("multiclass", num_classes=10)
+    cfg = RobultConfig(hidden_dim=128, shared_dim=128, specific_dim=128)
+
+    def step_fn(model, loss):
+        opt = torch.optim.AdamW([*model.parameters(), *loss.parameters()], lr=1e-3)
+        batch = make_batch(256, dims, 10)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            out = model(batch, with_reconstruction=True)
+            loss(out, batch, epoch=10.0).total.backward()
+            opt.step()
+
+        return step
+
+    robult = step_fn(RobultModel(specs, task, cfg), RobultLoss(task, len(dims)))
+    late = step_fn(LateFusionModel(specs, task, cfg), SupervisedOnlyLoss(task))
+    t_r = time_it(robult, args.repeats)
+    t_l = time_it(late, args.repeats)
+    print(f"threads={args.threads} M={len(dims)} dims={dims} batch=256 d_h=d_z=d_u=128")
+    print(f"training step: robult {t_r * 1e3:.2f} ms, late fusion {t_l * 1e3:.2f} ms, ratio {t_r / t_l:.2f}x")
+
+    print("soft PU contrastive loss (forward + backward), d=128, M=3:")
+    for b in (256, 1024, 4096):
+        t_c, t_f = contrastive_share(b, specs, task, cfg, dims, max(3, args.repeats // (b // 256)))
+        print(f"  batch {b:5d}: loss {t_c * 1e3:8.2f} ms, robult step {t_f * 1e3:8.2f} ms, share {t_c / t_f:.0%}")
+
+
+def contrastive_share(b, specs, task, cfg, dims, repeats) -> tuple[float, float]:
+    """Median times of the soft PU loss alone and of a whole Robult step at batch ``b``."""
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(b, 3, 128, generator=g, requires_grad=True)
+    s = torch.randn(b, 128, generator=g, requires_grad=True)
+    present = torch.ones(b, 3, dtype=torch.bool)
+    labeled = torch.rand(b, generator=g) < 0.25
+    target = torch.randint(0, 10, (b,), generator=g)
+    keys = contrastive_keys(target, labeled, torch.randn(b, 10, generator=g), task)
+    mu, sigma = torch.zeros(3), torch.ones(3)
+
+    def loss_only() -> None:
+        out = soft_pu_contrastive_loss(z, s, present, keys, labeled, mu, sigma)
+        (out.labeled + out.unlabeled).backward()
+
+    model, loss = RobultModel(specs, task, cfg), RobultLoss(task, len(dims))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batch = make_batch(b, dims, 10)
+
+    def full() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss(model(batch), batch, epoch=10.0).total.backward()
+        opt.step()
+
+    return time_it(loss_only, repeats, warmup=2), time_it(full, repeats, warmup=2)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Grouped layers: M independent MLPs evaluated in one batched op (one per modality)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class GroupedLinear(nn.Module):
+    """``M`` independent linear maps applied to ``x [B, M, d_in]`` in one ``einsum``.
+
+    Group ``m`` of the output depends only on group ``m`` of the input and on ``weight[m]``, ``bias[m]``.
+    Initialised like ``nn.Linear`` (per group).
+    """
+
+    def __init__(self, groups: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(groups, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(groups, out_dim))
+        bound = 1.0 / math.sqrt(in_dim)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.einsum("bmi,mio->bmo", x, self.weight) + self.bias
+
+
+class GroupedMLP(nn.Sequential):
+    """``M`` independent MLPs (``GroupedLinear -> LayerNorm -> GELU`` blocks and a final ``GroupedLinear``) on
+    ``x [B, M, d_in]``. LayerNorm and GELU act per sample and group, so groups never mix."""
+
+    def __init__(self, groups: int, in_dim: int, hidden: tuple[int, ...] | list[int], out_dim: int) -> None:
+        layers: list[nn.Module] = []
+        width = in_dim
+        for h in hidden:
+            layers += [GroupedLinear(groups, width, h), nn.LayerNorm(h), nn.GELU()]
+            width = h
+        layers.append(GroupedLinear(groups, width, out_dim))
+        super().__init__(*layers)
+        self.out_dim = out_dim
