@@ -1,0 +1,197 @@
+"""Test metrics per task kind, computed with the ``torchmetrics`` functional API.
+
+Predictions are the raw model outputs: logits ``[N, K]`` for multiclass and multilabel, one logit ``[N, 1]`` for
+binary, raw values ``[N, 1]`` for regression. Conventions:
+
+- **multiclass**: ``accuracy`` (micro, i.e. the fraction of correct argmax predictions) and ``macro_f1`` (mean of the
+  per-class F1 over classes that occur in the targets or the predictions).
+- **binary**: a logit ``> 0`` is positive. ``auroc`` (NaN when the targets hold one class only), ``accuracy``,
+  ``f1`` (of the positive class).
+- **multilabel**: a logit ``> 0`` switches a label on. ``micro_f1`` (pooled over labels) and ``macro_f1`` (mean over
+  every label; a label with neither targets nor predictions scores 0, as in scikit-learn).
+- **regression** (sentiment conventions of MMSA, ``MMSA/utils/metricsTop.py``): ``mae``; ``corr`` (Pearson, NaN when
+  either side is constant); ``acc2`` ("Has0_acc_2": non-negative vs negative, zeros included); ``acc2_nonzero``
+  ("Non0_acc_2": positive vs negative over the samples whose target is not 0); ``f1`` ("Non0_F1_score": weighted F1
+  of that non-zero binarisation); ``acc7`` (targets and predictions clipped to [-3, 3] and rounded half to even).
+
+``torchmetrics`` is imported inside the functions: it pulls in matplotlib, which ``import robult`` must not.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from robult.specs import TaskKind, TaskSpec
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What a metric is.
+
+    Attributes:
+        name: the key in metric dicts.
+        higher_is_better: the direction of improvement.
+        kinds: the task kinds that report it.
+        description: one line for docs and reports.
+        percent: whether reports show it as a percentage (values in [0, 1]).
+    """
+
+    name: str
+    higher_is_better: bool
+    kinds: tuple[TaskKind, ...]
+    description: str
+    percent: bool = True
+
+
+_MC, _BIN, _ML, _REG = TaskKind.MULTICLASS, TaskKind.BINARY, TaskKind.MULTILABEL, TaskKind.REGRESSION
+
+METRICS: dict[str, MetricInfo] = {
+    m.name: m
+    for m in (
+        MetricInfo("accuracy", True, (_MC, _BIN), "fraction of correct predictions (argmax; binary: logit > 0)"),
+        MetricInfo("macro_f1", True, (_MC, _ML), "F1 averaged over classes / labels with equal weight"),
+        MetricInfo("micro_f1", True, (_ML,), "F1 of the pooled label decisions (logit > 0)"),
+        MetricInfo("auroc", True, (_BIN,), "area under the ROC curve of the logit"),
+        MetricInfo("f1", True, (_BIN, _REG), "binary: F1 of the positive class; regression: MMSA Non0_F1_score"),
+        MetricInfo("mae", False, (_REG,), "mean absolute error", percent=False),
+        MetricInfo("corr", True, (_REG,), "Pearson correlation of predictions and targets", percent=False),
+        MetricInfo("acc2", True, (_REG,), "MMSA Has0_acc_2: sign accuracy, >= 0 vs < 0, zeros included"),
+        MetricInfo("acc2_nonzero", True, (_REG,), "MMSA Non0_acc_2: > 0 vs < 0 over non-zero targets"),
+        MetricInfo("acc7", True, (_REG,), "MMSA Mult_acc_7: accuracy of values clipped to [-3, 3] and rounded"),
+    )
+}
+
+_FOR_KIND: dict[TaskKind, list[str]] = {
+    _MC: ["accuracy", "macro_f1"],
+    _BIN: ["auroc", "accuracy", "f1"],
+    _ML: ["micro_f1", "macro_f1"],
+    _REG: ["mae", "corr", "acc2", "acc2_nonzero", "f1", "acc7"],
+}
+
+_PRIMARY: dict[TaskKind, str] = {_MC: "accuracy", _BIN: "auroc", _ML: "macro_f1", _REG: "mae"}
+
+
+def metric_info(name: str) -> MetricInfo:
+    """The :class:`MetricInfo` of ``name``; ``ValueError`` listing the known metrics when unknown."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise ValueError(f"unknown metric {name!r}; known metrics: {sorted(METRICS)}") from None
+
+
+def higher_is_better(name: str) -> bool:
+    """Whether a larger value of metric ``name`` is better."""
+    return metric_info(name).higher_is_better
+
+
+def metrics_for(task: TaskSpec) -> list[str]:
+    """The metrics :func:`compute_metrics` returns for ``task``, in report order."""
+    return list(_FOR_KIND[task.kind])
+
+
+def default_primary_metric(task: TaskSpec) -> str:
+    """The metric used for tables and model selection by default: accuracy / auroc / macro_f1 / mae."""
+    return _PRIMARY[task.kind]
+
+
+def _check_inputs(pred: Tensor, target: Tensor, task: TaskSpec) -> tuple[Tensor, Tensor]:
+    """Detach, move to CPU, flatten single-output predictions and check shapes and NaN."""
+    pred = pred.detach().cpu()
+    target = target.detach().cpu()
+    if pred.ndim == 1:
+        pred = pred[:, None]
+    n = pred.shape[0]
+    if n == 0:
+        raise ValueError("cannot compute metrics on zero samples")
+    if pred.ndim != 2 or pred.shape[1] != task.num_outputs:
+        raise ValueError(
+            f"{task.kind.value} predictions have shape {tuple(pred.shape)}, expected (N, {task.num_outputs})"
+        )
+    if target.shape[0] != n:
+        raise ValueError(f"{n} predictions but {target.shape[0]} targets")
+    if not torch.isfinite(pred).all():
+        raise ValueError(
+            "predictions hold NaN or Inf; score only valid rows (SubsetPredictions.valid) of a finite model"
+        )
+    task.check_target(target if task.kind == _ML else target.reshape(n), where="metrics: ")
+    return pred.double(), target
+
+
+def compute_metrics(pred: Tensor, target: Tensor, task: TaskSpec) -> dict[str, float]:
+    """Every metric of ``task`` (see the module docstring for the conventions).
+
+    Args:
+        pred: raw model outputs ``[N, K]`` (logits; raw values ``[N, 1]`` for regression; ``[N]`` accepted when
+            ``K = 1``).
+        target: ``[N]`` (class ids, 0/1 or values) or ``[N, L]`` (multilabel 0/1).
+        task: the task spec.
+
+    Returns:
+        metric name -> python float, in the order of :func:`metrics_for`.
+
+    Raises:
+        ValueError: on NaN/Inf predictions, zero samples, or shapes and targets that do not fit ``task``.
+    """
+    import torchmetrics.functional as tmf
+    import torchmetrics.functional.classification as tmc
+
+    pred, target = _check_inputs(pred, target, task)
+    kind = task.kind
+    out: dict[str, Tensor | float] = {}
+    if kind == _MC:
+        k = task.num_classes
+        labels = pred.argmax(dim=1)
+        target = target.reshape(-1).long()
+        out["accuracy"] = tmc.multiclass_accuracy(labels, target, num_classes=k, average="micro")
+        out["macro_f1"] = tmc.multiclass_f1_score(labels, target, num_classes=k, average="macro")
+    elif kind == _BIN:
+        logit = pred[:, 0]
+        target = target.reshape(-1).long()
+        decision = (logit > 0).long()
+        if target.min() == target.max():
+            out["auroc"] = math.nan  # undefined with one class
+        else:
+            out["auroc"] = tmc.binary_auroc(torch.sigmoid(logit), target)
+        out["accuracy"] = tmc.binary_accuracy(decision, target)
+        out["f1"] = tmc.binary_f1_score(decision, target)
+    elif kind == _ML:
+        decision = (pred > 0).long()
+        target = target.long()
+        num = task.num_classes
+        out["micro_f1"] = tmc.multilabel_f1_score(decision, target, num_labels=num, average="micro")
+        out["macro_f1"] = tmc.multilabel_f1_score(decision, target, num_labels=num, average="macro")
+    else:
+        value = pred[:, 0]
+        truth = target.reshape(-1).double()
+        out["mae"] = tmf.mean_absolute_error(value, truth)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*variance of predictions or target is close to zero.*")
+            out["corr"] = tmf.pearson_corrcoef(value, truth)
+        out["acc2"] = tmc.binary_accuracy((value >= 0).long(), (truth >= 0).long())
+        nonzero = truth != 0
+        if nonzero.any():
+            dec, ref = (value[nonzero] > 0).long(), (truth[nonzero] > 0).long()
+            out["acc2_nonzero"] = tmc.binary_accuracy(dec, ref)
+            out["f1"] = tmc.multiclass_f1_score(dec, ref, num_classes=2, average="weighted")
+        else:
+            out["acc2_nonzero"] = out["f1"] = math.nan
+        rounded_pred = torch.round(value.clamp(-3.0, 3.0)).long() + 3
+        rounded_true = torch.round(truth.clamp(-3.0, 3.0)).long() + 3
+        out["acc7"] = tmc.multiclass_accuracy(rounded_pred, rounded_true, num_classes=7, average="micro")
+    return {name: _to_float(out[name]) for name in _FOR_KIND[kind]}
+
+
+def _to_float(value: Tensor | float) -> float:
+    """A python float; float32 results (torchmetrics' ratios) by their shortest decimal (``0.2``, not
+    ``0.20000000298023224``)."""
+    if isinstance(value, Tensor):
+        if value.dtype == torch.float32:
+            return float(str(np.float32(value.item())))
+        return float(value.item())
+    return float(value)

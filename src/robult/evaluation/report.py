@@ -1,0 +1,381 @@
+"""Benchmark reports: ``results.json`` (machine-readable), ``summary.md`` (tables) and plots.
+
+``results.json`` schema::
+
+    {"dataset": str, "task": str, "metric": str, "higher_is_better": bool, "modalities": [str, ...],
+     "runs": [{"method": str, "label_ratio": float, "seed": int,
+               "subsets": {"a": v, "a+b": v, ...},          # the primary metric per modality subset
+               "mean_over_subsets": v,
+               "random_rate": {"0.0": v, ..., "0.9": v},    # the primary metric per missing rate
+               "all_metrics": {"subsets": {key: {metric: v}}, "random_rate": {rate: {metric: v}}},
+               ...}]}                                         # extra keys are kept
+
+Subset keys join modality names with ``+`` in the dataset's modality order; ``metric`` is the dataset's primary
+metric. Undefined values (NaN, e.g. a correlation of constant predictions) are written as ``null``.
+
+Tables: one row per (method, label ratio), cells ``mean ± std`` over seeds (sample std, ``ddof = 1``; with one seed
+the cell shows the mean alone and the ``seeds`` column says 1). A cell is ``n/a`` when any seed's value is
+undefined. The best mean of each column is bold (largest or smallest per ``higher_is_better``; ties all bold; only
+with two rows or more). Metrics in [0, 1] (accuracy, F1, AUROC, Acc-2, Acc-7) are shown in percent with one
+decimal; ``mae`` and ``corr`` raw with three decimals.
+
+matplotlib is imported inside the plot functions (object-oriented API with the Agg canvas, no pyplot state), so
+importing this module does not import it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from robult.evaluation.metrics import METRICS
+from robult.specs import all_subsets, subset_key
+from robult.utils.io import atomic_open, atomic_write_json, atomic_write_text
+
+TOP_KEYS = ("dataset", "task", "metric", "higher_is_better", "modalities", "runs")
+RUN_KEYS = ("method", "label_ratio", "seed", "subsets", "mean_over_subsets", "random_rate", "all_metrics")
+MEAN_COLUMN = "mean over subsets"
+
+
+# ---------------------------------------------------------------------------------------------------- documents
+def _clean(value: Any) -> Any:
+    """Non-finite floats -> ``None`` (strict JSON), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def run_entry(method: str, label_ratio: float, seed: int, evaluation: Any, metric: str) -> dict[str, Any]:
+    """One ``runs`` entry from an ``EvaluationResult`` (or its ``to_dict()``).
+
+    Args:
+        method, label_ratio, seed: the run's identity.
+        evaluation: the test evaluation.
+        metric: the primary metric.
+    """
+    ev = evaluation if isinstance(evaluation, dict) else evaluation.to_dict()
+    subsets = {k: v[metric] for k, v in ev["subsets"].items()}
+    values = list(subsets.values())
+    return {
+        "method": method,
+        "label_ratio": float(label_ratio),
+        "seed": int(seed),
+        "subsets": subsets,
+        "mean_over_subsets": sum(values) / len(values) if values else math.nan,
+        "random_rate": {k: v[metric] for k, v in ev["random_rate"].items()},
+        "all_metrics": {"subsets": ev["subsets"], "random_rate": ev["random_rate"]},
+    }
+
+
+def _validate(doc: Any, where: str) -> None:
+    if not isinstance(doc, dict):
+        raise ValueError(f"{where}: expected a JSON object at the top level")
+    for key in TOP_KEYS:
+        if key not in doc:
+            raise ValueError(f"{where}: missing required key {key!r}")
+    if not isinstance(doc["runs"], list):
+        raise ValueError(f"{where}: 'runs' must be a list")
+    modalities = list(doc["modalities"])
+    for i, run in enumerate(doc["runs"]):
+        if not isinstance(run, dict):
+            raise ValueError(f"{where}: runs[{i}] must be an object")
+        for key in RUN_KEYS:
+            if key not in run:
+                raise ValueError(f"{where}: missing required key 'runs[{i}].{key}'")
+        for part in ("subsets", "random_rate"):
+            if part not in run["all_metrics"]:
+                raise ValueError(f"{where}: missing required key 'runs[{i}].all_metrics.{part}'")
+        for key in run["subsets"]:
+            names = key.split("+")
+            try:
+                canonical = subset_key(names, modalities)
+            except ValueError as err:
+                raise ValueError(f"{where}: runs[{i}].subsets: {err}") from None
+            if canonical != key or len(set(names)) != len(names):
+                raise ValueError(
+                    f"{where}: runs[{i}].subsets key {key!r} is not in the dataset's modality order "
+                    f"(expected {canonical!r})"
+                )
+
+
+def results_document(
+    dataset: str,
+    task: str,
+    metric: str,
+    higher_is_better: bool,
+    modalities: Sequence[str],
+    runs: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
+    """The ``results.json`` document (see the module docstring); runs are checked and NaN becomes ``null``.
+
+    Args:
+        dataset: dataset name.
+        task: task kind (``"multiclass"``, ...).
+        metric: the primary metric of the ``subsets`` / ``random_rate`` values.
+        higher_is_better: its direction.
+        modalities: modality names in the dataset's order.
+        runs: one entry per (method, label ratio, seed), e.g. from :func:`run_entry`.
+    """
+    doc = {
+        "dataset": dataset,
+        "task": str(getattr(task, "value", task)),
+        "metric": metric,
+        "higher_is_better": bool(higher_is_better),
+        "modalities": list(modalities),
+        "runs": _clean([dict(r) for r in runs]),
+    }
+    _validate(doc, "results document")
+    return doc
+
+
+def write_results(path: str | Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` as JSON atomically (undefined values as ``null``)."""
+    _validate(doc, str(path))
+    atomic_write_json(path, _clean(doc))
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """Read a ``results.json`` and check its required keys (``ValueError`` naming the file and the key)."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    _validate(doc, str(path))
+    return doc
+
+
+# ---------------------------------------------------------------------------------------------------- statistics
+def _stats(values: Sequence[float | None]) -> tuple[float, float, int] | None:
+    """``(mean, std, n)`` with the sample std (``ddof = 1``; 0 for one value), or ``None`` if any is undefined."""
+    if not values or any(v is None or not math.isfinite(v) for v in values):
+        return None
+    vals = [float(v) for v in values]  # type: ignore[arg-type]
+    n = len(vals)
+    mean = sum(vals) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
+    return mean, std, n
+
+
+def _groups(doc: dict[str, Any]) -> list[tuple[tuple[str, float], list[dict[str, Any]]]]:
+    """Runs grouped by (method, label ratio), in order of first appearance."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for run in doc["runs"]:
+        groups.setdefault((run["method"], float(run["label_ratio"])), []).append(run)
+    return list(groups.items())
+
+
+def _subset_columns(doc: dict[str, Any]) -> list[str]:
+    present = {k for run in doc["runs"] for k in run["subsets"]}
+    order = [subset_key(list(s), doc["modalities"]) for s in all_subsets(doc["modalities"])]
+    return [k for k in order if k in present]
+
+
+def _rate_columns(doc: dict[str, Any]) -> list[str]:
+    return sorted({k for run in doc["runs"] for k in run["random_rate"]}, key=float)
+
+
+def _is_percent(metric: str) -> bool:
+    info = METRICS.get(metric)
+    return info.percent if info is not None else False
+
+
+def _fmt(value: float, percent: bool) -> str:
+    return f"{100 * value:.1f}" if percent else f"{value:.3f}"
+
+
+def _ratio(r: float) -> str:
+    return f"{100 * r:g}%"
+
+
+def _table(doc: dict[str, Any], columns: list[str], header: list[str], cell_values: Any) -> list[str]:
+    """Markdown rows: ``cell_values(run, column) -> value``; best mean per column in bold."""
+    percent = _is_percent(doc["metric"])
+    hib = bool(doc["higher_is_better"])
+    groups = _groups(doc)
+    stats = [[_stats([cell_values(run, c) for run in runs]) for c in columns] for _, runs in groups]
+    best: list[str | None] = []
+    for j in range(len(columns)):
+        shown = [_fmt(s[j][0], percent) for s in stats if s[j] is not None]
+        pick = max if hib else min
+        best.append(pick(shown, key=float) if len(shown) >= 2 else None)
+    lines = [
+        "| method | labels | seeds | " + " | ".join(header) + " |",
+        "|---|---:|---:|" + "---:|" * len(columns),
+    ]
+    for ((method, ratio), runs), row in zip(groups, stats, strict=True):
+        cells = []
+        for j, s in enumerate(row):
+            if s is None:
+                cells.append("n/a")
+                continue
+            mean, std, n = s
+            text = _fmt(mean, percent) + (f" ± {_fmt(std, percent)}" if n > 1 else "")
+            if best[j] is not None and _fmt(mean, percent) == best[j]:
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append(f"| {method} | {_ratio(ratio)} | {len(runs)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def summary_table(doc: dict[str, Any]) -> str:
+    """Markdown tables of the primary metric: per modality subset (plus the mean over subsets) and per missing rate.
+
+    Rows are (method, label ratio), cells ``mean ± std`` over seeds, the best mean per column in bold (see the
+    module docstring for the conventions).
+    """
+    metric = doc["metric"]
+    percent = _is_percent(metric)
+    unit = " (%)" if percent else ""
+    direction = "higher" if doc["higher_is_better"] else "lower"
+    caption = (
+        f"Test {metric}{unit} on {doc['dataset']}, mean ± std over seeds (sample std); best per column in bold "
+        f"({direction} is better)."
+    )
+    out = []
+    subsets = _subset_columns(doc)
+    if subsets:
+        out += [f"### Test {metric} per modality subset", "", caption, ""]
+        columns = [*subsets, MEAN_COLUMN]
+
+        def subset_value(run: dict[str, Any], column: str) -> float | None:
+            return run["mean_over_subsets"] if column == MEAN_COLUMN else run["subsets"].get(column)
+
+        out += _table(doc, columns, columns, subset_value)
+        out.append("")
+    rates = _rate_columns(doc)
+    if rates:
+        out += [f"### Test {metric} under random missingness (rate η)", "", caption, ""]
+        out += _table(doc, rates, [f"η={r}" for r in rates], lambda run, c: run["random_rate"].get(c))
+        out.append("")
+    if not out:
+        return "(no results)\n"
+    return "\n".join(out)
+
+
+def write_summary(path: str | Path, doc: dict[str, Any], extra_header: str = "") -> None:
+    """Write ``summary.md`` atomically: a title, ``extra_header`` (e.g. the command) and :func:`summary_table`."""
+    parts = [f"# Benchmark: {doc['dataset']} ({doc['task']})", ""]
+    if extra_header:
+        parts += [extra_header.rstrip("\n"), ""]
+    parts.append(summary_table(doc))
+    atomic_write_text(path, "\n".join(parts).rstrip("\n") + "\n")
+
+
+def format_evaluation(evaluation: Any, metric: str) -> str:
+    """A short text table of one evaluation (``EvaluationResult``): ``metric`` per subset and per missing rate."""
+    lines = [f"test {metric} per modality subset:"] if evaluation.subsets else []
+    width = max((len(k) for k in evaluation.subsets), default=0)
+    width = max(width, len("mean")) if evaluation.subsets else 0
+    for key, vals in evaluation.subsets.items():
+        lines.append(f"  {key:<{width}}  {vals[metric]:.4f}")
+    if evaluation.subsets:
+        lines.append(f"  {'mean':<{width}}  {evaluation.mean_over_subsets(metric):.4f}")
+    if evaluation.random_rate:
+        lines.append(f"test {metric} per random missing rate:")
+        lines.append("  " + "  ".join(f"{r}:{v[metric]:.3f}" for r, v in evaluation.random_rate.items()))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- plots
+def _save_png(fig: Any, path: str | Path) -> None:
+    """Render ``fig`` with the Agg canvas into a temporary file beside ``path``, then rename it onto ``path``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=120, bbox_inches="tight")
+
+
+def _group_label(method: str, ratio: float) -> str:
+    return f"{method} ({_ratio(ratio)} labels)"
+
+
+def plot_random_rate(doc: dict[str, Any], path: str | Path) -> None:
+    """Primary metric vs missing rate, one line per (method, label ratio): the mean over seeds with a ±std band.
+
+    Args:
+        doc: a results document.
+        path: the PNG to write (atomically).
+    """
+    from matplotlib.figure import Figure
+
+    metric = doc["metric"]
+    scale = 100.0 if _is_percent(metric) else 1.0
+    rates = _rate_columns(doc)
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.add_subplot()
+    for (method, ratio), runs in _groups(doc):
+        xs, means, stds = [], [], []
+        for r in rates:
+            s = _stats([run["random_rate"].get(r) for run in runs])
+            if s is not None:
+                xs.append(float(r))
+                means.append(s[0] * scale)
+                stds.append(s[1] * scale)
+        if not xs:
+            continue
+        (line,) = ax.plot(xs, means, marker="o", label=_group_label(method, ratio))
+        if len(runs) > 1:
+            lo = [m - s for m, s in zip(means, stds, strict=True)]
+            hi = [m + s for m, s in zip(means, stds, strict=True)]
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("missing rate η")
+    ax.set_ylabel(f"test {metric}" + (" (%)" if scale == 100.0 else ""))
+    direction = "higher" if doc["higher_is_better"] else "lower"
+    ax.set_title(f"{doc['dataset']}: {metric} under random missingness ({direction} is better)")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize="small")
+    _save_png(fig, path)
+
+
+def plot_subset_heatmap(doc: dict[str, Any], path: str | Path) -> None:
+    """Heatmap of the primary metric (mean over seeds): modality subsets (and their mean) x (method, label ratio),
+    each cell annotated. The colour map is reversed for lower-is-better metrics, so better is always brighter.
+
+    Args:
+        doc: a results document.
+        path: the PNG to write (atomically).
+    """
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    metric = doc["metric"]
+    percent = _is_percent(metric)
+    scale = 100.0 if percent else 1.0
+    rows = [*_subset_columns(doc), MEAN_COLUMN]
+    groups = _groups(doc)
+    values = np.full((len(rows), len(groups)), np.nan)
+    for j, (_, runs) in enumerate(groups):
+        for i, key in enumerate(rows):
+            s = _stats([run["mean_over_subsets"] if key == MEAN_COLUMN else run["subsets"].get(key) for run in runs])
+            if s is not None:
+                values[i, j] = s[0] * scale
+    fig = Figure(figsize=(1.6 + 1.5 * len(groups), 1.2 + 0.45 * len(rows)))
+    ax = fig.add_subplot()
+    cmap = "viridis" if doc["higher_is_better"] else "viridis_r"
+    finite = values[np.isfinite(values)]
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
+    mid = (vmin + vmax) / 2
+    for i in range(len(rows)):
+        for j in range(len(groups)):
+            v = values[i, j]
+            text = "n/a" if not np.isfinite(v) else (f"{v:.1f}" if percent else f"{v:.3f}")
+            bright = np.isfinite(v) and ((v > mid) == bool(doc["higher_is_better"]))
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="black" if bright else "white")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([_group_label(m, r) for (m, r), _ in groups], rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(rows, fontsize=8)
+    ax.set_title(f"{doc['dataset']}: test {metric}" + (" (%)" if percent else "") + " per modality subset")
+    fig.colorbar(image, ax=ax)
+    _save_png(fig, path)
