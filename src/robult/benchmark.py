@@ -29,20 +29,6 @@ def parse_list(text: str, kind: Callable[[str], T], option: str) -> list[T]:
         raise ValueError(f"{option}: cannot parse {text!r} ({err})") from None
 
 
-def format_evaluation(evaluation: Any, metric: str) -> str:
-    """A short text table of one evaluation: the primary metric per subset and per missing rate."""
-    lines = [f"test {metric} per modality subset:"]
-    width = max(len(k) for k in evaluation.subsets) if evaluation.subsets else 0
-    for key, vals in evaluation.subsets.items():
-        lines.append(f"  {key:<{width}}  {vals[metric]:.4f}")
-    if evaluation.subsets:
-        lines.append(f"  {'mean':<{width}}  {evaluation.mean_over_subsets(metric):.4f}")
-    if evaluation.random_rate:
-        lines.append(f"test {metric} per random missing rate:")
-        lines.append("  " + "  ".join(f"{r}:{v[metric]:.3f}" for r, v in evaluation.random_rate.items()))
-    return "\n".join(lines)
-
-
 def _run_config(
     base: RunConfig, dataset: str, data_dir: Path | None, method: str, ratio: float, seed: int, out: Path
 ) -> RunConfig:
@@ -58,20 +44,12 @@ def _run_config(
 
 
 def _run_entry(result: dict[str, Any]) -> dict[str, Any]:
-    metric = result["metric"]
-    test = result["test"]
-    subsets = {k: v[metric] for k, v in test["subsets"].items()}
-    return {
-        "method": result["method"],
-        "label_ratio": result["label_ratio"],
-        "seed": result["seed"],
-        "subsets": subsets,
-        "mean_over_subsets": sum(subsets.values()) / len(subsets) if subsets else float("nan"),
-        "random_rate": {k: v[metric] for k, v in test["random_rate"].items()},
-        "all_metrics": {"subsets": test["subsets"], "random_rate": test["random_rate"]},
-        "best_epoch": result.get("best_epoch"),
-        "best_val_score": result.get("best_val_score"),
-    }
+    """A ``runs`` entry of results.json from a run's ``result.json``."""
+    from robult.evaluation.report import run_entry
+
+    entry = run_entry(result["method"], result["label_ratio"], result["seed"], result["test"], result["metric"])
+    entry.update(best_epoch=result.get("best_epoch"), best_val_score=result.get("best_val_score"))
+    return entry
 
 
 def run_benchmark(

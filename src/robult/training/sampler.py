@@ -68,14 +68,33 @@ class SemiSupervisedBatchSampler(Sampler[list[int]]):
             return [perm[i : i + self.batch_size].tolist() for i in range(0, len(perm), self.batch_size)]
         unl = self.unlabeled[rng.permutation(len(self.unlabeled))]
         n_batches = math.ceil(len(unl) / self.n_unlabeled)
-        need = n_batches * self.n_labeled
-        reps = math.ceil(need / len(self.labeled))
-        lab = np.concatenate([self.labeled[rng.permutation(len(self.labeled))] for _ in range(reps)])[:need]
-        return [
-            lab[b * self.n_labeled : (b + 1) * self.n_labeled].tolist()
-            + unl[b * self.n_unlabeled : (b + 1) * self.n_unlabeled].tolist()
-            for b in range(n_batches)
-        ]
+        lab = self._labeled_slices(rng, n_batches)
+        return [lab[b] + unl[b * self.n_unlabeled : (b + 1) * self.n_unlabeled].tolist() for b in range(n_batches)]
+
+    def _labeled_slices(self, rng: np.random.Generator, n_batches: int) -> list[list[int]]:
+        """Consecutive slices of reshuffled passes over the labeled set (every labeled sample is used equally
+        often); a slice that straddles two passes never repeats a sample: the new pass moves the samples of the
+        previous pass's tail out of its head."""
+        n, k = len(self.labeled), min(self.n_labeled, len(self.labeled))
+        perm = self.labeled[rng.permutation(n)]
+        pos = 0
+        out = []
+        for _ in range(n_batches):
+            if pos + k <= n:
+                out.append(perm[pos : pos + k].tolist())
+                pos += k
+                continue
+            tail = perm[pos:]
+            nxt = self.labeled[rng.permutation(n)]
+            head_len = k - len(tail)
+            clash = np.isin(nxt[:head_len], tail)
+            if clash.any():  # swap clashing head items with later items that are not in the tail
+                free = [i for i in range(head_len, n) if nxt[i] not in set(tail.tolist())]
+                for i, j in zip(np.flatnonzero(clash), free, strict=False):
+                    nxt[i], nxt[j] = nxt[j], nxt[i]
+            out.append(tail.tolist() + nxt[:head_len].tolist())
+            perm, pos = nxt, head_len
+        return out
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self._all_batches()
