@@ -104,6 +104,17 @@ def _loaders(
     return train_dl, val_dl
 
 
+def _log_version(run_dir: Path, resume: bool) -> str:
+    """``logs/metrics.csv`` for a fresh run; ``logs/resume-<k>/metrics.csv`` for the k-th resume (Lightning's CSV
+    logger would otherwise delete the earlier epochs' log)."""
+    if not resume:
+        return ""
+    k = 1
+    while (run_dir / "logs" / f"resume-{k}").exists():
+        k += 1
+    return f"resume-{k}"
+
+
 def load_weights(module: nn.Module, checkpoint: Path) -> None:
     """Load a Lightning checkpoint's ``state_dict`` with ``torch.load(weights_only=True)`` (no arbitrary
     unpickling of untrusted files)."""
@@ -203,7 +214,7 @@ def train_run(
         precision=cfg.train.precision,
         max_epochs=cfg.train.max_epochs,
         callbacks=cbs,
-        logger=CSVLogger(run_dir, name="logs", version=""),
+        logger=CSVLogger(run_dir, name="logs", version=_log_version(run_dir, resume)),
         default_root_dir=run_dir,
         enable_progress_bar=cfg.train.progress,
         enable_model_summary=False,
@@ -214,6 +225,7 @@ def train_run(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
         trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume else None)
 
     best_path = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
