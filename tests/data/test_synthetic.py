@@ -38,7 +38,12 @@ def test_synergy_needs_both_modalities() -> None:
     """The product term is invisible to each modality alone (near chance with a non-linear probe on squares too)
     and clearly visible from both jointly."""
     cfg = SyntheticConfig(
-        n_samples=4000, task="binary", mix=LabelMix(redundant=0.0, unique=0.0, synergy=1.0), label_noise=0.0, seed=1
+        n_samples=4000,
+        task="binary",
+        mix=LabelMix(redundant=0.0, unique=0.0, synergy=1.0),
+        label_noise=0.0,
+        nuisance_dim=0,
+        seed=1,
     )
     data = generate_synthetic(cfg)
     y = data.target.astype(np.int64)

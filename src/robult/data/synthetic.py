@@ -72,6 +72,8 @@ class SyntheticConfig:
         task: ``multiclass``, ``binary``, ``multilabel`` or ``regression``.
         num_classes: classes (multiclass) or labels (multilabel).
         redundant_dim, unique_dim, synergy_dim: factor widths.
+        nuisance_dim: width of per-modality factors that the label never reads (modality-specific variation a
+            model must learn to ignore; cross-modal agreement discards it, few labels make it hard to).
         synergy_modalities: modalities whose synergistic factors multiply into the synergy term.
         mix: the label's component weights.
         noise: standard deviation of the additive input noise.
@@ -86,6 +88,7 @@ class SyntheticConfig:
     redundant_dim: int = 2
     unique_dim: int = 2
     synergy_dim: int = 1
+    nuisance_dim: int = 8
     synergy_modalities: tuple[int, ...] = (0, 1)
     mix: LabelMix = field(default_factory=LabelMix)
     noise: float = 0.3
@@ -137,11 +140,12 @@ def generate_synthetic(config: SyntheticConfig | None = None) -> SyntheticData:
     redundant = rng.standard_normal((n, cfg.redundant_dim))
     unique = [rng.standard_normal((n, cfg.unique_dim)) for _ in range(m)]
     syn = {i: rng.standard_normal((n, cfg.synergy_dim)) for i in cfg.synergy_modalities}
+    nuisance = [rng.standard_normal((n, cfg.nuisance_dim)) for _ in range(m)]
     names = cfg.names
 
     inputs: dict[str, np.ndarray] = {}
     for i, d in enumerate(cfg.modality_dims):
-        parts = [redundant, unique[i]] + ([syn[i]] if i in syn else [])
+        parts = [redundant, unique[i], nuisance[i]] + ([syn[i]] if i in syn else [])
         f = np.concatenate(parts, axis=1)
         width = 2 * d
         w1 = rng.standard_normal((f.shape[1], width)) * (1.5 / np.sqrt(f.shape[1]))
@@ -228,8 +232,7 @@ def synthetic_bundle(
             "generator": "robult.data.synthetic",
             "config": repr(data.config),
             "split": (
-                f"stratified {1 - test_fraction:.0%}/{test_fraction:.0%} train/test, "
-                f"{val_fraction:.0%} of train as val"
+                f"stratified {1 - test_fraction:.0%}/{test_fraction:.0%} train/test, {val_fraction:.0%} of train as val"
             ),
             "predictive_subsets": predictive_subsets(data.config),
         },
