@@ -4,12 +4,14 @@ Each sample has independent standard-normal latent factors:
 
 - **redundant** ``r`` (``redundant_dim``): present in *every* modality;
 - **unique** ``u_m`` (``unique_dim``): present in modality ``m`` only;
+- **nuisance** ``n_m`` (``nuisance_dim``): present in modality ``m`` only and never read by the label: variation
+  a model must learn to ignore (few labels make that hard; agreement across modalities discards it);
 - **synergistic** ``s_m`` (``synergy_dim``) for the modalities in ``synergy_modalities``: each lives in one
   modality, but the label reads only their elementwise product ``Π_m s_m``, which is uncorrelated with every single
   factor: it is predictable only from the modalities *jointly*.
 
 Modality ``m`` is a fixed random non-linear mix of its factors plus noise:
-``x^m = W2_m · tanh(W1_m · [r; u_m; s_m]) + noise · ε``.
+``x^m = W2_m · tanh(W1_m · [r; u_m; n_m; s_m]) + noise · ε``.
 
 The label draws on a configurable mix (:class:`LabelMix`): each component (redundant, each unique factor, the
 synergy term) is mapped by a fixed random linear map to ``K`` scores, standardised and weighted; the task kind turns
