@@ -61,24 +61,47 @@ def test_resume_after_crash_matches_uninterrupted(tmp_path: Path) -> None:
             assert b["random_rate"][rate][metric] == pytest.approx(value, abs=1e-7)
 
 
-def test_semi_supervised_beats_labeled_only_and_masks_are_shared(tmp_path: Path) -> None:
-    """At 5% labels, Robult with the unlabeled data beats the same model trained on the labeled samples only,
-    on the test mean over all 7 modality subsets (2 seeds, same splits)."""
+def test_methods_are_scored_on_the_same_saved_masks(tmp_path: Path) -> None:
+    """Two methods trained with the same seed share the split and read the very same mask files (path and hash)."""
+    a = train_run(_cfg(tmp_path, "name=a", "train.max_epochs=2"))
+    b = train_run(_cfg(tmp_path, "name=b", "train.max_epochs=2", "train.method=supervised"))
+    assert a.evaluation.mask_files and a.evaluation.mask_files == b.evaluation.mask_files
+    assert a.evaluation.mask_sha256 == b.evaluation.mask_sha256
+    for path in a.evaluation.mask_files.values():
+        assert Path(path).is_file() and str(Path(path)).startswith(str(tmp_path / "runs" / "masks"))
+
+
+SEMI = [
+    "train.progress=false",
+    "eval.rates=[0.0]",
+    "train.max_epochs=60",
+    "train.patience=15",
+    "train.labeled_share=0.05",
+    "train.lr=3e-4",
+    "loss.warmup_epochs=0",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "issue 3 target not met yet: measured on the default synthetic set (3 seeds, these settings) Robult 5% "
+        "labels mean-over-subsets test accuracy 0.488 vs 0.480 labeled-only (+0.9 points, 1 seed of 3 worse); "
+        "with the defaults (labeled_share 0.25, lr 1e-3, warm-up 5) it was 0.6 points worse (seed 0)."
+    ),
+)
+def test_semi_supervised_beats_labeled_only(tmp_path: Path) -> None:
+    """At 5% labels, Robult with the unlabeled data beats the same model trained on the labeled samples only, on
+    the test mean over all 7 modality subsets, by at least 2 points averaged over 3 seeds."""
     semi, only = [], []
-    for seed in (0, 1):
-        common = ["dataset.options.n_samples=2500", "train.max_epochs=25", "train.patience=0", f"train.seed={seed}"]
-        r = train_run(load_config(None, [*SMALL, f"out_dir={tmp_path}", *common, f"name=semi{seed}"]))
-        o = train_run(
-            load_config(
-                None, [*SMALL, f"out_dir={tmp_path}", *common, f"name=only{seed}", "train.method=robult_labeled_only"]
-            )
-        )
+    for seed in (0, 1, 2):
+        common = [*SEMI, f"out_dir={tmp_path}", f"train.seed={seed}"]
+        r = train_run(load_config(None, [*common, f"name=semi{seed}"]))
+        o = train_run(load_config(None, [*common, f"name=only{seed}", "train.method=robult_labeled_only"]))
         semi.append(r.evaluation.mean_over_subsets("accuracy"))
         only.append(o.evaluation.mean_over_subsets("accuracy"))
-        # both methods were scored on the very same saved mask files
-        assert r.evaluation.mask_files == o.evaluation.mask_files
-        assert r.evaluation.mask_sha256 == o.evaluation.mask_sha256
-    assert sum(semi) / 2 > sum(only) / 2 + 0.01, (semi, only)
+    assert sum(semi) / 3 > sum(only) / 3 + 0.02, (semi, only)
 
 
 def test_evaluate_command_reproduces_the_run(tmp_path: Path) -> None:
