@@ -61,9 +61,10 @@ def run_benchmark(
     out: Path = Path("robult_runs/benchmark"),
     config: Path | None = None,
     overrides: Sequence[str] | None = None,
+    diagnostics: bool = False,
 ) -> str:
-    """Run the grid and write ``OUT/results.json``, ``OUT/summary.md``, ``OUT/random_rate.png`` and
-    ``OUT/subsets.png``. Returns the summary markdown."""
+    """Run the grid and write ``OUT/results.json``, ``OUT/summary.md``, ``OUT/random_rate.png``,
+    ``OUT/subsets.png`` (and ``OUT/diagnostics.png`` with ``diagnostics``). Returns the summary markdown."""
     from tqdm.auto import tqdm
 
     from robult.evaluation.report import (
@@ -122,4 +123,8 @@ def run_benchmark(
     write_summary(out / "summary.md", doc, extra_header=header)
     plot_random_rate(doc, out / "random_rate.png")
     plot_subset_heatmap(doc, out / "subsets.png")
+    if diagnostics:
+        from robult.diagnostics import plot_diagnostics
+
+        plot_diagnostics([Path(c.out_dir) / c.run_name() for c in configs], out / "diagnostics.png")
     return summary_table(doc) + f"\nwrote {out / 'results.json'}, {out / 'summary.md'}, plots in {out}\n"

@@ -107,6 +107,9 @@ def benchmark(
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("robult_runs/benchmark"),
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Base YAML config for every run.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key for every run.")] = None,
+    diagnostics: Annotated[
+        bool, typer.Option(help="Also plot per-epoch diagnostics (U norms, PU weights, pseudo-labels, alignment).")
+    ] = False,
 ) -> None:
     """Train every method x label ratio x seed, evaluate both protocols, write results.json, summary.md, plots."""
     try:
@@ -125,6 +128,7 @@ def benchmark(
             out=out,
             config=config,
             overrides=set_,
+            diagnostics=diagnostics,
         )
     except _user_errors() as err:
         _fail(str(err))

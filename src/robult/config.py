@@ -53,7 +53,8 @@ class TrainSection(_Strict):
 
     ``labeled_share``: share of labeled samples in every batch (default ``max(label_ratio, 0.25)``; ignored when
     the method trains on labeled data only). ``patience``: epochs without improvement of the selection score
-    before early stopping (0 disables early stopping).
+    before early stopping (0 disables early stopping). ``modality_dropout``: training-time modality dropout rate
+    (``None``: the method's default, 0 for most methods).
     """
 
     method: str = "robult"
@@ -65,7 +66,7 @@ class TrainSection(_Strict):
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     seed: int = 0
-    modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    modality_dropout: float | None = Field(None, ge=0.0, lt=1.0)
     use_unlabeled: bool | None = None
     accelerator: str = "cpu"
     devices: int | str = 1

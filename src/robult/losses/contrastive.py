@@ -121,6 +121,7 @@ class ContrastiveLossOutput:
         weights: ``[P]`` the soft weights of every candidate pair of this batch (detached; empty unless
             ``keep_weights``).
         mean_weight: mean soft weight over the candidate pairs (0 when there are none).
+        saturation: ``[2]`` shares of candidate weights below 0.05 and above 0.95 (saturated at 0 or 1).
         num_labeled_anchors, num_unlabeled_anchors: global anchor counts.
     """
 
@@ -134,6 +135,7 @@ class ContrastiveLossOutput:
     num_labeled_anchors: int
     num_unlabeled_anchors: int
     mean_weight: Tensor | None = None
+    saturation: Tensor | None = None
 
 
 def soft_pu_contrastive_loss(
@@ -235,7 +237,9 @@ def soft_pu_contrastive_loss(
     lb = (loss_lb * lb_anchor).sum() * world / count_lb.clamp(min=1)
     ulb = (loss_ulb * ulb_anchor).sum() * world / count_ulb.clamp(min=1)
     cand_w = pu[:, None, :] * present[..., None].to(pu.dtype)
-    mean_weight = (w * cand_w).sum() / cand_w.sum().clamp(min=1)
+    n_cand = cand_w.sum().clamp(min=1)
+    mean_weight = (w * cand_w).sum() / n_cand
+    saturation = torch.stack([((w < 0.05) * cand_w).sum(), ((w > 0.95) * cand_w).sum()]) / n_cand
     weights = w[(cand_w > 0)].detach() if keep_weights else w.new_empty(0)
     return ContrastiveLossOutput(
         labeled=lb,
@@ -246,6 +250,7 @@ def soft_pu_contrastive_loss(
         pair_sigma=pair_sigma.detach(),
         weights=weights,
         mean_weight=mean_weight.detach(),
+        saturation=saturation.detach(),
         num_labeled_anchors=int(count_lb),
         num_unlabeled_anchors=int(count_ulb),
     )

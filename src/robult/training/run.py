@@ -104,6 +104,22 @@ def _loaders(
     return train_dl, val_dl
 
 
+def _train_option(cfg: RunConfig, method: Any, key: str, fallback: Any) -> Any:
+    """A ``train`` option: the config's value when set, else the method's default, else ``fallback``."""
+    value = getattr(cfg.train, key)
+    if value is not None:
+        return value
+    return dict(getattr(method, "train_defaults", None) or {}).get(key, fallback)
+
+
+def _quiet_lightning() -> None:
+    """Keep Lightning's start-up banners ("GPU available", tips) out of the user's terminal."""
+    import logging
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _log_version(run_dir: Path, resume: bool) -> str:
     """``logs/metrics.csv`` for a fresh run; ``logs/resume-<k>/metrics.csv`` for the k-th resume (Lightning's CSV
     logger would otherwise delete the earlier epochs' log)."""
@@ -197,7 +213,7 @@ def train_run(
         lr=cfg.train.lr,
         weight_decay=cfg.train.weight_decay,
         seed=cfg.train.seed,
-        modality_dropout=cfg.train.modality_dropout,
+        modality_dropout=_train_option(cfg, method, "modality_dropout", 0.0),
     )
     mode = "max" if maximize else "min"
     checkpoint = ModelCheckpoint(
@@ -208,6 +224,7 @@ def train_run(
         cbs.append(EarlyStopping(monitor="val/score", mode=mode, patience=cfg.train.patience))
     if cfg.train.progress:
         cbs.append(TQDMProgressBar(leave=False))
+    _quiet_lightning()
     trainer = L.Trainer(
         accelerator=cfg.train.accelerator,
         devices=cfg.train.devices,
