@@ -86,22 +86,35 @@ def _labeled_mask(train: MultimodalDataset, cfg: RunConfig, run_dir: Path) -> to
     return mask
 
 
-def _loaders(
-    train: MultimodalDataset, val: MultimodalDataset, cfg: RunConfig, uses_unlabeled: bool
-) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:
+def _data_module(train: MultimodalDataset, val: MultimodalDataset, cfg: RunConfig, uses_unlabeled: bool) -> Any:
+    """A LightningDataModule whose train loader shards batches by the trainer's rank (built after DDP starts)."""
+    import lightning as L
+
     from robult.training.sampler import SemiSupervisedBatchSampler
 
     t = cfg.train
     labeled = train.labeled.nonzero().flatten().numpy()
     unlabeled = (~train.labeled).nonzero().flatten().numpy() if uses_unlabeled else np.array([], dtype=np.int64)
     share = t.labeled_share if t.labeled_share is not None else max(t.label_ratio, 0.25)
-    sampler = SemiSupervisedBatchSampler(labeled, unlabeled, t.batch_size, share, seed=t.seed)
-    train_dl = torch.utils.data.DataLoader(train, batch_sampler=sampler, collate_fn=collate, num_workers=t.num_workers)
-    val_sampler = torch.utils.data.BatchSampler(
-        torch.utils.data.SequentialSampler(range(len(val))), cfg.eval.batch_size, drop_last=False
-    )
-    val_dl = torch.utils.data.DataLoader(val, batch_sampler=val_sampler, collate_fn=collate, num_workers=0)
-    return train_dl, val_dl
+
+    class RunData(L.LightningDataModule):
+        def train_dataloader(self) -> torch.utils.data.DataLoader:
+            rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+            sampler = SemiSupervisedBatchSampler(
+                labeled, unlabeled, t.batch_size, share, seed=t.seed, rank=rank, world=world
+            )
+            return torch.utils.data.DataLoader(
+                train, batch_sampler=sampler, collate_fn=collate, num_workers=t.num_workers
+            )
+
+        def val_dataloader(self) -> torch.utils.data.DataLoader:
+            # every rank scores the whole validation split, so the selection score is identical on all ranks
+            batches = torch.utils.data.BatchSampler(
+                torch.utils.data.SequentialSampler(range(len(val))), cfg.eval.batch_size, drop_last=False
+            )
+            return torch.utils.data.DataLoader(val, batch_sampler=batches, collate_fn=collate, num_workers=0)
+
+    return RunData()
 
 
 def _train_option(cfg: RunConfig, method: Any, key: str, fallback: Any) -> Any:
@@ -202,7 +215,7 @@ def train_run(
         raise
     train = bundle.train.with_labeled(labeled)
     uses_unlabeled = cfg.train.use_unlabeled if cfg.train.use_unlabeled is not None else method.uses_unlabeled
-    train_dl, val_dl = _loaders(train, bundle.val, cfg, uses_unlabeled)
+    data = _data_module(train, bundle.val, cfg, uses_unlabeled)
 
     module = MethodModule(
         model,
@@ -243,7 +256,7 @@ def train_run(
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-        trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume else None)
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
 
     best_path = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
     load_weights(module, best_path)
