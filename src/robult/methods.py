@@ -4,10 +4,15 @@ Each entry builds ``(model, loss)`` from the modality specs, the task, and the `
 of a run config. Models return an output with ``present`` and per-modality ``logits`` and implement
 ``predict_subsets``; losses are ``loss(output, batch, epoch) -> result`` with ``result.total`` and
 ``result.log_dict(prefix)``.
+
+Every method uses the same encoders (:class:`robult.modules.encoders.ModalityEncoders` built from the ``model``
+section) and the same one-pass subset prediction (per-modality logits averaged by
+:func:`robult.models.robult.aggregate_subsets`). The baselines are described in ``docs/baselines.md``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -15,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from robult.batch import Batch
+from robult.losses.baselines import InstanceContrastiveLoss, PseudoLabelLoss, SharedPrivateLoss
 from robult.losses.robult import RobultLoss, RobultLossConfig
 from robult.losses.supervised import SupervisedLoss, SupervisedLossOutput
 from robult.specs import ModalitySpec, TaskSpec
@@ -29,7 +35,12 @@ class Method:
         description: one line for ``--help`` and reports.
         build: ``(modalities, task, model_options, loss_options, encoders) -> (model, loss)``.
         uses_unlabeled: whether training feeds unlabeled samples (``False``: labeled samples only).
-        loss_defaults: loss options this method fixes (e.g. an ablation's switch), applied over the config.
+        loss_defaults: loss options this method fixes (e.g. an ablation's switch), applied over the config: they
+            define the method, so a config value for the same key is overridden.
+        train_defaults: ``train`` options this method sets by default (e.g. ``{"modality_dropout": 0.5}``). Keys are
+            fields of the run config's ``train`` section whose own default is ``None`` ("unset"); the trainer
+            resolves each such option as: the config's value when it is not ``None`` (an explicit ``0.0`` wins),
+            else the method's default, else the trainer's fallback (``robult.training.run._train_option``).
     """
 
     name: str
@@ -37,6 +48,7 @@ class Method:
     build: Callable[..., tuple[nn.Module, nn.Module]]
     uses_unlabeled: bool = True
     loss_defaults: Mapping[str, Any] | None = None
+    train_defaults: Mapping[str, Any] | None = None
 
 
 def _dataclass_from(cls: type, options: Mapping[str, Any], what: str) -> Any:
@@ -76,6 +88,49 @@ def _build_late_fusion(modalities, task, model_options, loss_options, encoders=N
     loss_cfg = _dataclass_from(RobultLossConfig, loss_options, "loss")
     return LateFusionModel(modalities, task, model_cfg, encoders), SupervisedOnlyLoss(task, loss_cfg.regression_loss)
 
+
+def _build_pseudolabel(modalities, task, model_options, loss_options, encoders=None):
+    from robult.models.late_fusion import LateFusionModel
+    from robult.models.robult import RobultConfig
+    from robult.specs import TaskKind
+
+    model_cfg = _dataclass_from(RobultConfig, model_options, "model")
+    loss_cfg = _dataclass_from(RobultLossConfig, loss_options, "loss")
+    if task.kind == TaskKind.REGRESSION:
+        warnings.warn(
+            "method 'pseudolabel' has no confident pseudo-labels for a regression task: its pseudo-label loss is 0 "
+            "and it trains like 'moddrop' (with unlabeled batches)",
+            stacklevel=2,
+        )
+    model = LateFusionModel(modalities, task, model_cfg, encoders)
+    return model, PseudoLabelLoss(task, loss_cfg, threshold=PSEUDO_LABEL_THRESHOLD)
+
+
+def _build_contrastive(modalities, task, model_options, loss_options, encoders=None):
+    from robult.models.robult import RobultConfig, RobultModel
+
+    model_cfg = _dataclass_from(RobultConfig, model_options, "model")
+    loss_cfg = _dataclass_from(RobultLossConfig, loss_options, "loss")
+    model = RobultModel(modalities, task, model_cfg, encoders)
+    # no reconstruction loss: freeze the (training-only) reconstructors so that no parameter is left without a
+    # gradient (DDP without find_unused_parameters) and the optimizer skips them
+    model.reconstructors.requires_grad_(False)
+    return model, InstanceContrastiveLoss(task, loss_cfg)
+
+
+def _build_shared_private(modalities, task, model_options, loss_options, encoders=None):
+    from robult.models.robult import RobultConfig, RobultModel
+
+    model_cfg = _dataclass_from(RobultConfig, model_options, "model")
+    loss_cfg = _dataclass_from(RobultLossConfig, loss_options, "loss")
+    model = RobultModel(modalities, task, model_cfg, encoders)
+    return model, SharedPrivateLoss(task, model.reconstructors, loss_cfg)
+
+
+# FixMatch's confidence threshold; the run config has no key for it (the ``loss`` section mirrors RobultLossConfig)
+PSEUDO_LABEL_THRESHOLD = 0.95
+# modality dropout rate of ``moddrop`` and ``pseudolabel`` (per present entry, at least one modality kept)
+MODALITY_DROPOUT = 0.5
 
 METHODS: dict[str, Method] = {}
 
@@ -124,6 +179,40 @@ register_method(
         "late fusion of unimodal heads, labeled data only",
         _build_late_fusion,
         uses_unlabeled=False,
+    )
+)
+
+
+register_method(
+    Method(
+        "moddrop",
+        "late fusion trained with modality dropout, labeled data only",
+        _build_late_fusion,
+        uses_unlabeled=False,
+        train_defaults={"modality_dropout": MODALITY_DROPOUT},
+    )
+)
+register_method(
+    Method(
+        "pseudolabel",
+        "late fusion + modality dropout + confidence-thresholded pseudo-labels on unlabeled data (FixMatch-style)",
+        _build_pseudolabel,
+        train_defaults={"modality_dropout": MODALITY_DROPOUT},
+    )
+)
+register_method(
+    Method(
+        "contrastive",
+        "Robult's encoders and fusion with instance-level InfoNCE between Z^m and S (no label-aware positives, "
+        "no reconstruction)",
+        _build_contrastive,
+    )
+)
+register_method(
+    Method(
+        "shared_private",
+        "MISA-style shared/private spaces: CMD similarity, soft orthogonality, reconstruction with full gradient",
+        _build_shared_private,
     )
 )
 

@@ -1,0 +1,472 @@
+"""Losses of the comparison methods (``docs/baselines.md``): each a pure function plus a thin module.
+
+- **pseudolabel** (:class:`PseudoLabelLoss`): ``L_sup + λ_ulb(t) · L_pl``; ``L_pl`` is FixMatch's confidence-masked
+  pseudo-label loss without augmentation: a sample's pseudo-label is the argmax of its own prediction (the mean of
+  its present modalities' logits, detached), kept where the confidence reaches ``threshold``, and every unimodal
+  prediction of the sample is trained towards it.
+- **contrastive** (:class:`InstanceContrastiveLoss`): ``L_sup + λ_ulb(t) · L_nce``; ``L_nce`` is instance-level
+  InfoNCE between each unimodal ``Z^m_j`` (anchor) and the fused ``S_k`` (targets) over every sample of the batch,
+  with ``k = j`` the only positive (no label-aware positives, no reconstruction).
+- **shared_private** (:class:`SharedPrivateLoss`, MISA-style): ``L_sup + w_sim λ_lb L_sim + w_diff λ_rec L_diff +
+  w_rec λ_rec L_rec`` with the central moment discrepancy between modalities' shared features, soft orthogonality
+  between shared and private features and between private features of different modalities, and a reconstruction
+  of ``H^m`` from ``[U^m; Z^m]`` whose gradient reaches every branch (no stop-gradient routing).
+
+Absent modalities are never scored: every per-modality term is masked with ``present``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robult.batch import Batch
+from robult.losses.reconstruction import reconstruction_loss
+from robult.losses.robult import RobultLossConfig, ramp_weight
+from robult.losses.supervised import SupervisedLoss, SupervisedLossOutput
+from robult.models.robult import RobultOutput
+from robult.specs import TaskKind, TaskSpec
+from robult.utils import distributed as dist_utils
+
+# MISA's loss weights (declare-lab/MISA, ``config.py``: ``sim_weight 1.0``, ``diff_weight 0.3``,
+# ``recon_weight 1.0``; CMD with 5 moments)
+MISA_SIM_WEIGHT = 1.0
+MISA_DIFF_WEIGHT = 0.3
+MISA_RECON_WEIGHT = 1.0
+MISA_CMD_MOMENTS = 5
+
+
+def _log(prefix: str, parts: dict[str, Tensor | float]) -> dict[str, float]:
+    return {f"{prefix}{k}": float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in parts.items()}
+
+
+# ====================================================================== pseudo-labels
+@dataclass
+class PseudoLabelOutput:
+    """``loss``: the masked pseudo-label loss; ``mask_rate``: share of the unlabeled (sample, present modality,
+    output) entries whose pseudo-label passed the threshold (detached); ``num_unlabeled``: unlabeled samples."""
+
+    loss: Tensor
+    mask_rate: Tensor
+    num_unlabeled: int
+
+
+def pseudo_label_loss(
+    logits: Tensor,
+    present: Tensor,
+    labeled: Tensor,
+    task: TaskSpec,
+    threshold: float = 0.95,
+) -> PseudoLabelOutput:
+    """Confidence-thresholded pseudo-label loss on the unlabeled samples (FixMatch without augmentation).
+
+    The pseudo-label of sample ``j`` comes from its prediction ``mean_{m present} logits[j, m]`` (detached):
+    multi-class: the argmax, kept when its softmax probability is at least ``threshold``; binary and multi-label:
+    each output separately, ``sigmoid ≥ 0.5``, kept when ``max(p, 1 - p) ≥ threshold``. Every present unimodal
+    prediction of a kept sample is trained towards it (cross-entropy / binary cross-entropy). As in FixMatch the
+    sum is divided by the number of *all* unlabeled (sample, present modality) pairs (times the outputs for
+    multi-label), so a sample below the threshold contributes nothing, not even to the normaliser's share.
+    Regression has no confident pseudo-label: the loss is 0.
+
+    Args:
+        logits: ``[B, M, K]`` per-modality predictions.
+        present: ``[B, M]``.
+        labeled: ``[B]``; labeled samples are ignored.
+        task: the task spec.
+        threshold: confidence threshold ``τ_c`` in (0, 1].
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"pseudo-label threshold must lie in (0, 1], got {threshold}")
+    zero = logits.sum() * 0.0
+    unl = ~labeled
+    pairs = (present & unl[:, None]).to(logits.dtype)  # [B, M]
+    n_pairs = pairs.sum()
+    if task.kind == TaskKind.REGRESSION or n_pairs == 0:
+        return PseudoLabelOutput(zero, zero.detach(), int(unl.sum()))
+    pres = present.to(logits.dtype)
+    mean = torch.einsum("bmk,bm->bk", logits.detach(), pres) / pres.sum(1).clamp(min=1)[:, None]  # [B, K]
+    b, m, k = logits.shape
+    if task.kind == TaskKind.MULTICLASS:
+        conf, pseudo = mean.softmax(-1).max(-1)  # [B]
+        keep = (conf >= threshold).to(logits.dtype)
+        per = F.cross_entropy(logits.reshape(b * m, k), pseudo.repeat_interleave(m), reduction="none").reshape(b, m)
+        weight = pairs * keep[:, None]  # [B, M]
+        loss = (per * weight).sum() / n_pairs
+        rate = weight.sum() / n_pairs
+    else:  # binary and multi-label: one decision per output
+        prob = torch.sigmoid(mean)  # [B, K]
+        pseudo = (prob >= 0.5).to(logits.dtype)
+        keep = (torch.maximum(prob, 1 - prob) >= threshold).to(logits.dtype)  # [B, K]
+        per = F.binary_cross_entropy_with_logits(
+            logits, pseudo[:, None, :].expand_as(logits), reduction="none"
+        )  # [B, M, K]
+        weight = pairs[..., None] * keep[:, None, :]
+        loss = (per * weight).sum() / (n_pairs * k)
+        rate = weight.sum() / (n_pairs * k)
+    return PseudoLabelOutput(loss, rate.detach(), int(unl.sum()))
+
+
+@dataclass
+class PseudoLabelLossOutput:
+    """``total = supervised + lambda_ulb · pseudo_label`` and its parts."""
+
+    total: Tensor
+    supervised: Tensor
+    supervised_unimodal: Tensor
+    pseudo_label: Tensor
+    mask_rate: Tensor
+    lambda_ulb: float
+
+    def log_dict(self, prefix: str = "") -> dict[str, float]:
+        """Scalar parts for a logger."""
+        return _log(
+            prefix,
+            {
+                "total": self.total,
+                "supervised": self.supervised,
+                "supervised_unimodal": self.supervised_unimodal,
+                "pseudo_label": self.pseudo_label,
+                "pseudo_label_mask_rate": self.mask_rate,
+                "lambda_ulb": self.lambda_ulb,
+            },
+        )
+
+
+class PseudoLabelLoss(nn.Module):
+    """``L_sup + λ_ulb(t) · L_pl`` (see :func:`pseudo_label_loss`).
+
+    Args:
+        task: the task spec.
+        config: uses ``lambda_ulb``, ``warmup_epochs`` (linear ramp of ``λ_ulb``) and ``regression_loss``.
+        threshold: confidence threshold (FixMatch's 0.95).
+    """
+
+    def __init__(self, task: TaskSpec, config: RobultLossConfig | None = None, threshold: float = 0.95) -> None:
+        super().__init__()
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"pseudo-label threshold must lie in (0, 1], got {threshold}")
+        self.task = task
+        self.config = cfg = config or RobultLossConfig()
+        self.threshold = threshold
+        self.supervised = SupervisedLoss(task, cfg.regression_loss)
+
+    def forward(self, output: Any, batch: Batch, epoch: float = 0.0) -> PseudoLabelLossOutput:
+        """Args: the model output (``logits``, ``present``, optional ``fused_logits``), its batch, the epoch."""
+        cfg = self.config
+        logits, present = output.logits, output.present
+        fused = getattr(output, "fused_logits", None)
+        sup: SupervisedLossOutput = self.supervised(logits, fused, present, batch.target, batch.labeled)
+        pl = pseudo_label_loss(logits, present, batch.labeled, self.task, self.threshold)
+        lam = ramp_weight(cfg.lambda_ulb, epoch, cfg.warmup_epochs)
+        total = sup.total + lam * pl.loss
+        return PseudoLabelLossOutput(total, sup.total, sup.unimodal, pl.loss, pl.mask_rate, lam)
+
+
+# ====================================================================== instance-level InfoNCE
+def instance_contrastive_loss(shared: Tensor, fused: Tensor, present: Tensor, temperature: float = 0.5) -> Tensor:
+    """Instance-level InfoNCE between each unimodal ``Z^m_j`` and the fused ``S``.
+
+    ``L = −mean_{(j, m) present} log softmax_k(cos(Z^m_j, S_k) / τ)[k = j]`` over every target ``k`` of the batch.
+    Under ``torch.distributed`` the targets ``S`` are gathered from every rank with gradient (more negatives, as
+    in the soft PU loss) and each rank's share is scaled so that the DDP-averaged gradient equals the
+    single-process gradient on the concatenated batch.
+
+    Args:
+        shared: ``Z [B, M, d]`` anchors.
+        fused: ``S [B, d]`` targets.
+        present: ``[B, M]``; absent anchors are ignored (``S_j`` stays a target: it sees the present ones).
+        temperature: ``τ``.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    b = shared.shape[0]
+    offset = dist_utils.rank_offset(b, shared.device)
+    targets = dist_utils.gather_with_grad(fused)  # [N, d]
+    z = F.normalize(shared, dim=-1)
+    s = F.normalize(targets, dim=-1)
+    log_prob = F.log_softmax(torch.einsum("bmd,nd->bmn", z, s) / temperature, dim=-1)  # [B, M, N]
+    rows = torch.arange(b, device=shared.device)
+    positive = log_prob[rows, :, offset + rows]  # [B, M]
+    mask = present.to(positive.dtype)
+    count = dist_utils.all_reduce_sum(mask.sum())
+    return -(positive * mask).sum() * dist_utils.world_size() / count.clamp(min=1)
+
+
+@dataclass
+class InstanceContrastiveLossOutput:
+    """``total = supervised + lambda_ulb · infonce`` and its parts (not named ``contrastive``: that attribute
+    of a loss result is the soft PU loss's ``ContrastiveLossOutput``, which the trainer's diagnostics read)."""
+
+    total: Tensor
+    supervised: Tensor
+    supervised_unimodal: Tensor
+    supervised_fused: Tensor
+    infonce: Tensor
+    lambda_ulb: float
+
+    def log_dict(self, prefix: str = "") -> dict[str, float]:
+        """Scalar parts for a logger."""
+        return _log(
+            prefix,
+            {
+                "total": self.total,
+                "supervised": self.supervised,
+                "supervised_unimodal": self.supervised_unimodal,
+                "supervised_fused": self.supervised_fused,
+                "infonce": self.infonce,
+                "lambda_ulb": self.lambda_ulb,
+            },
+        )
+
+
+class InstanceContrastiveLoss(nn.Module):
+    """``L_sup + λ_ulb(t) · L_nce`` on a :class:`robult.models.RobultModel` output (no reconstruction).
+
+    Args:
+        task: the task spec.
+        config: uses ``lambda_ulb``, ``warmup_epochs``, ``temperature`` and ``regression_loss``.
+    """
+
+    def __init__(self, task: TaskSpec, config: RobultLossConfig | None = None) -> None:
+        super().__init__()
+        self.task = task
+        self.config = cfg = config or RobultLossConfig()
+        if cfg.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {cfg.temperature}")
+        self.supervised = SupervisedLoss(task, cfg.regression_loss)
+
+    def forward(self, output: RobultOutput, batch: Batch, epoch: float = 0.0) -> InstanceContrastiveLossOutput:
+        """Args: a RobultModel output, its batch, and the (fractional) epoch for the warm-up ramp."""
+        cfg = self.config
+        o = output
+        sup = self.supervised(o.logits, o.fused_logits, o.present, batch.target, batch.labeled)
+        nce = instance_contrastive_loss(o.shared, o.fused, o.present, cfg.temperature)
+        lam = ramp_weight(cfg.lambda_ulb, epoch, cfg.warmup_epochs)
+        total = sup.total + lam * nce
+        return InstanceContrastiveLossOutput(total, sup.total, sup.unimodal, sup.fused, nce, lam)
+
+
+# ====================================================================== shared-private (MISA-style)
+def _masked_mean(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Weighted mean over dim 0 of ``x [B, P, d]`` with ``weight [B, P]``; returns ``(mean [P, d], count [P])``."""
+    count = weight.sum(0)
+    return torch.einsum("bpd,bp->pd", x, weight) / count.clamp(min=1)[:, None], count
+
+
+def masked_central_moment_discrepancy(x1: Tensor, x2: Tensor, weight: Tensor, moments: int = 5) -> Tensor:
+    """Central moment discrepancy of several pairs of samples at once, each over its own rows.
+
+    ``CMD_K(X, Y) = ‖E X − E Y‖₂ + Σ_{k=2..K} ‖C_k(X) − C_k(Y)‖₂`` with ``C_k(X) = E (X − E X)^k``
+    element-wise (Zellinger et al. 2017 without the range scaling, as in MISA).
+
+    Args:
+        x1, x2: ``[B, P, d]``, ``P`` pairs of ``B``-sample sets.
+        weight: ``[B, P]`` 0/1, the rows of each pair.
+        moments: ``K ≥ 1``.
+
+    Returns:
+        ``[P]`` discrepancies (0 for a pair without rows).
+    """
+    if moments < 1:
+        raise ValueError(f"CMD needs at least one moment, got {moments}")
+    w = weight.to(x1.dtype)
+    m1, count = _masked_mean(x1, w)
+    m2, _ = _masked_mean(x2, w)
+    c1, c2 = x1 - m1, x2 - m2  # [B, P, d]
+    n = count.clamp(min=1)[:, None]
+    diffs = [m1 - m2]
+    for k in range(2, moments + 1):
+        diffs.append((torch.einsum("bpd,bp->pd", c1.pow(k), w) - torch.einsum("bpd,bp->pd", c2.pow(k), w)) / n)
+    # ‖·‖₂ has a zero subgradient at 0 in torch (a plain sqrt would give NaN gradients for identical moments)
+    return torch.linalg.vector_norm(torch.stack(diffs), dim=-1).sum(0)
+
+
+def central_moment_discrepancy(x1: Tensor, x2: Tensor, moments: int = 5) -> Tensor:
+    """``CMD_K`` between two sample sets ``[N, d]`` (see :func:`masked_central_moment_discrepancy`)."""
+    ones = x1.new_ones(x1.shape[0], 1)
+    return masked_central_moment_discrepancy(x1[:, None], x2[:, None], ones, moments)[0]
+
+
+def masked_soft_orthogonality(x1: Tensor, x2: Tensor, weight: Tensor) -> Tensor:
+    """MISA's difference loss for several pairs at once, each over its own rows.
+
+    Each input is centred over its rows, every row is scaled to unit norm (the norm carries no gradient, as in
+    MISA), and the loss is ``‖X̂ᵀ Ŷ‖_F² / (d₁ d₂)``: 0 exactly when the two feature sets are orthogonal.
+
+    Args:
+        x1: ``[B, P, d1]``; x2: ``[B, P, d2]``.
+        weight: ``[B, P]`` 0/1, the rows of each pair.
+
+    Returns:
+        ``[P]``.
+    """
+    w = weight.to(x1.dtype)
+    m1, _ = _masked_mean(x1, w)
+    m2, _ = _masked_mean(x2, w)
+    c1, c2 = (x1 - m1) * w[..., None], (x2 - m2) * w[..., None]
+    c1 = c1 / (c1.detach().norm(dim=-1, keepdim=True) + 1e-6)
+    c2 = c2 / (c2.detach().norm(dim=-1, keepdim=True) + 1e-6)
+    return torch.einsum("bpi,bpj->pij", c1, c2).pow(2).mean(dim=(1, 2))
+
+
+def soft_orthogonality(x1: Tensor, x2: Tensor) -> Tensor:
+    """MISA's difference loss between ``[N, d1]`` and ``[N, d2]`` (see :func:`masked_soft_orthogonality`)."""
+    ones = x1.new_ones(x1.shape[0], 1)
+    return masked_soft_orthogonality(x1[:, None], x2[:, None], ones)[0]
+
+
+def _pairs(num_modalities: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    idx = list(itertools.combinations(range(num_modalities), 2))
+    if not idx:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty, empty
+    t = torch.tensor(idx, dtype=torch.long, device=device)
+    return t[:, 0], t[:, 1]
+
+
+def _mean_over_pairs(values: Tensor, counts: Tensor, min_count: int) -> Tensor:
+    ok = (counts >= min_count).to(values.dtype)
+    return (values * ok).sum() / ok.sum().clamp(min=1)
+
+
+def shared_similarity_loss(shared: Tensor, present: Tensor, moments: int = 5) -> Tensor:
+    """``L_sim``: mean over modality pairs ``(m, n)`` of ``CMD_K(Z^m, Z^n)`` over the samples holding both.
+
+    A pair held by fewer than two samples of the batch is skipped (its moments are not a distribution).
+    """
+    i, j = _pairs(shared.shape[1], shared.device)
+    if i.numel() == 0:
+        return shared.sum() * 0.0
+    both = present[:, i] & present[:, j]  # [B, P]
+    cmd = masked_central_moment_discrepancy(shared[:, i], shared[:, j], both, moments)
+    return _mean_over_pairs(cmd, both.sum(0), 2)
+
+
+def difference_loss(shared: Tensor, specific: Tensor, present: Tensor) -> Tensor:
+    """``L_diff = mean_m D(Z^m, U^m) + mean_{m<n} D(U^m, U^n)`` with ``D`` the soft orthogonality, each over the
+    samples holding the modalities (a term with fewer than two samples is skipped)."""
+    own = masked_soft_orthogonality(shared, specific, present)  # [M]
+    loss = _mean_over_pairs(own, present.sum(0), 2)
+    i, j = _pairs(shared.shape[1], shared.device)
+    if i.numel():
+        both = present[:, i] & present[:, j]
+        cross = masked_soft_orthogonality(specific[:, i], specific[:, j], both)
+        loss = loss + _mean_over_pairs(cross, both.sum(0), 2)
+    return loss
+
+
+@dataclass
+class SharedPrivateLossOutput:
+    """``total = supervised + sim_weight·similarity + diff_weight·difference + rec_weight·reconstruction``."""
+
+    total: Tensor
+    supervised: Tensor
+    supervised_unimodal: Tensor
+    supervised_fused: Tensor
+    similarity: Tensor
+    difference: Tensor
+    reconstruction: Tensor
+
+    def log_dict(self, prefix: str = "") -> dict[str, float]:
+        """Scalar parts for a logger."""
+        names = (
+            "total",
+            "supervised",
+            "supervised_unimodal",
+            "supervised_fused",
+            "similarity",
+            "difference",
+            "reconstruction",
+        )
+        return _log(prefix, {n: getattr(self, n) for n in names})
+
+
+class SharedPrivateLoss(nn.Module):
+    """MISA-style objective on a :class:`robult.models.RobultModel` output (``Z`` shared, ``U`` private).
+
+    ``L = L_sup + w_sim λ_lb L_sim + w_diff λ_rec L_diff + w_rec λ_rec L_rec``: ``L_sup`` on labeled samples,
+    the other terms on every sample. ``L_rec = mean_{(j, m) present} ‖r_m([U^m_j; Z^m_j]) − sg H^m_j‖² / d_h`` uses
+    the model's reconstructors on the *un-detached* ``[U; Z]``, so its gradient reaches the specific and shared
+    projectors and the encoders (unlike Robult's stop-gradient routing); the target ``H`` is detached so that the
+    encoders cannot shrink it to 0 to satisfy the decoder.
+
+    Args:
+        task: the task spec.
+        reconstructors: the model's ``r_m`` (``RobultModel.reconstructors``, a grouped MLP ``[B, M, d_u + d_z] →
+            [B, M, d_h]``); registered here too, so its parameters appear once in ``parameters()`` of a module
+            holding both model and loss.
+        config: uses ``lambda_lb`` (scales ``L_sim``), ``lambda_rec`` (scales ``L_diff`` and ``L_rec``) and
+            ``regression_loss``.
+        sim_weight, diff_weight, rec_weight: MISA's weights (1.0, 0.3, 1.0).
+        moments: ``K`` of the CMD (MISA: 5).
+    """
+
+    def __init__(
+        self,
+        task: TaskSpec,
+        reconstructors: nn.Module,
+        config: RobultLossConfig | None = None,
+        sim_weight: float = MISA_SIM_WEIGHT,
+        diff_weight: float = MISA_DIFF_WEIGHT,
+        rec_weight: float = MISA_RECON_WEIGHT,
+        moments: int = MISA_CMD_MOMENTS,
+    ) -> None:
+        super().__init__()
+        self.task = task
+        self.config = cfg = config or RobultLossConfig()
+        self.supervised = SupervisedLoss(task, cfg.regression_loss)
+        self.reconstructors = reconstructors
+        if moments < 1:
+            raise ValueError(f"CMD needs at least one moment, got {moments}")
+        weights = {"sim_weight": sim_weight, "diff_weight": diff_weight, "rec_weight": rec_weight}
+        bad = [k for k, v in weights.items() if not (math.isfinite(v) and v >= 0)]
+        if bad:
+            raise ValueError(f"shared_private {bad[0]} must be finite and non-negative, got {weights[bad[0]]}")
+        self.sim_weight = sim_weight * cfg.lambda_lb
+        self.diff_weight = diff_weight * cfg.lambda_rec
+        self.rec_weight = rec_weight * cfg.lambda_rec
+        self.moments = moments
+
+    def forward(self, output: RobultOutput, batch: Batch, epoch: float = 0.0) -> SharedPrivateLossOutput:
+        """Args: a RobultModel output, its batch and the epoch (unused: no term is ramped)."""
+        o = output
+        shared, specific, present = o.shared, o.specific, o.present
+        sup = self.supervised(o.logits, o.fused_logits, present, batch.target, batch.labeled)
+        zero = sup.total * 0.0
+        sim = shared_similarity_loss(shared, present, self.moments) if self.sim_weight else zero
+        diff = difference_loss(shared, specific, present) if self.diff_weight else zero
+        rec = zero
+        if self.rec_weight:
+            recon = self.reconstructors(torch.cat([specific, shared], dim=-1))
+            rec = reconstruction_loss(recon, o.hidden.detach(), present).total
+        total = sup.total + self.sim_weight * sim + self.diff_weight * diff + self.rec_weight * rec
+        return SharedPrivateLossOutput(total, sup.total, sup.unimodal, sup.fused, sim, diff, rec)
+
+
+__all__ = [
+    "MISA_CMD_MOMENTS",
+    "MISA_DIFF_WEIGHT",
+    "MISA_RECON_WEIGHT",
+    "MISA_SIM_WEIGHT",
+    "InstanceContrastiveLoss",
+    "InstanceContrastiveLossOutput",
+    "PseudoLabelLoss",
+    "PseudoLabelLossOutput",
+    "PseudoLabelOutput",
+    "SharedPrivateLoss",
+    "SharedPrivateLossOutput",
+    "central_moment_discrepancy",
+    "difference_loss",
+    "instance_contrastive_loss",
+    "masked_central_moment_discrepancy",
+    "masked_soft_orthogonality",
+    "pseudo_label_loss",
+    "shared_similarity_loss",
+    "soft_orthogonality",
+]
