@@ -16,6 +16,7 @@ from torch import nn
 
 from robult.batch import Batch
 from robult.evaluation.metrics import compute_metrics
+from robult.losses.contrastive import ContrastiveLossOutput
 from robult.specs import TaskSpec, all_subsets
 from robult.training.sampler import drop_modalities
 
@@ -59,7 +60,7 @@ def training_diagnostics(output: Any, batch: Batch, result: Any, task: TaskSpec,
         if fused.shape[0] >= 2:
             out["diag/uniformity_s"] = _uniformity(fused)
     con = getattr(result, "contrastive", None)
-    if con is not None and con.mean_weight is not None:
+    if isinstance(con, ContrastiveLossOutput) and con.mean_weight is not None:
         out["diag/pu_weight_mean"] = float(con.mean_weight)
         out["diag/pu_weight_low"] = float(con.saturation[0])
         out["diag/pu_weight_high"] = float(con.saturation[1])

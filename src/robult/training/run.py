@@ -241,6 +241,8 @@ def train_run(
     trainer = L.Trainer(
         accelerator=cfg.train.accelerator,
         devices=cfg.train.devices,
+        # a batch may lack a modality (its encoder then gets no gradient) and ablations leave modules unused
+        strategy="auto" if str(cfg.train.devices) == "1" else "ddp_find_unused_parameters_true",
         precision=cfg.train.precision,
         max_epochs=cfg.train.max_epochs,
         callbacks=cbs,
