@@ -258,6 +258,7 @@ def train_run(
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
         trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
 
     best_path = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
