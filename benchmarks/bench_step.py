@@ -47,14 +47,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=30)
-    ap.add_argument("--dims", type=str, default="256,256,256")
+    ap.add_argument("--dims", type=str, default="256,256,256", help="input width per modality")
+    ap.add_argument("--encoder-hidden", type=str, default="256", help="hidden widths of the MLP encoders")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dims = tuple(int(d) for d in args.dims.split(","))
     specs = [ModalitySpec(f"m{i}", "vector", (d,)) for i, d in enumerate(dims)]
     task = TaskSpec("multiclass", num_classes=10)
-    cfg = RobultConfig(hidden_dim=128, shared_dim=128, specific_dim=128)
+    hidden = tuple(int(h) for h in args.encoder_hidden.split(",") if h)
+    cfg = RobultConfig(hidden_dim=128, shared_dim=128, specific_dim=128, encoder_hidden=hidden)
 
     def step_fn(model, loss):
         opt = torch.optim.AdamW([*model.parameters(), *loss.parameters()], lr=1e-3)
@@ -72,7 +74,7 @@ def main() -> None:
     late = step_fn(LateFusionModel(specs, task, cfg), SupervisedOnlyLoss(task))
     t_r = time_it(robult, args.repeats)
     t_l = time_it(late, args.repeats)
-    print(f"threads={args.threads} M={len(dims)} dims={dims} batch=256 d_h=d_z=d_u=128")
+    print(f"threads={args.threads} M={len(dims)} dims={dims} encoder_hidden={hidden} batch=256 d_h=d_z=d_u=128")
     print(f"training step: robult {t_r * 1e3:.2f} ms, late fusion {t_l * 1e3:.2f} ms, ratio {t_r / t_l:.2f}x")
 
     print("soft PU contrastive loss (forward + backward), d=128, M=3:")
