@@ -95,3 +95,12 @@ def test_tiny_benchmark_writes_results_summary_and_plots(tmp_path: Path) -> None
     again = runner.invoke(app, args)
     assert again.exit_code == 0
     assert json.loads((out / "results.json").read_text())["runs"] == doc["runs"]
+
+
+def test_benchmark_keeps_the_config_dataset_unless_given(tmp_path: Path) -> None:
+    from robult.benchmark import _run_config
+    from robult.config import load_config
+
+    base = load_config(None, ["dataset.name=handwritten"])
+    assert _run_config(base, None, None, "robult", 0.05, 0, tmp_path).dataset.name == "handwritten"
+    assert _run_config(base, "cub", None, "robult", 0.05, 0, tmp_path).dataset.name == "cub"

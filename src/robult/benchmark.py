@@ -30,10 +30,11 @@ def parse_list(text: str, kind: Callable[[str], T], option: str) -> list[T]:
 
 
 def _run_config(
-    base: RunConfig, dataset: str, data_dir: Path | None, method: str, ratio: float, seed: int, out: Path
+    base: RunConfig, dataset: str | None, data_dir: Path | None, method: str, ratio: float, seed: int, out: Path
 ) -> RunConfig:
     data = base.model_dump(mode="json")
-    data["dataset"]["name"] = dataset
+    if dataset is not None:
+        data["dataset"]["name"] = dataset
     if data_dir is not None:
         data["dataset"]["data_dir"] = str(data_dir)
     data["train"].update(method=method, label_ratio=ratio, seed=seed, progress=False)
@@ -53,7 +54,7 @@ def _run_entry(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_benchmark(
-    dataset: str = "synthetic",
+    dataset: str | None = None,
     data_dir: Path | None = None,
     methods: Sequence[str] = ("robult", "supervised"),
     label_ratios: Sequence[float] = (0.05,),
@@ -116,7 +117,7 @@ def run_benchmark(
     )
     write_results(out / "results.json", doc)
     command = (
-        f"robult benchmark --dataset {dataset} --methods {','.join(methods)} "
+        f"robult benchmark --dataset {bundle.name} --methods {','.join(methods)} "
         f"--label-ratios {','.join(f'{r:g}' for r in label_ratios)} --seeds {len(seeds)}"
     )
     header = f"Command: `{command}`  \nWall time: {elapsed:.0f} s for {len(configs)} runs.\n"

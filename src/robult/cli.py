@@ -97,7 +97,9 @@ def evaluate(
 
 @app.command()
 def benchmark(
-    dataset: Annotated[str, typer.Option(help="Dataset name (see `robult datasets`).")] = "synthetic",
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset name (see `robult datasets`); default: the config's, else synthetic.")
+    ] = None,
     data_dir: Annotated[
         Path | None, typer.Option(help="Root data directory (default: $ROBULT_DATA_DIR or ../shared/data).")
     ] = None,
