@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("docs/results.md"))
     ap.add_argument("--commit", required=True)
     ap.add_argument("--datasets", default="handwritten,cub,pie,scene15,synthetic")
+    ap.add_argument("--notes", type=Path, default=Path("docs/results_notes.md"), help="markdown appended (findings)")
     args = ap.parse_args()
 
     datasets = [d for d in args.datasets.split(",") if (args.src / d / "r0.05" / "results.json").is_file()]
