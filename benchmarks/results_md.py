@@ -45,7 +45,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("docs/results.md"))
     ap.add_argument("--commit", required=True)
     ap.add_argument("--datasets", default="handwritten,cub,pie,scene15,synthetic")
-    ap.add_argument("--notes", type=Path, default=Path("docs/results_notes.md"), help="markdown appended (findings)")
+    ap.add_argument(
+        "--notes",
+        type=Path,
+        default=Path("docs/results_notes.md"),
+        help="markdown placed after the headline (findings)",
+    )
     args = ap.parse_args()
 
     datasets = [d for d in args.datasets.split(",") if (args.src / d / "r0.05" / "results.json").is_file()]
@@ -100,11 +105,13 @@ def main() -> None:
         "whose commands are given per dataset; the result JSONs are in `docs/results/` so the tables can be\n"
         "regenerated. Every method uses the same encoders, splits, labeled subsets, epochs/early-stopping rule\n"
         "and saved test masks. Hyper-parameters are the defaults of `configs/` for every method: **no per-method\n"
-        "search was run yet** (see the open items below). 3 seeds (the issue asks for 5).\n\n"
+        "search was run yet** (see the findings below). 3 seeds (the issue asks for 5).\n\n"
         "## Headline: mean over all modality subsets at 5% labels (test, %)\n\n"
         + "\n".join(head)
         + "\n\n'gap closed' = (robult − supervised) / (supervised@100% − supervised), both supervised at the same\n"
-        "seeds. Bold: best method at 5% labels.\n\n" + "\n".join(sections)
+        "seeds. Bold: best method at 5% labels.\n\n"
+        + (args.notes.read_text() + "\n" if args.notes.is_file() else "")
+        + "\n".join(sections)
     )
     atomic_write_text(args.out, text)
     print(f"wrote {args.out} ({len(datasets)} datasets)")
