@@ -109,5 +109,6 @@ def contrastive_share(b, specs, task, cfg, dims, repeats) -> tuple[float, float]
 
     return time_it(loss_only, repeats, warmup=2), time_it(full, repeats, warmup=2)
 
+
 if __name__ == "__main__":
     main()

@@ -55,5 +55,5 @@ def test_errors_name_the_key(tmp_path: Path, yaml_text: str, overrides: list[str
 
 
 def test_missing_file() -> None:
-    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
         load_config("nope.yaml")

@@ -68,7 +68,7 @@ def plot_diagnostics(run_dirs: Sequence[Path], path: Path) -> None:
                 ys = [series[x] for x in xs]
                 if not xs or all(math.isnan(y) for y in ys):
                     continue
-                label = run if key == prefix else f"{run} {key[len(prefix):].lstrip('/_')}"
+                label = run if key == prefix else f"{run} {key[len(prefix) :].lstrip('/_')}"
                 ax.plot(xs, ys, marker=".", label=label, linewidth=1)
                 drawn = True
         ax.set_title(title, fontsize=10)
