@@ -252,3 +252,23 @@ def test_keys_use_pseudo_labels_for_unlabeled_only() -> None:
         TaskSpec("multilabel", num_classes=2),
     )
     assert ml.tolist() == [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]
+
+
+def test_pseudo_label_threshold_isolates_unconfident_unlabeled() -> None:
+    fused = torch.tensor([[4.0, 0.0, 0.0], [0.3, 0.2, 0.0], [5.0, 0.0, 0.0], [0.0, 0.1, 0.0]])
+    target = torch.tensor([0, 0, 2, 1])
+    labeled = torch.tensor([False, False, False, True])
+    task = TaskSpec("multiclass", num_classes=3)
+    keys = contrastive_keys(target, labeled, fused, task, threshold=0.9)
+    # row 0 (p=0.96) and row 2 (p=0.99) keep pseudo-label 0; row 1 (p≈0.37) gets a key of its own; row 3 labeled
+    assert keys[0] == 0 and keys[2] == 0 and keys[3] == 1
+    assert keys[1] < 0 and (keys == keys[1]).sum() == 1
+    assert torch.equal(contrastive_keys(target, labeled, fused, task), torch.tensor([0, 0, 0, 1]))
+    binary = contrastive_keys(
+        torch.zeros(3),
+        torch.zeros(3, dtype=torch.bool),
+        torch.tensor([[3.0], [0.1], [-3.0]]),
+        TaskSpec("binary"),
+        threshold=0.9,
+    )
+    assert binary[0] == 1 and binary[2] == 0 and binary[1] < 0

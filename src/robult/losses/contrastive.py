@@ -64,18 +64,29 @@ def contrastive_keys(
     fused_logits: Tensor,
     task: TaskSpec,
     regression_bins: str = "sign",
+    threshold: float = 0.0,
 ) -> Tensor:
     """Class keys ``ỹ``: the label where labeled, the fused head's pseudo-label elsewhere (no gradient).
+
+    Args:
+        threshold: multiclass and binary only: an unlabeled sample whose pseudo-label confidence (max softmax /
+            sigmoid probability) is below it gets a key of its own (a negative id no other sample has), so it has
+            no candidate positive but itself. ``0`` (default, METHOD.md) trusts every pseudo-label.
 
     Returns ``[B]`` long keys (multiclass, binary, regression bins) or ``[B, L]`` 0/1 floats (multilabel).
     """
     fused_logits = fused_logits.detach()
     kind = task.kind
+    confident = None
     if kind == TaskKind.MULTICLASS:
-        pseudo = fused_logits.argmax(-1)
+        prob = fused_logits.softmax(-1)
+        pseudo = prob.argmax(-1)
+        confident = prob.max(-1).values >= threshold
         true = target.long()
     elif kind == TaskKind.BINARY:
-        pseudo = (fused_logits[:, 0] > 0).long()
+        p1 = fused_logits[:, 0].sigmoid()
+        pseudo = (p1 > 0.5).long()
+        confident = torch.maximum(p1, 1 - p1) >= threshold
         true = target.long()
     elif kind == TaskKind.MULTILABEL:
         pseudo = (fused_logits > 0).float()
@@ -84,6 +95,9 @@ def contrastive_keys(
     else:
         pseudo = regression_key(fused_logits[:, 0], regression_bins)
         true = regression_key(target.float(), regression_bins)
+    if confident is not None and threshold > 0:
+        own = -1 - torch.arange(len(pseudo), device=pseudo.device) - dist_utils.rank() * 1_000_000_000
+        pseudo = torch.where(confident, pseudo, own)
     return torch.where(labeled, true, pseudo)
 
 

@@ -28,6 +28,8 @@ class RobultLossConfig:
         warmup_epochs: ``λ_ulb`` ramps linearly from 0 to its value over these epochs (0: no ramp).
         regression_loss: ``l1`` or ``mse``.
         regression_bins: contrastive keys of regression labels: ``sign`` or ``7class``.
+        pseudo_label_threshold: unlabeled samples whose fused-head confidence is below it keep only themselves as
+            positive (multiclass / binary; 0 = trust every pseudo-label, METHOD.md's definition).
         soft_weights: weight PU candidates by ``K(π)`` (off: every candidate gets weight 0, i.e. only labeled
             positives and ``k = j`` count — the ``robult_supcon`` ablation).
     """
@@ -43,6 +45,7 @@ class RobultLossConfig:
     regression_loss: Literal["l1", "mse"] = "l1"
     regression_bins: Literal["sign", "7class"] = "sign"
     soft_weights: bool = True
+    pseudo_label_threshold: float = 0.0
 
 
 @dataclass
@@ -107,7 +110,14 @@ class RobultLoss(nn.Module):
         con: ContrastiveLossOutput | None = None
         lb = ulb = zero
         if cfg.lambda_lb > 0 or cfg.lambda_ulb > 0:
-            keys = contrastive_keys(batch.target, batch.labeled, output.fused_logits, self.task, cfg.regression_bins)
+            keys = contrastive_keys(
+                batch.target,
+                batch.labeled,
+                output.fused_logits,
+                self.task,
+                cfg.regression_bins,
+                cfg.pseudo_label_threshold,
+            )
             labeled = batch.labeled
             con = self.contrastive(output.shared, output.fused, output.present, keys, labeled)
             lb = con.labeled
