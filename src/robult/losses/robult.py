@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from robult.batch import Batch
 from robult.losses.contrastive import ContrastiveLossOutput, SoftPUContrastiveLoss, contrastive_keys
+from robult.losses.pseudo_label import pseudo_label_loss
 from robult.losses.reconstruction import reconstruction_loss
 from robult.losses.supervised import SupervisedLoss
 from robult.models.robult import RobultOutput
@@ -30,6 +31,11 @@ class RobultLossConfig:
         regression_bins: contrastive keys of regression labels: ``sign`` or ``7class``.
         pseudo_label_threshold: unlabeled samples whose fused-head confidence is below it keep only themselves as
             positive (multiclass / binary; 0 = trust every pseudo-label, METHOD.md's definition).
+        lambda_pseudo: weight of an optional self-training term (not in METHOD.md; 0 = off): every present
+            unimodal prediction of an unlabeled sample is trained towards the sample's confident pseudo-label (mean
+            of its unimodal predictions, detached, kept when its confidence is at least ``pseudo_confidence``),
+            ramped like ``λ_ulb``. See :func:`robult.losses.pseudo_label.pseudo_label_loss`.
+        pseudo_confidence: confidence threshold of that term.
         soft_weights: weight PU candidates by ``K(π)`` (off: every candidate gets weight 0, i.e. only labeled
             positives and ``k = j`` count — the ``robult_supcon`` ablation).
     """
@@ -46,6 +52,8 @@ class RobultLossConfig:
     regression_bins: Literal["sign", "7class"] = "sign"
     soft_weights: bool = True
     pseudo_label_threshold: float = 0.0
+    lambda_pseudo: float = 0.0
+    pseudo_confidence: float = 0.95
 
 
 @dataclass
@@ -61,6 +69,7 @@ class RobultLossOutput:
     reconstruction: Tensor
     lambda_ulb: float
     contrastive: ContrastiveLossOutput | None = None
+    pseudo_label: Tensor | None = None
 
     def log_dict(self, prefix: str = "") -> dict[str, float]:
         """Scalar parts for a logger."""
@@ -75,6 +84,8 @@ class RobultLossOutput:
         )
         out = {f"{prefix}{n}": float(getattr(self, n).detach()) for n in names}
         out[f"{prefix}lambda_ulb"] = self.lambda_ulb
+        if self.pseudo_label is not None:
+            out[f"{prefix}pseudo_label"] = float(self.pseudo_label.detach())
         return out
 
 
@@ -130,6 +141,12 @@ class RobultLoss(nn.Module):
                 )
             rec = reconstruction_loss(output.reconstruction, output.reconstruction_target, output.present).total
         total = sup.total + cfg.lambda_lb * lb + lam_ulb * ulb + cfg.lambda_rec * rec
+        pseudo = None
+        if cfg.lambda_pseudo > 0:
+            pseudo = pseudo_label_loss(
+                output.logits, output.present, batch.labeled, self.task, cfg.pseudo_confidence
+            ).loss
+            total = total + ramp_weight(cfg.lambda_pseudo, epoch, cfg.warmup_epochs) * pseudo
         return RobultLossOutput(
             total=total,
             supervised=sup.total,
@@ -140,6 +157,7 @@ class RobultLoss(nn.Module):
             reconstruction=rec,
             lambda_ulb=lam_ulb,
             contrastive=con,
+            pseudo_label=pseudo,
         )
 
 
