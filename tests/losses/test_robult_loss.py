@@ -1,0 +1,56 @@
+"""The total Robult objective: weights, warm-up ramp, ablation switches, optional self-training term."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robult.losses import RobultLoss, RobultLossConfig, ramp_weight
+from robult.losses.pseudo_label import pseudo_label_loss
+from robult.models import RobultConfig, RobultModel
+
+from ..conftest import make_batch
+
+
+def test_ramp_weight() -> None:
+    assert ramp_weight(2.0, 0.0, 4.0) == 0.0
+    assert ramp_weight(2.0, 1.0, 4.0) == 0.5
+    assert ramp_weight(2.0, 9.0, 4.0) == 2.0
+    assert ramp_weight(2.0, 0.0, 0.0) == 2.0
+
+
+@pytest.mark.parametrize("epoch", [0.0, 1.5, 10.0])
+def test_total_is_the_weighted_sum_of_its_parts(specs, task, epoch: float) -> None:
+    torch.manual_seed(0)
+    model = RobultModel(specs, task, RobultConfig(hidden_dim=32)).eval()
+    batch = make_batch(seed=11)
+    cfg = RobultLossConfig(lambda_lb=0.7, lambda_ulb=2.0, lambda_rec=0.3, warmup_epochs=3.0)
+    loss = RobultLoss(task, 3, cfg).eval()
+    out = loss(model(batch), batch, epoch=epoch)
+    lam = 2.0 * min(1.0, epoch / 3.0)
+    assert out.lambda_ulb == pytest.approx(lam)
+    expected = (
+        out.supervised + 0.7 * out.contrastive_labeled + lam * out.contrastive_unlabeled + 0.3 * out.reconstruction
+    )
+    assert out.total.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert out.supervised.item() == pytest.approx((out.supervised_unimodal + out.supervised_fused).item(), rel=1e-6)
+    assert set(out.log_dict("t/")) >= {"t/total", "t/contrastive_unlabeled", "t/reconstruction", "t/lambda_ulb"}
+
+
+def test_switches_and_self_training_term(specs, task) -> None:
+    torch.manual_seed(0)
+    model = RobultModel(specs, task, RobultConfig(hidden_dim=32)).eval()
+    batch = make_batch(seed=12)
+    output = model(batch)
+    supcon = RobultLoss(task, 3, RobultLossConfig(soft_weights=False)).eval()(output, batch, epoch=10)
+    assert supcon.contrastive_unlabeled.item() == 0.0
+    no_rec = RobultLoss(task, 3, RobultLossConfig(lambda_rec=0.0)).eval()(
+        model(batch, with_reconstruction=False), batch
+    )
+    assert no_rec.reconstruction.item() == 0.0
+    base = RobultLoss(task, 3, RobultLossConfig()).eval()(output, batch, epoch=10)
+    st = RobultLoss(task, 3, RobultLossConfig(lambda_pseudo=0.5, pseudo_confidence=0.01)).eval()(output, batch, epoch=10)
+    pl = pseudo_label_loss(output.logits, output.present, batch.labeled, task, 0.01).loss
+    assert pl.item() > 0
+    assert st.total.item() == pytest.approx((base.total + 0.5 * pl).item(), rel=1e-6)
+    assert st.log_dict()["pseudo_label"] == pytest.approx(pl.item())
