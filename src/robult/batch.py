@@ -232,7 +232,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
         """A new dataset holding the given rows (arrays are sliced, memmaps stay memmaps where possible)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         np_idx = idx.numpy()
-        inputs = {k: (v[idx] if isinstance(v, Tensor) else _RowView.of(v, np_idx)) for k, v in self.inputs.items()}
+        inputs = {k: (v[idx] if isinstance(v, Tensor) else RowView.of(v, np_idx)) for k, v in self.inputs.items()}
         return MultimodalDataset(
             self.modalities,
             self.task,
@@ -262,7 +262,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
         )
 
 
-class _RowView:
+class RowView:
     """A lazy row selection of a (memory-mapped) numpy array: ``view[i]`` reads rows ``rows[i]`` only."""
 
     def __init__(self, base: Any, rows: np.ndarray) -> None:
@@ -273,7 +273,7 @@ class _RowView:
 
     @classmethod
     def of(cls, base: Any, rows: np.ndarray) -> Any:
-        if isinstance(base, _RowView):
+        if isinstance(base, RowView):
             return cls(base.base, base.rows[rows])
         if isinstance(base, np.memmap):
             return cls(base, rows)

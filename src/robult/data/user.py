@@ -37,7 +37,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from robult.batch import MultimodalDataset, _RowView
+from robult.batch import MultimodalDataset, RowView
 from robult.data.registry import DatasetBundle, LoadOptions, register_dataset
 from robult.data.splits import strata, stratified_split
 from robult.specs import ModalityKind, ModalitySpec, TaskKind, TaskSpec
@@ -506,7 +506,7 @@ def load_user_dataset(path: str | Path, seed: int = 0, val_fraction: float = 0.1
     full = MultimodalDataset(
         specs,
         task,
-        {name: _RowView(readers[name], np.arange(n)) for name in names},
+        {name: RowView(readers[name], np.arange(n)) for name in names},
         torch.from_numpy(target),
         present=torch.from_numpy(present),
         lengths={k: torch.from_numpy(v) for k, v in lengths.items()},
