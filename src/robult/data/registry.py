@@ -97,15 +97,11 @@ def _import_builtins() -> None:
     global _BUILTINS_IMPORTED
     if _BUILTINS_IMPORTED:
         return
-    _BUILTINS_IMPORTED = True
     import importlib
 
     for module in ("robult.data.synthetic", "robult.data.multiview", "robult.data.paper", "robult.data.user"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:  # a module not written yet, never a missing third-party dependency
-            if err.name != module:
-                raise
+        importlib.import_module(module)
+    _BUILTINS_IMPORTED = True  # only once every built-in registered: a failed import is retried and re-raised
 
 
 def registered_datasets() -> dict[str, DatasetInfo]:

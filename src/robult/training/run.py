@@ -144,9 +144,9 @@ def _log_version(run_dir: Path, resume: bool) -> str:
     return f"resume-{k}"
 
 
-def load_weights(module: nn.Module, checkpoint: Path) -> None:
+def load_weights(module: nn.Module, checkpoint: Path) -> int:
     """Load a Lightning checkpoint's ``state_dict`` with ``torch.load(weights_only=True)`` (no arbitrary
-    unpickling of untrusted files)."""
+    unpickling of untrusted files). Returns the checkpoint's epoch (-1 when it has none)."""
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -154,6 +154,7 @@ def load_weights(module: nn.Module, checkpoint: Path) -> None:
     if "state_dict" not in state:
         raise ValueError(f"{checkpoint}: no 'state_dict' key; is it a robult checkpoint?")
     module.load_state_dict(state["state_dict"])
+    return int(state.get("epoch", -1))
 
 
 def train_run(
@@ -262,9 +263,8 @@ def train_run(
         trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
 
     best_path = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
-    load_weights(module, best_path)
+    best_epoch = load_weights(module, best_path)
     best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else math.nan
-    best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=True).get("epoch", -1))
 
     evaluation = None
     if evaluate_test and trainer.is_global_zero:
