@@ -80,6 +80,9 @@ class SyntheticConfig:
         mix: the label's component weights.
         noise: standard deviation of the additive input noise.
         label_noise: standard deviation of noise added to the label score (irreducible error).
+        margin: multiclass only: keep only samples whose top label score exceeds the runner-up by at least this
+            much (rejection sampling from a larger pool), so classes are separated by a low-density gap — the
+            cluster assumption under which unlabeled data can help. 0 (default) keeps every sample.
         seed: the seed of everything (mixing maps, factors, noise).
     """
 
@@ -95,6 +98,7 @@ class SyntheticConfig:
     mix: LabelMix = field(default_factory=LabelMix)
     noise: float = 0.3
     label_noise: float = 0.1
+    margin: float = 0.0
     seed: int = 0
 
     @property
@@ -139,11 +143,39 @@ def generate_synthetic(config: SyntheticConfig | None = None) -> SyntheticData:
     n = cfg.n_samples
     k = cfg.num_classes if kind in (TaskKind.MULTICLASS, TaskKind.MULTILABEL) else 1
 
-    redundant = rng.standard_normal((n, cfg.redundant_dim))
-    unique = [rng.standard_normal((n, cfg.unique_dim)) for _ in range(m)]
-    syn = {i: rng.standard_normal((n, cfg.synergy_dim)) for i in cfg.synergy_modalities}
-    nuisance = [rng.standard_normal((n, cfg.nuisance_dim)) for _ in range(m)]
+    if cfg.margin > 0 and kind != TaskKind.MULTICLASS:
+        raise ValueError("the synthetic `margin` option applies to multiclass tasks only")
+    pool = n if cfg.margin <= 0 else n * 20
+    redundant = rng.standard_normal((pool, cfg.redundant_dim))
+    unique = [rng.standard_normal((pool, cfg.unique_dim)) for _ in range(m)]
+    syn = {i: rng.standard_normal((pool, cfg.synergy_dim)) for i in cfg.synergy_modalities}
+    nuisance = [rng.standard_normal((pool, cfg.nuisance_dim)) for _ in range(m)]
     names = cfg.names
+
+    def label_scores(label_rng: np.random.Generator) -> np.ndarray:
+        """Standardised, weighted components mapped to k scores, plus label noise."""
+        mix = cfg.mix
+        comps: list[tuple[float, np.ndarray]] = [(mix.redundant, redundant)]
+        comps += list(zip(mix.unique_weights(m), unique, strict=True))
+        if syn:
+            comps.append((mix.synergy, np.prod(np.stack([syn[i] for i in cfg.synergy_modalities]), axis=0)))
+        out = np.zeros((len(redundant), k))
+        for weight, factor in comps:
+            proj = label_rng.standard_normal((factor.shape[1], k))
+            out += weight * _standardize(factor @ proj)
+        return out + cfg.label_noise * label_rng.standard_normal((len(redundant), k))
+
+    if cfg.margin > 0:  # labels first (own generator), then keep the samples with a clear margin
+        score = label_scores(np.random.default_rng([cfg.seed, 1]))
+        top2 = np.sort(score, axis=1)[:, -2:]
+        keep = np.flatnonzero(top2[:, 1] - top2[:, 0] >= cfg.margin)
+        if len(keep) < n:
+            raise ValueError(f"margin {cfg.margin} keeps {len(keep)} of {pool} candidates, fewer than {n}; lower it")
+        keep = keep[:n]
+        redundant, score = redundant[keep], score[keep]
+        unique = [u[keep] for u in unique]
+        nuisance = [z[keep] for z in nuisance]
+        syn = {i: v[keep] for i, v in syn.items()}
 
     inputs: dict[str, np.ndarray] = {}
     for i, d in enumerate(cfg.modality_dims):
@@ -155,18 +187,8 @@ def generate_synthetic(config: SyntheticConfig | None = None) -> SyntheticData:
         x = np.tanh(f @ w1) @ w2
         x = _standardize(x) + cfg.noise * rng.standard_normal((n, d))
         inputs[names[i]] = x.astype(np.float32)
-
-    # label: standardised, weighted components mapped to k scores
-    mix = cfg.mix
-    comps: list[tuple[float, np.ndarray]] = [(mix.redundant, redundant)]
-    comps += list(zip(mix.unique_weights(m), unique, strict=True))
-    if syn:
-        comps.append((mix.synergy, np.prod(np.stack([syn[i] for i in cfg.synergy_modalities]), axis=0)))
-    score = np.zeros((n, k))
-    for weight, factor in comps:
-        proj = rng.standard_normal((factor.shape[1], k))
-        score += weight * _standardize(factor @ proj)
-    score += cfg.label_noise * rng.standard_normal((n, k))
+    if cfg.margin <= 0:  # the original draw order: inputs, then the label maps from the same generator
+        score = label_scores(rng)
 
     if kind == TaskKind.MULTICLASS:
         target = score.argmax(1).astype(np.int64)
