@@ -57,6 +57,7 @@ from torch import nn
 from robult.batch import MultimodalDataset
 from robult.data.registry import DatasetBundle, LoadOptions, register_dataset, resolve_data_dir
 from robult.data.splits import stratified_split
+from robult.modules.encoders import ConvImageEncoder
 from robult.specs import ModalitySpec, TaskSpec
 from robult.utils.io import atomic_open
 
@@ -173,31 +174,16 @@ class MiniLMTextEncoder:
         return np.asarray(out, dtype=np.float32)
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(ConvImageEncoder):
     """A small randomly initialised (but seeded, hence reproducible) CNN: ``(B, 3, H, W)`` → ``(B, out_dim)``.
 
     A weak default that needs no weights: random convolutional features. Pass a pretrained model for real results.
     """
 
     def __init__(self, out_dim: int = 128, width: int = 16, seed: int = 0) -> None:
-        super().__init__()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            w = width
-            self.features = nn.Sequential(
-                nn.Conv2d(3, w, 3, stride=2, padding=1),
-                nn.ReLU(),
-                nn.Conv2d(w, 2 * w, 3, stride=2, padding=1),
-                nn.ReLU(),
-                nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1),
-                nn.ReLU(),
-                nn.AdaptiveAvgPool2d(1),
-                nn.Flatten(),
-            )
-            self.head = nn.Linear(4 * w, out_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+            super().__init__(3, out_dim, width, activation=nn.ReLU)
 
 
 def _resolve_text_encoder(enc: TextEncoder | str | None) -> TextEncoder:

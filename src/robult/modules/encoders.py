@@ -135,25 +135,26 @@ class TransformerSequenceEncoder(nn.Module):
 
 
 class ConvImageEncoder(nn.Module):
-    """A small CNN for ``[B, C, H, W]`` images (a weak default; pass a pretrained backbone for real images)."""
+    """A small CNN for ``[B, C, H, W]`` images (a weak default; pass a pretrained backbone for real images):
+    three stride-2 convolutions, global average pooling (``features``) and a linear ``head``."""
 
-    def __init__(self, in_channels: int, out_dim: int, width: int = 32) -> None:
+    def __init__(self, in_channels: int, out_dim: int, width: int = 32, activation: type[nn.Module] = nn.GELU) -> None:
         super().__init__()
-        self.net = nn.Sequential(
+        self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, stride=2, padding=1),
-            nn.GELU(),
+            activation(),
             nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
-            nn.GELU(),
+            activation(),
             nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1),
-            nn.GELU(),
+            activation(),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
-            nn.Linear(4 * width, out_dim),
         )
+        self.head = nn.Linear(4 * width, out_dim)
         self.out_dim = out_dim
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        return self.head(self.features(x))
 
 
 def build_encoder(spec: ModalitySpec, out_dim: int, sequence_encoder: str = "gru", **kwargs: object) -> nn.Module:
