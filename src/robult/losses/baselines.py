@@ -30,7 +30,7 @@ from robult.batch import Batch
 from robult.losses.pseudo_label import PseudoLabelOutput, pseudo_label_loss
 from robult.losses.reconstruction import reconstruction_loss
 from robult.losses.robult import RobultLossConfig, ramp_weight
-from robult.losses.supervised import SupervisedLoss, SupervisedLossOutput
+from robult.losses.supervised import SupervisedLoss, SupervisedLossOutput, scalar_log
 from robult.models.robult import RobultOutput
 from robult.specs import TaskSpec
 from robult.utils import distributed as dist_utils
@@ -41,10 +41,6 @@ MISA_SIM_WEIGHT = 1.0
 MISA_DIFF_WEIGHT = 0.3
 MISA_RECON_WEIGHT = 1.0
 MISA_CMD_MOMENTS = 5
-
-
-def _log(prefix: str, parts: dict[str, Tensor | float]) -> dict[str, float]:
-    return {f"{prefix}{k}": float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in parts.items()}
 
 
 # ====================================================================== pseudo-labels
@@ -61,7 +57,7 @@ class PseudoLabelLossOutput:
 
     def log_dict(self, prefix: str = "") -> dict[str, float]:
         """Scalar parts for a logger."""
-        return _log(
+        return scalar_log(
             prefix,
             {
                 "total": self.total,
@@ -148,7 +144,7 @@ class InstanceContrastiveLossOutput:
 
     def log_dict(self, prefix: str = "") -> dict[str, float]:
         """Scalar parts for a logger."""
-        return _log(
+        return scalar_log(
             prefix,
             {
                 "total": self.total,
@@ -320,7 +316,7 @@ class SharedPrivateLossOutput:
             "difference",
             "reconstruction",
         )
-        return _log(prefix, {n: getattr(self, n) for n in names})
+        return scalar_log(prefix, {n: getattr(self, n) for n in names})
 
 
 class SharedPrivateLoss(nn.Module):

@@ -11,7 +11,7 @@ from robult.batch import Batch
 from robult.losses.contrastive import ContrastiveLossOutput, SoftPUContrastiveLoss, contrastive_keys
 from robult.losses.pseudo_label import pseudo_label_loss
 from robult.losses.reconstruction import reconstruction_loss
-from robult.losses.supervised import SupervisedLoss
+from robult.losses.supervised import SupervisedLoss, scalar_log
 from robult.models.robult import RobultOutput
 from robult.specs import TaskSpec
 
@@ -82,11 +82,11 @@ class RobultLossOutput:
             "contrastive_unlabeled",
             "reconstruction",
         )
-        out = {f"{prefix}{n}": float(getattr(self, n).detach()) for n in names}
-        out[f"{prefix}lambda_ulb"] = self.lambda_ulb
+        parts: dict[str, Tensor | float] = {n: getattr(self, n) for n in names}
+        parts["lambda_ulb"] = self.lambda_ulb
         if self.pseudo_label is not None:
-            out[f"{prefix}pseudo_label"] = float(self.pseudo_label.detach())
-        return out
+            parts["pseudo_label"] = self.pseudo_label
+        return scalar_log(prefix, parts)
 
 
 def ramp_weight(value: float, epoch: float, warmup_epochs: float) -> float:

@@ -38,6 +38,11 @@ def task_loss(pred: Tensor, target: Tensor, task: TaskSpec, regression_loss: str
     raise ValueError(f"unknown regression loss {regression_loss!r}; use one of {REGRESSION_LOSSES}")
 
 
+def scalar_log(prefix: str, parts: dict[str, Tensor | float]) -> dict[str, float]:
+    """``{prefix + name: float}`` from tensors (detached) and numbers: the ``log_dict`` of every loss result."""
+    return {f"{prefix}{k}": float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in parts.items()}
+
+
 @dataclass
 class SupervisedLossOutput:
     """``total = unimodal + fused``; ``unimodal`` is the mean over labeled (sample, present modality) pairs."""
@@ -48,11 +53,9 @@ class SupervisedLossOutput:
 
     def log_dict(self, prefix: str = "") -> dict[str, float]:
         """Scalar parts for a logger."""
-        return {
-            f"{prefix}total": float(self.total.detach()),
-            f"{prefix}supervised_unimodal": float(self.unimodal.detach()),
-            f"{prefix}supervised_fused": float(self.fused.detach()),
-        }
+        return scalar_log(
+            prefix, {"total": self.total, "supervised_unimodal": self.unimodal, "supervised_fused": self.fused}
+        )
 
 
 def supervised_loss(
