@@ -87,6 +87,7 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     bundles: dict[int, Any] = {}
     entries = []
+    first: dict[str, Any] = {}
     start = time.perf_counter()
     bar = tqdm(configs, desc="benchmark", unit="run")
     for cfg in bar:
@@ -103,10 +104,11 @@ def run_benchmark(
                 bundles[seed] = load_bundle(cfg)
             resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
             train_run(cfg, resume=resume, bundle=bundles[seed])
-        entries.append(_run_entry(json.loads(result_file.read_text())))
+        result = json.loads(result_file.read_text())
+        first = first or result  # metric and direction of the grid (the same for every run of one dataset)
+        entries.append(_run_entry(result))
     elapsed = time.perf_counter() - start
     bundle = bundles.get(seeds[0]) or load_bundle(configs[0])
-    first = json.loads((Path(configs[0].out_dir) / configs[0].run_name() / "result.json").read_text())
     doc = results_document(
         dataset=bundle.name,
         task=bundle.task.kind.value,
