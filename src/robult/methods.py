@@ -164,6 +164,15 @@ register_method(
         loss_defaults={"soft_weights": False},
     )
 )
+register_method(
+    Method(
+        "robult_st",
+        "Robult + self-training of the unimodal heads on confident pseudo-labels (loss.lambda_pseudo = 1; a "
+        "proposed extension of METHOD.md)",
+        _build_robult,
+        loss_defaults={"lambda_pseudo": 1.0},
+    )
+)
 for _kernel in ("rbf", "laplace", "cauchy", "one_sided"):
     register_method(
         Method(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from robult.data import load_dataset
-from robult.data.synthetic import LabelMix, SyntheticConfig, generate_synthetic, predictive_subsets
+from robult.data.synthetic import CLUSTERS, LabelMix, SyntheticConfig, generate_synthetic, predictive_subsets
 
 
 def _probe_accuracy(x: np.ndarray, y: np.ndarray, num_classes: int) -> float:
@@ -126,3 +127,23 @@ def test_margin_option_separates_classes_and_keeps_the_default() -> None:
     assert _probe_accuracy(x_sep, sep.target, 4) > _probe_accuracy(x_plain, plain.target, 4) + 0.1
     with pytest.raises(ValueError, match="multiclass tasks only"):
         generate_synthetic(SyntheticConfig(n_samples=50, task="binary", margin=1.0))
+
+
+def test_clusters_preset_has_balanced_separated_classes_and_accepts_overrides() -> None:
+    bundle = load_dataset("synthetic_clusters", seed=0)
+    assert bundle.name == "synthetic_clusters" and bundle.task.num_classes == 10
+    assert len(bundle.train) + len(bundle.val) + len(bundle.test) == 3000
+    counts = np.bincount(bundle.train.target.numpy(), minlength=10)
+    assert counts.min() >= counts.max() - 2  # balanced
+    # the label is the cluster of the redundant factor, which every modality carries: a linear probe on the
+    # smallest modality alone is far above chance (1/10)
+    data = generate_synthetic(replace(CLUSTERS, n_samples=1500))
+    np.testing.assert_array_equal(np.bincount(data.target), np.full(10, 150))
+    assert _probe_accuracy(data.inputs["m2"], data.target, 10) > 0.6
+    assert set(map(tuple, predictive_subsets(CLUSTERS).values())) == {("redundant",)}
+    small = load_dataset("synthetic_clusters", n_samples=400, num_classes=8)
+    assert small.task.num_classes == 8 and len(small.train) + len(small.val) + len(small.test) == 400
+    with pytest.raises(ValueError, match="unknown synthetic dataset option 'classes'"):
+        load_dataset("synthetic_clusters", classes=3)
+    with pytest.raises(ValueError, match="cluster_std"):
+        generate_synthetic(replace(CLUSTERS, task="binary"))

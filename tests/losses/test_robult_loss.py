@@ -49,7 +49,9 @@ def test_switches_and_self_training_term(specs, task) -> None:
     )
     assert no_rec.reconstruction.item() == 0.0
     base = RobultLoss(task, 3, RobultLossConfig()).eval()(output, batch, epoch=10)
-    st = RobultLoss(task, 3, RobultLossConfig(lambda_pseudo=0.5, pseudo_confidence=0.01)).eval()(output, batch, epoch=10)
+    st = RobultLoss(task, 3, RobultLossConfig(lambda_pseudo=0.5, pseudo_confidence=0.01)).eval()(
+        output, batch, epoch=10
+    )
     pl = pseudo_label_loss(output.logits, output.present, batch.labeled, task, 0.01).loss
     assert pl.item() > 0
     assert st.total.item() == pytest.approx((base.total + 0.5 * pl).item(), rel=1e-6)
