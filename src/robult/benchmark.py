@@ -30,13 +30,25 @@ def parse_list(text: str, kind: Callable[[str], T], option: str) -> list[T]:
 
 
 def _run_config(
-    base: RunConfig, dataset: str | None, data_dir: Path | None, method: str, ratio: float, seed: int, out: Path
+    base: RunConfig,
+    dataset: str | None,
+    data_dir: Path | None,
+    method: str,
+    ratio: float,
+    seed: int,
+    out: Path,
+    tuned: Path | None = None,
 ) -> RunConfig:
     data = base.model_dump(mode="json")
     if dataset is not None:
         data["dataset"]["name"] = dataset
     if data_dir is not None:
         data["dataset"]["data_dir"] = str(data_dir)
+    if tuned is not None:
+        from robult.tuning import apply_overrides, load_tuned, tuned_file
+
+        settings = load_tuned(tuned, method, ratio, data["dataset"]["name"])
+        apply_overrides(data, settings, str(tuned_file(tuned, method, ratio)))
     data["train"].update(method=method, label_ratio=ratio, seed=seed, progress=False)
     data["name"] = f"{method}-r{ratio:g}-s{seed}"
     data["out_dir"] = str(out / "runs")
@@ -63,8 +75,10 @@ def run_benchmark(
     config: Path | None = None,
     overrides: Sequence[str] | None = None,
     diagnostics: bool = False,
+    tuned: Path | None = None,
 ) -> str:
-    """Run the grid and write ``OUT/results.json``, ``OUT/summary.md``, ``OUT/random_rate.png``,
+    """Run the grid (with each method's ``tuned`` overrides from ``robult tune``, where given) and write
+    ``OUT/results.json``, ``OUT/summary.md``, ``OUT/random_rate.png``,
     ``OUT/subsets.png`` (and ``OUT/diagnostics.png`` with ``diagnostics``). Returns the summary markdown."""
     from tqdm.auto import tqdm
 
@@ -83,7 +97,9 @@ def run_benchmark(
         if not 0 < r <= 1:
             raise ValueError(f"--label-ratios: {r} is not in (0, 1]")
     grid = [(m, r, s) for m in methods for r in label_ratios for s in seeds]
-    configs = [_run_config(base, dataset, data_dir, m, r, s, out) for m, r, s in grid]  # validates every method
+    if tuned is not None and not Path(tuned).is_dir():
+        raise ConfigError(f"--tuned: {tuned} is not a directory")
+    configs = [_run_config(base, dataset, data_dir, m, r, s, out, tuned) for m, r, s in grid]  # validates every method
     out.mkdir(parents=True, exist_ok=True)
     bundles: dict[int, Any] = {}
     entries = []
@@ -121,6 +137,7 @@ def run_benchmark(
     command = (
         f"robult benchmark --dataset {bundle.name} --methods {','.join(methods)} "
         f"--label-ratios {','.join(f'{r:g}' for r in label_ratios)} --seeds {len(seeds)}"
+        + (f" --tuned {tuned}" if tuned is not None else "")
     )
     header = f"Command: `{command}`  \nWall time: {elapsed:.0f} s for {len(configs)} runs.\n"
     write_summary(out / "summary.md", doc, extra_header=header)

@@ -112,6 +112,10 @@ def benchmark(
     diagnostics: Annotated[
         bool, typer.Option(help="Also plot per-epoch diagnostics (U norms, PU weights, pseudo-labels, alignment).")
     ] = False,
+    tuned: Annotated[
+        Path | None,
+        typer.Option(help="Directory of `robult tune --write` files: each method runs with its tuned settings."),
+    ] = None,
 ) -> None:
     """Train every method x label ratio x seed, evaluate both protocols, write results.json, summary.md, plots."""
     try:
@@ -131,11 +135,54 @@ def benchmark(
             config=config,
             overrides=set_,
             diagnostics=diagnostics,
+            tuned=tuned,
         )
     except _user_errors() as err:
         _fail(str(err))
         return
     typer.echo(summary)
+
+
+@app.command()
+def tune(
+    dataset: Annotated[str | None, typer.Option(help="Dataset name; default: the config's, else synthetic.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Root data directory.")] = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = "robult,supervised",
+    label_ratio: Annotated[float, typer.Option(help="Label ratio to tune at.")] = 0.05,
+    trials: Annotated[int, typer.Option(help="Trials per method (the same budget for all; trial 0 = defaults).")] = 8,
+    seeds: Annotated[int, typer.Option(help="Training seeds per trial: 0..N-1 (validation scores averaged).")] = 1,
+    search_seed: Annotated[int, typer.Option(help="Seed of the trial sampler.")] = 0,
+    out: Annotated[Path, typer.Option(help="Output directory (trial runs, tune.json).")] = Path("robult_runs/tune"),
+    write: Annotated[
+        Path | None, typer.Option(help="Write each method's winning settings here, for `benchmark --tuned`.")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Base YAML config for every trial.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key for every trial.")] = None,
+) -> None:
+    """Choose each method's hyper-parameters on the validation split with an equal trial budget (no test data)."""
+    try:
+        from robult.benchmark import parse_list
+        from robult.tuning import run_tuning
+
+        if seeds < 1:
+            raise ValueError("--seeds must be at least 1")
+        text = run_tuning(
+            dataset=dataset,
+            data_dir=data_dir,
+            methods=parse_list(methods, str, "--methods"),
+            label_ratio=label_ratio,
+            trials=trials,
+            seeds=list(range(seeds)),
+            search_seed=search_seed,
+            out=out,
+            write=write,
+            config=config,
+            overrides=set_,
+        )
+    except _user_errors() as err:
+        _fail(str(err))
+        return
+    typer.echo(text)
 
 
 @app.command()

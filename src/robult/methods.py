@@ -103,7 +103,7 @@ def _build_pseudolabel(modalities, task, model_options, loss_options, encoders=N
             stacklevel=2,
         )
     model = LateFusionModel(modalities, task, model_cfg, encoders)
-    return model, PseudoLabelLoss(task, loss_cfg, threshold=PSEUDO_LABEL_THRESHOLD)
+    return model, PseudoLabelLoss(task, loss_cfg, threshold=loss_cfg.pseudo_confidence)
 
 
 def _build_contrastive(modalities, task, model_options, loss_options, encoders=None):
@@ -127,8 +127,6 @@ def _build_shared_private(modalities, task, model_options, loss_options, encoder
     return model, SharedPrivateLoss(task, model.reconstructors, loss_cfg)
 
 
-# FixMatch's confidence threshold; the run config has no key for it (the ``loss`` section mirrors RobultLossConfig)
-PSEUDO_LABEL_THRESHOLD = 0.95
 # modality dropout rate of ``moddrop`` and ``pseudolabel`` (per present entry, at least one modality kept)
 MODALITY_DROPOUT = 0.5
 

@@ -35,7 +35,7 @@ class RobultLossConfig:
             unimodal prediction of an unlabeled sample is trained towards the sample's confident pseudo-label (mean
             of its unimodal predictions, detached, kept when its confidence is at least ``pseudo_confidence``),
             ramped like ``λ_ulb``. See :func:`robult.losses.pseudo_label.pseudo_label_loss`.
-        pseudo_confidence: confidence threshold of that term.
+        pseudo_confidence: confidence threshold of that term (and of the ``pseudolabel`` baseline's pseudo-labels).
         soft_weights: weight PU candidates by ``K(π)`` (off: every candidate gets weight 0, i.e. only labeled
             positives and ``k = j`` count — the ``robult_supcon`` ablation).
     """

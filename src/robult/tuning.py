@@ -1,0 +1,268 @@
+"""``robult tune``: hyper-parameters chosen on the validation split, with the same search budget for every method.
+
+For each method, trial 0 runs the committed defaults and trials ``1..N-1`` draw distinct settings from the
+method's search space (:data:`SEARCH_SPACES`; every method also searches :data:`COMMON`), with a generator seeded
+by the method's name and ``--seed``. Every trial trains on the same split and labeled subset (the training seeds
+``0..seeds-1``), and the trial with the best validation score (mean over seeds of the run's selection score: the
+validation mean over all modality subsets of the primary metric) wins. The test split is never read.
+
+Outputs: ``OUT/tune.json`` (every trial: settings, validation scores, best epochs) and, per method, a YAML file
+``<method>-r<ratio>.yaml`` in the ``--write`` directory holding the winning overrides;
+``robult benchmark --tuned DIR`` applies them to that method's runs at that label ratio. A finished trial is
+reused and an interrupted one resumed, so re-running the command finishes the search.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from robult.config import ConfigError, RunConfig, load_config, validate_config
+from robult.utils.io import atomic_write_json, atomic_write_text
+
+# searched for every method (dotted config keys -> candidate values)
+COMMON: dict[str, list[Any]] = {
+    "train.lr": [3e-4, 1e-3, 3e-3],
+    "train.weight_decay": [1e-5, 1e-4, 1e-3],
+    "model.dropout": [0.0, 0.1, 0.3],
+}
+_LABELED_SHARE = {"train.labeled_share": [0.1, 0.25, 0.5]}
+_ROBULT = {
+    "loss.temperature": [0.1, 0.2, 0.5, 1.0],
+    "loss.lambda_lb": [0.3, 1.0],
+    "loss.lambda_ulb": [0.3, 1.0],
+    "loss.sigma_min": [0.05, 0.3],
+    **_LABELED_SHARE,
+}
+_DROPOUT = {"train.modality_dropout": [0.3, 0.5, 0.7]}
+# method -> its own keys (beyond COMMON); a method missing here searches COMMON only
+SEARCH_SPACES: dict[str, dict[str, list[Any]]] = {
+    "robult": _ROBULT,
+    "robult_no_rec": _ROBULT,
+    "robult_supcon": _ROBULT,
+    "robult_st": {**_ROBULT, "loss.pseudo_confidence": [0.8, 0.9, 0.95]},
+    "robult_labeled_only": {"loss.temperature": [0.1, 0.2, 0.5, 1.0], "loss.lambda_lb": [0.3, 1.0]},
+    **{f"robult_{k}": _ROBULT for k in ("rbf", "laplace", "cauchy", "one_sided")},
+    "supervised": {},
+    "moddrop": _DROPOUT,
+    "pseudolabel": {
+        **_DROPOUT,
+        "loss.pseudo_confidence": [0.8, 0.9, 0.95],
+        "loss.lambda_ulb": [0.3, 1.0],
+        **_LABELED_SHARE,
+    },
+    "contrastive": {"loss.temperature": [0.1, 0.2, 0.5, 1.0], "loss.lambda_ulb": [0.3, 1.0], **_LABELED_SHARE},
+    "shared_private": {"loss.lambda_lb": [0.3, 1.0], "loss.lambda_rec": [0.3, 1.0], **_LABELED_SHARE},
+}
+
+
+def search_space(method: str) -> dict[str, list[Any]]:
+    """The full space of ``method``: :data:`COMMON` plus its own keys."""
+    from robult.methods import get_method
+
+    get_method(method)  # unknown names fail here, naming the known ones
+    return {**COMMON, **SEARCH_SPACES.get(method, {})}
+
+
+def sample_trials(method: str, trials: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``trials`` distinct settings: ``{}`` (the defaults) first, then seeded draws from the method's space."""
+    if trials < 1:
+        raise ValueError(f"--trials must be at least 1, got {trials}")
+    space = search_space(method)
+    keys = sorted(space)
+    size = math.prod(len(space[k]) for k in keys)
+    if trials > size + 1:
+        raise ValueError(f"{method}: --trials {trials} exceeds the {size + 1} settings of its search space")
+    rng = np.random.default_rng([seed, zlib.crc32(method.encode())])
+    out: list[dict[str, Any]] = [{}]
+    seen: set[tuple] = set()
+    while len(out) < trials:
+        pick = tuple(int(rng.integers(len(space[k]))) for k in keys)
+        if pick in seen:
+            continue
+        seen.add(pick)
+        out.append({k: space[k][i] for k, i in zip(keys, pick, strict=True)})
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any], where: str) -> None:
+    """Set dotted ``section.key`` values in a config dict (in place); unknown sections are an error."""
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        if not key or not isinstance(data.get(section), dict):
+            raise ConfigError(f"{where}: {dotted!r} is not a `section.key` of the run config")
+        data[section][key] = value
+
+
+def tuned_file(directory: Path, method: str, ratio: float) -> Path:
+    return Path(directory) / f"{method}-r{ratio:g}.yaml"
+
+
+def load_tuned(directory: Path, method: str, ratio: float, dataset: str) -> dict[str, Any]:
+    """The overrides tuned for (method, ratio) in ``directory`` (``{}`` when there is no file)."""
+    path = tuned_file(directory, method, ratio)
+    if not path.is_file():
+        return {}
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("overrides"), dict):
+        raise ConfigError(f"{path}: expected a mapping with an `overrides` mapping")
+    if doc.get("dataset") != dataset:
+        raise ConfigError(f"{path}: tuned on dataset {doc.get('dataset')!r}, not {dataset!r}")
+    return dict(doc["overrides"])
+
+
+def _trial_config(
+    base: RunConfig,
+    dataset: str | None,
+    data_dir: Path | None,
+    method: str,
+    ratio: float,
+    seed: int,
+    index: int,
+    overrides: Mapping[str, Any],
+    out: Path,
+) -> RunConfig:
+    data = base.model_dump(mode="json")
+    if dataset is not None:
+        data["dataset"]["name"] = dataset
+    if data_dir is not None:
+        data["dataset"]["data_dir"] = str(data_dir)
+    apply_overrides(data, overrides, f"{method} trial {index}")
+    data["train"].update(method=method, label_ratio=ratio, seed=seed, progress=False)
+    data["name"] = f"{method}-r{ratio:g}-t{index}-s{seed}"
+    data["out_dir"] = str(out / "trials")
+    return validate_config(data, f"{method} trial {index}")
+
+
+def run_tuning(
+    dataset: str | None = None,
+    data_dir: Path | None = None,
+    methods: Sequence[str] = ("robult", "supervised"),
+    label_ratio: float = 0.05,
+    trials: int = 8,
+    seeds: Sequence[int] = (0,),
+    search_seed: int = 0,
+    out: Path = Path("robult_runs/tune"),
+    write: Path | None = None,
+    config: Path | None = None,
+    overrides: Sequence[str] | None = None,
+) -> str:
+    """Run the search; write ``OUT/tune.json`` and the winners to ``write`` (if given). Returns a text table."""
+    from tqdm.auto import tqdm
+
+    from robult.training.run import load_bundle, train_run
+
+    if not 0 < label_ratio <= 1:
+        raise ValueError(f"--label-ratio: {label_ratio} is not in (0, 1]")
+    base = load_config(config, list(overrides or []))
+    plan = {m: sample_trials(m, trials, search_seed) for m in methods}
+    jobs = [
+        (m, i, s, _trial_config(base, dataset, data_dir, m, label_ratio, s, i, settings, out))
+        for m, settings_list in plan.items()
+        for i, settings in enumerate(settings_list)
+        for s in seeds
+    ]  # every trial config is validated before anything trains
+    out.mkdir(parents=True, exist_ok=True)
+    bundles: dict[int, Any] = {}
+    scores: dict[tuple[str, int], list[float]] = {}
+    epochs: dict[tuple[str, int], list[int]] = {}
+    maximize = True
+    name = base.dataset.name if dataset is None else dataset
+    bar = tqdm(jobs, desc="tune", unit="run")
+    for method, index, seed, cfg in bar:
+        bar.set_postfix_str(cfg.run_name())
+        run_dir = Path(cfg.out_dir) / cfg.run_name()
+        done = run_dir / "trial.json"
+        if not done.is_file():
+            if seed not in bundles:
+                bundles[seed] = load_bundle(cfg)
+            resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+            res = train_run(cfg, resume=resume, bundle=bundles[seed], evaluate_test=False)
+            from robult.evaluation.metrics import higher_is_better
+
+            bundle = bundles[seed]
+            atomic_write_json(
+                done,
+                {
+                    "dataset": bundle.name,
+                    "metric": bundle.primary_metric,
+                    "higher_is_better": higher_is_better(bundle.primary_metric),
+                    "best_val_score": res.best_score,
+                    "best_epoch": res.best_epoch,
+                },
+            )
+        record = json.loads(done.read_text())
+        name, maximize = record["dataset"], record["higher_is_better"]
+        scores.setdefault((method, index), []).append(record["best_val_score"])
+        epochs.setdefault((method, index), []).append(record["best_epoch"])
+
+    doc: dict[str, Any] = {
+        "dataset": name,
+        "label_ratio": label_ratio,
+        "trials": trials,
+        "seeds": list(seeds),
+        "search_seed": search_seed,
+        "selection": "validation mean over modality subsets of the primary metric, mean over seeds",
+        "higher_is_better": maximize,
+        "methods": {},
+    }
+    lines = [f"validation score (mean over subsets), {name}, {label_ratio:g} labels, {trials} trials per method"]
+    for method, settings_list in plan.items():
+        rows = []
+        for i, settings in enumerate(settings_list):
+            vals = scores[(method, i)]
+            mean = statistics.mean(vals) if all(math.isfinite(v) for v in vals) else math.nan
+            rows.append({"trial": i, "overrides": settings, "val_scores": vals, "val_mean": mean,
+                         "best_epochs": epochs[(method, i)]})  # fmt: skip
+        finite = [r for r in rows if math.isfinite(r["val_mean"])]
+        if not finite:
+            raise RuntimeError(f"{method}: no trial produced a finite validation score")
+        best = (max if maximize else min)(finite, key=lambda r: r["val_mean"])
+        doc["methods"][method] = {"best_trial": best["trial"], "trials": rows}
+        lines.append(
+            f"  {method:<20} default {rows[0]['val_mean']:.4f}  best {best['val_mean']:.4f} (trial {best['trial']}: "
+            + (", ".join(f"{k}={v}" for k, v in best["overrides"].items()) or "the defaults")
+            + ")"
+        )
+        if write is not None:
+            header = (
+                f"# chosen by `robult tune` on the validation split ({doc['selection']});\n"
+                f"# {trials} trials x {len(seeds)} seed(s), search seed {search_seed}; every trial in {out}/tune.json\n"
+            )
+            body = {
+                "dataset": name,
+                "method": method,
+                "label_ratio": label_ratio,
+                "val_score": best["val_mean"],
+                "default_val_score": rows[0]["val_mean"],
+                "overrides": best["overrides"],
+            }
+            atomic_write_text(tuned_file(write, method, label_ratio), header + yaml.safe_dump(body, sort_keys=False))
+    atomic_write_json(out / "tune.json", doc)
+    if write is not None:
+        lines.append(f"wrote {len(plan)} tuned config(s) to {write}")
+    lines.append(f"wrote {out / 'tune.json'}")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "COMMON",
+    "SEARCH_SPACES",
+    "apply_overrides",
+    "load_tuned",
+    "run_tuning",
+    "sample_trials",
+    "search_space",
+    "tuned_file",
+]
