@@ -2,8 +2,9 @@
 
     python benchmarks/results_md.py --src /tmp/grid --dest docs/results --commit $(git rev-parse --short HEAD)
 
-``--src`` holds one folder per dataset with ``r0.05/`` (every method at 5% labels) and ``r1/`` (``supervised`` at
-100% labels), each written by ``robult benchmark``. The script copies their ``results.json``, ``summary.md`` and
+``--src`` holds one folder per dataset with ``r0.05/`` (every method at 5% labels), ``r1/`` (``supervised`` at
+100% labels) and optionally ``rmulti/`` (every method at further label ratios), each written by
+``robult benchmark``. The script copies their ``results.json``, ``summary.md`` and
 plots to ``--dest/<dataset>/`` and writes ``docs/results.md``: a headline table (mean over modality subsets at 5%
 labels for every method, the 100%-label supervised reference, and the share of the 5%→100% gap that Robult
 closes), then each dataset's full tables and plots.
@@ -21,6 +22,7 @@ from robult.utils.io import atomic_write_text
 
 METHOD_ORDER = [
     "robult",
+    "robult_st",
     "robult_no_rec",
     "robult_supcon",
     "supervised",
@@ -38,13 +40,69 @@ def _means(doc: dict) -> dict[str, tuple[float, float, int]]:
     return {m: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for m, v in by.items()}
 
 
+def _ratio_section(ds: str, docs: list[dict], png: Path) -> str:
+    """Mean over subsets per method and label ratio (a table and ``png``) from several results documents."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by: dict[str, dict[float, list[float]]] = {}
+    for d in docs:
+        for run in d["runs"]:
+            by.setdefault(run["method"], {}).setdefault(float(run["label_ratio"]), []).append(run["mean_over_subsets"])
+    ratios = sorted({r for v in by.values() for r in v})
+    methods = [m for m in METHOD_ORDER if m in by]
+    lines = [
+        "Mean over subsets (test %) by label ratio, mean ± std over seeds; bold: best per ratio. Command: "
+        f"`robult benchmark --dataset {ds} --methods {','.join(methods)} --label-ratios "
+        f"{','.join(f'{r:g}' for r in ratios if r < 1)} --seeds 5`.\n",
+        "| method | " + " | ".join(f"{r:.0%}" for r in ratios) + " |",
+        "|---|" + "---:|" * len(ratios),
+    ]
+    best = {r: max(statistics.mean(by[m][r]) for m in methods if r in by[m]) for r in ratios}
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for m in methods:
+        cells = []
+        for r in ratios:
+            if r not in by[m]:
+                cells.append("—")
+                continue
+            vals = by[m][r]
+            mu, sd = statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+            text = f"{mu * 100:.1f} ± {sd * 100:.1f}"
+            cells.append(f"**{text}**" if mu == best[r] else text)
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        xs = [r for r in ratios if r in by[m]]
+        ax.errorbar(
+            [x * 100 for x in xs],
+            [statistics.mean(by[m][x]) * 100 for x in xs],
+            yerr=[statistics.stdev(by[m][x]) * 100 if len(by[m][x]) > 1 else 0.0 for x in xs],
+            marker="o",
+            capsize=2,
+            label=m,
+            linewidth=2.2 if m.startswith("robult") and m in ("robult", "robult_st") else 1.0,
+        )
+    ax.set_xscale("log")
+    ax.set_xticks([r * 100 for r in ratios], [f"{r:.0%}" for r in ratios])
+    ax.set_xlabel("labeled share of the training split")
+    ax.set_ylabel("test accuracy, mean over modality subsets (%)")
+    ax.set_title(f"{ds}: accuracy vs label ratio")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return "\n".join(lines) + f"\n\n![label ratios](results/{ds}/ratios.png)\n\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--src", type=Path, required=True)
     ap.add_argument("--dest", type=Path, default=Path("docs/results"))
     ap.add_argument("--out", type=Path, default=Path("docs/results.md"))
     ap.add_argument("--commit", required=True)
-    ap.add_argument("--datasets", default="handwritten,cub,pie,scene15,synthetic")
+    ap.add_argument("--datasets", default="handwritten,cub,pie,scene15,synthetic,synthetic_clusters")
     ap.add_argument(
         "--notes",
         type=Path,
@@ -55,15 +113,17 @@ def main() -> None:
 
     datasets = [d for d in args.datasets.split(",") if (args.src / d / "r0.05" / "results.json").is_file()]
     head = [
-        "| dataset | metric | " + " | ".join(METHOD_ORDER) + " | supervised @100% | gap closed by robult |",
-        "|---|---|" + "---:|" * (len(METHOD_ORDER) + 2),
+        "| dataset | metric | "
+        + " | ".join(METHOD_ORDER)
+        + " | supervised @100% | gap closed by robult | by robult_st |",
+        "|---|---|" + "---:|" * (len(METHOD_ORDER) + 3),
     ]
     sections = []
     seed_counts: dict[str, set[int]] = {}
     for ds in datasets:
         dest = args.dest / ds
         dest.mkdir(parents=True, exist_ok=True)
-        for part in ("r0.05", "r1"):
+        for part in ("r0.05", "r1", "rmulti"):
             src = args.src / ds / part
             if not (src / "results.json").is_file():
                 continue
@@ -86,13 +146,20 @@ def main() -> None:
             mu, sd, _ = means[m]
             text = f"{mu * pct:.1f} ± {sd * pct:.1f}"
             cells.append(f"**{text}**" if mu == best else text)
-        gap = "—"
-        if sup100 and "robult" in means and "supervised" in means:
-            denom = sup100[0] - means["supervised"][0]
-            if abs(denom) > 1e-9:
-                gap = f"{(means['robult'][0] - means['supervised'][0]) / denom:.0%}"
+        gaps = []
+        for method in ("robult", "robult_st"):
+            gap = "—"
+            if sup100 and method in means and "supervised" in means:
+                denom = sup100[0] - means["supervised"][0]
+                if abs(denom) > 1e-9:
+                    gap = f"{(means[method][0] - means['supervised'][0]) / denom:.0%}"
+            gaps.append(gap)
         ref = f"{sup100[0] * pct:.1f} ± {sup100[1] * pct:.1f}" if sup100 else "—"
-        head.append(f"| {ds} | {doc['metric']} | " + " | ".join(cells) + f" | {ref} | {gap} |")
+        head.append(f"| {ds} | {doc['metric']} | " + " | ".join(cells) + f" | {ref} | " + " | ".join(gaps) + " |")
+        ratio_part = ""
+        if (dest / "rmulti" / "results.json").is_file():
+            docs = [doc, load_results(dest / "rmulti" / "results.json")] + ([full] if full else [])
+            ratio_part = _ratio_section(ds, docs, dest / "ratios.png")
         summary = (dest / "r0.05" / "summary.md").read_text()
         sections.append(
             f"## {ds}\n\n"
@@ -100,6 +167,7 @@ def main() -> None:
             f"--seeds {max(seed_counts[ds])}` and `robult benchmark --dataset {ds} --methods supervised "
             f"--label-ratios 1.0 --seeds {max(seed_counts[ds])}`.\n\n"
             f"![random missingness](results/{ds}/r0.05/random_rate.png)\n\n"
+            f"{ratio_part}"
             f"{summary}\n"
         )
     seeds_text = ", ".join(sorted({f"{n}" for ds_n in seed_counts.values() for n in ds_n})) or "n/a"

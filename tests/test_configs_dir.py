@@ -22,3 +22,23 @@ def test_config_validates(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.dataset.name in registered_datasets()
     assert cfg.train.method in METHODS
+
+
+TUNED = sorted((Path(__file__).resolve().parents[1] / "configs" / "tuned").glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("path", TUNED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_tuned_config_applies(path: Path) -> None:
+    """Every `robult tune` winner committed under configs/tuned/<dataset>/ loads and validates for its method."""
+    import yaml
+
+    from robult.config import validate_config
+    from robult.tuning import apply_overrides, load_tuned
+
+    doc = yaml.safe_load(path.read_text())
+    assert path.name == f"{doc['method']}-r{doc['label_ratio']:g}.yaml" and path.parent.name == doc["dataset"]
+    data = load_config(None, [f"dataset.name={doc['dataset']}", f"train.method={doc['method']}"]).model_dump(
+        mode="json"
+    )
+    apply_overrides(data, load_tuned(path.parent, doc["method"], doc["label_ratio"], doc["dataset"]), str(path))
+    validate_config(data, str(path))

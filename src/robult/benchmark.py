@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +29,39 @@ def parse_list(text: str, kind: Callable[[str], T], option: str) -> list[T]:
         raise ValueError(f"{option}: cannot parse {text!r} ({err})") from None
 
 
+def grid_config(
+    base: RunConfig,
+    dataset: str | None,
+    data_dir: Path | None,
+    method: str,
+    ratio: float,
+    seed: int,
+    *,
+    name: str,
+    out_dir: Path,
+    masks_dir: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    where: str = "benchmark",
+) -> RunConfig:
+    """One grid cell's validated config: ``base`` with the dataset, ``overrides`` (dotted keys), the method, label
+    ratio and seed, no progress bar, and the run's name and output folders."""
+    data = base.model_dump(mode="json")
+    if dataset is not None:
+        data["dataset"]["name"] = dataset
+    if data_dir is not None:
+        data["dataset"]["data_dir"] = str(data_dir)
+    if overrides:
+        from robult.tuning import apply_overrides
+
+        apply_overrides(data, overrides, where)
+    data["train"].update(method=method, label_ratio=ratio, seed=seed, progress=False)
+    data["name"] = name
+    data["out_dir"] = str(out_dir)
+    if masks_dir is not None:
+        data["eval"]["masks_dir"] = str(masks_dir)
+    return validate_config(data, where)
+
+
 def _run_config(
     base: RunConfig,
     dataset: str | None,
@@ -39,21 +72,26 @@ def _run_config(
     out: Path,
     tuned: Path | None = None,
 ) -> RunConfig:
-    data = base.model_dump(mode="json")
-    if dataset is not None:
-        data["dataset"]["name"] = dataset
-    if data_dir is not None:
-        data["dataset"]["data_dir"] = str(data_dir)
+    settings: dict[str, Any] = {}
+    where = "benchmark"
     if tuned is not None:
-        from robult.tuning import apply_overrides, load_tuned, tuned_file
+        from robult.tuning import load_tuned, tuned_file
 
-        settings = load_tuned(tuned, method, ratio, data["dataset"]["name"])
-        apply_overrides(data, settings, str(tuned_file(tuned, method, ratio)))
-    data["train"].update(method=method, label_ratio=ratio, seed=seed, progress=False)
-    data["name"] = f"{method}-r{ratio:g}-s{seed}"
-    data["out_dir"] = str(out / "runs")
-    data["eval"]["masks_dir"] = str(out / "masks")
-    return validate_config(data, "benchmark")
+        settings = load_tuned(tuned, method, ratio, dataset if dataset is not None else base.dataset.name)
+        where = str(tuned_file(tuned, method, ratio))
+    return grid_config(
+        base,
+        dataset,
+        data_dir,
+        method,
+        ratio,
+        seed,
+        name=f"{method}-r{ratio:g}-s{seed}",
+        out_dir=out / "runs",
+        masks_dir=out / "masks",
+        overrides=settings,
+        where=where,
+    )
 
 
 def _run_entry(result: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from robult.config import ConfigError, RunConfig, load_config, validate_config
+from robult.config import ConfigError, load_config
 from robult.utils.io import atomic_write_json, atomic_write_text
 
 # searched for every method (dotted config keys -> candidate values)
@@ -122,29 +122,6 @@ def load_tuned(directory: Path, method: str, ratio: float, dataset: str) -> dict
     return dict(doc["overrides"])
 
 
-def _trial_config(
-    base: RunConfig,
-    dataset: str | None,
-    data_dir: Path | None,
-    method: str,
-    ratio: float,
-    seed: int,
-    index: int,
-    overrides: Mapping[str, Any],
-    out: Path,
-) -> RunConfig:
-    data = base.model_dump(mode="json")
-    if dataset is not None:
-        data["dataset"]["name"] = dataset
-    if data_dir is not None:
-        data["dataset"]["data_dir"] = str(data_dir)
-    apply_overrides(data, overrides, f"{method} trial {index}")
-    data["train"].update(method=method, label_ratio=ratio, seed=seed, progress=False)
-    data["name"] = f"{method}-r{ratio:g}-t{index}-s{seed}"
-    data["out_dir"] = str(out / "trials")
-    return validate_config(data, f"{method} trial {index}")
-
-
 def run_tuning(
     dataset: str | None = None,
     data_dir: Path | None = None,
@@ -161,6 +138,7 @@ def run_tuning(
     """Run the search; write ``OUT/tune.json`` and the winners to ``write`` (if given). Returns a text table."""
     from tqdm.auto import tqdm
 
+    from robult.benchmark import grid_config
     from robult.training.run import load_bundle, train_run
 
     if not 0 < label_ratio <= 1:
@@ -168,7 +146,23 @@ def run_tuning(
     base = load_config(config, list(overrides or []))
     plan = {m: sample_trials(m, trials, search_seed) for m in methods}
     jobs = [
-        (m, i, s, _trial_config(base, dataset, data_dir, m, label_ratio, s, i, settings, out))
+        (
+            m,
+            i,
+            s,
+            grid_config(
+                base,
+                dataset,
+                data_dir,
+                m,
+                label_ratio,
+                s,
+                name=f"{m}-r{label_ratio:g}-t{i}-s{s}",
+                out_dir=out / "trials",
+                overrides=settings,
+                where=f"{m} trial {i}",
+            ),
+        )
         for m, settings_list in plan.items()
         for i, settings in enumerate(settings_list)
         for s in seeds
