@@ -53,10 +53,14 @@ def _ratio_section(ds: str, docs: list[dict], png: Path) -> str:
             by.setdefault(run["method"], {}).setdefault(float(run["label_ratio"]), []).append(run["mean_over_subsets"])
     ratios = sorted({r for v in by.values() for r in v})
     methods = [m for m in METHOD_ORDER if m in by]
+    seeds = {r: max(len(by[m][r]) for m in methods if r in by[m]) for r in ratios}
+    extra = [r for r in ratios if r not in (0.05, 1.0)]
+    extra_methods = ",".join(m for m in methods if set(by[m]) & set(extra))
     lines = [
-        "Mean over subsets (test %) by label ratio, mean ± std over seeds; bold: best per ratio. Command: "
-        f"`robult benchmark --dataset {ds} --methods {','.join(methods)} --label-ratios "
-        f"{','.join(f'{r:g}' for r in ratios if r < 1)} --seeds 5`.\n",
+        "Mean over subsets (test %) by label ratio (committed defaults), mean ± std over seeds; bold: best per "
+        "ratio. Seeds: " + ", ".join(f"{seeds[r]} at {r:.0%}" for r in ratios) + ". The extra ratios come from "
+        f"`robult benchmark --dataset {ds} --methods {extra_methods} "
+        f"--label-ratios {','.join(f'{r:g}' for r in extra)} --seeds {min((seeds[r] for r in extra), default=0)}`.\n",
         "| method | " + " | ".join(f"{r:.0%}" for r in ratios) + " |",
         "|---|" + "---:|" * len(ratios),
     ]
@@ -96,9 +100,55 @@ def _ratio_section(ds: str, docs: list[dict], png: Path) -> str:
     return "\n".join(lines) + f"\n\n![label ratios](results/{ds}/ratios.png)\n\n"
 
 
+def _copy(src: Path, dest: Path) -> bool:
+    if not (src / "results.json").is_file():
+        return False
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("results.json", "summary.md", "random_rate.png", "subsets.png"):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dest / name)
+    return True
+
+
+def _headline_row(ds: str, doc: dict, sup100: tuple[float, float, int] | None, methods: list[str]) -> str:
+    means = _means(doc)
+    best = (max if doc["higher_is_better"] else min)(v[0] for v in means.values())
+    cells = []
+    for m in methods:
+        if m not in means:
+            cells.append("—")
+            continue
+        mu, sd, _ = means[m]
+        text = f"{mu * 100:.1f} ± {sd * 100:.1f}"
+        cells.append(f"**{text}**" if mu == best else text)
+    gaps = []
+    for method in ("robult", "robult_st"):
+        gap = "—"
+        if sup100 and method in means and "supervised" in means:
+            denom = sup100[0] - means["supervised"][0]
+            if abs(denom) > 1e-9:
+                gap = f"{(means[method][0] - means['supervised'][0]) / denom:.0%}"
+        gaps.append(gap)
+    ref = f"{sup100[0] * 100:.1f} ± {sup100[1] * 100:.1f}" if sup100 else "—"
+    return f"| {ds} | {doc['metric']} | " + " | ".join(cells) + f" | {ref} | " + " | ".join(gaps) + " |"
+
+
+def _head(methods: list[str]) -> list[str]:
+    return [
+        "| dataset | metric | " + " | ".join(methods) + " | supervised @100% | gap closed by robult | by robult_st |",
+        "|---|---|" + "---:|" * (len(methods) + 3),
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--src", type=Path, required=True)
+    ap.add_argument("--src", type=Path, required=True, help="runs with the committed defaults (see above)")
+    ap.add_argument(
+        "--tuned-src",
+        type=Path,
+        default=None,
+        help="optional: one folder per dataset with r0.05/ from `robult benchmark --tuned configs/tuned/<dataset>`",
+    )
     ap.add_argument("--dest", type=Path, default=Path("docs/results"))
     ap.add_argument("--out", type=Path, default=Path("docs/results.md"))
     ap.add_argument("--commit", required=True)
@@ -112,50 +162,35 @@ def main() -> None:
     args = ap.parse_args()
 
     datasets = [d for d in args.datasets.split(",") if (args.src / d / "r0.05" / "results.json").is_file()]
-    head = [
-        "| dataset | metric | "
-        + " | ".join(METHOD_ORDER)
-        + " | supervised @100% | gap closed by robult | by robult_st |",
-        "|---|---|" + "---:|" * (len(METHOD_ORDER) + 3),
-    ]
+    head = _head(METHOD_ORDER)
+    tuned_methods: list[str] = []
+    tuned_rows: list[str] = []
     sections = []
     seed_counts: dict[str, set[int]] = {}
     for ds in datasets:
         dest = args.dest / ds
-        dest.mkdir(parents=True, exist_ok=True)
         for part in ("r0.05", "r1", "rmulti"):
-            src = args.src / ds / part
-            if not (src / "results.json").is_file():
-                continue
-            (dest / part).mkdir(exist_ok=True)
-            for name in ("results.json", "summary.md", "random_rate.png", "subsets.png"):
-                if (src / name).is_file():
-                    shutil.copyfile(src / name, dest / part / name)
+            _copy(args.src / ds / part, dest / part)
         doc = load_results(dest / "r0.05" / "results.json")
-        means = _means(doc)
-        seed_counts[ds] = {n for _, _, n in means.values()}
+        seed_counts[ds] = {n for _, _, n in _means(doc).values()}
         full = load_results(dest / "r1" / "results.json") if (dest / "r1" / "results.json").is_file() else None
         sup100 = _means(full).get("supervised") if full else None
-        pct = 100.0
-        cells = []
-        best = (max if doc["higher_is_better"] else min)(v[0] for v in means.values())
-        for m in METHOD_ORDER:
-            if m not in means:
-                cells.append("—")
-                continue
-            mu, sd, _ = means[m]
-            text = f"{mu * pct:.1f} ± {sd * pct:.1f}"
-            cells.append(f"**{text}**" if mu == best else text)
-        gaps = []
-        for method in ("robult", "robult_st"):
-            gap = "—"
-            if sup100 and method in means and "supervised" in means:
-                denom = sup100[0] - means["supervised"][0]
-                if abs(denom) > 1e-9:
-                    gap = f"{(means[method][0] - means['supervised'][0]) / denom:.0%}"
-            gaps.append(gap)
-        ref = f"{sup100[0] * pct:.1f} ± {sup100[1] * pct:.1f}" if sup100 else "—"
-        head.append(f"| {ds} | {doc['metric']} | " + " | ".join(cells) + f" | {ref} | " + " | ".join(gaps) + " |")
+        head.append(_headline_row(ds, doc, sup100, METHOD_ORDER))
+        tuned_part = ""
+        if args.tuned_src is not None and _copy(args.tuned_src / ds / "r0.05", dest / "tuned"):
+            tdoc = load_results(dest / "tuned" / "results.json")
+            present = [m for m in METHOD_ORDER if m in _means(tdoc)]
+            tuned_methods = tuned_methods or present
+            tuned_rows.append(_headline_row(ds, tdoc, sup100, tuned_methods))
+            tuned_part = (
+                f"### {ds}, tuned hyper-parameters (configs/tuned/{ds})\n\n"
+                f"Command: `robult tune --dataset {ds} --methods {','.join(present)} --trials 6 --write "
+                f"configs/tuned/{ds}`, then `robult benchmark --dataset {ds} --methods {','.join(present)} "
+                f"--label-ratios 0.05 --seeds 5 --tuned configs/tuned/{ds}`.\n\n"
+                + (dest / "tuned" / "summary.md").read_text().replace("# Benchmark:", "#### Tuned:")
+                + f"\n![random missingness, tuned](results/{ds}/tuned/random_rate.png)\n\n"
+                f"### {ds}, committed defaults\n\n"
+            )
         ratio_part = ""
         if (dest / "rmulti" / "results.json").is_file():
             docs = [doc, load_results(dest / "rmulti" / "results.json")] + ([full] if full else [])
@@ -163,7 +198,8 @@ def main() -> None:
         summary = (dest / "r0.05" / "summary.md").read_text()
         sections.append(
             f"## {ds}\n\n"
-            f"Command: `robult benchmark --dataset {ds} --methods {','.join(METHOD_ORDER)} --label-ratios 0.05 "
+            + tuned_part
+            + f"Command: `robult benchmark --dataset {ds} --methods {','.join(METHOD_ORDER)} --label-ratios 0.05 "
             f"--seeds {max(seed_counts[ds])}` and `robult benchmark --dataset {ds} --methods supervised "
             f"--label-ratios 1.0 --seeds {max(seed_counts[ds])}`.\n\n"
             f"![random missingness](results/{ds}/r0.05/random_rate.png)\n\n"
@@ -171,23 +207,33 @@ def main() -> None:
             f"{summary}\n"
         )
     seeds_text = ", ".join(sorted({f"{n}" for ds_n in seed_counts.values() for n in ds_n})) or "n/a"
+    tuned_text = ""
+    if tuned_rows:
+        tuned_text = (
+            "## Headline, tuned: mean over all modality subsets at 5% labels (test %), every method with its\n"
+            "validation-tuned hyper-parameters (`robult tune`, 6 trials per method, the same budget for all)\n\n"
+            + "\n".join([*_head(tuned_methods), *tuned_rows])
+            + "\n\n"
+        )
     text = (
         "# Benchmark results\n\n"
         f"Produced at commit `{args.commit}` by `python benchmarks/results_md.py` from the `robult benchmark` runs\n"
         "whose commands are given per dataset; the result JSONs are in `docs/results/` so the tables can be\n"
         "regenerated. Every method uses the same encoders, splits, labeled subsets, epochs/early-stopping rule\n"
-        "and saved test masks. Hyper-parameters are the defaults of `configs/` for every method: **no per-method\n"
-        f"search was run yet** (see the findings below). Seeds per cell: {seeds_text}.\n\n"
-        "## Headline: mean over all modality subsets at 5% labels (test, %)\n\n"
+        "and saved test masks. Tuned tables: each method's hyper-parameters were chosen on the validation split\n"
+        "with the same trial budget (docs/protocols.md); default tables: the committed defaults for every\n"
+        f"method. Seeds per cell at 5% labels: {seeds_text}.\n\n"
+        + tuned_text
+        + "## Headline, committed defaults: mean over all modality subsets at 5% labels (test, %)\n\n"
         + "\n".join(head)
         + "\n\n'gap closed' = (robult − supervised) / (supervised@100% − supervised), both supervised at the same\n"
-        "seeds. Bold: best method at 5% labels.\n\n"
+        "seeds (supervised@100% with its defaults). Bold: best method at 5% labels.\n\n"
         + (args.notes.read_text() + "\n" if args.notes.is_file() else "")
         + "\n".join(sections)
     )
     atomic_write_text(args.out, text)
     print(f"wrote {args.out} ({len(datasets)} datasets)")
-    print("\n".join(head))
+    print("\n".join(tuned_rows or head))
 
 
 if __name__ == "__main__":

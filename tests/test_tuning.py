@@ -86,6 +86,8 @@ def test_tune_selects_on_validation_and_benchmark_applies_the_winner(tmp_path: P
     # a second invocation reuses every trial
     again = runner.invoke(app, [*args, *TINY])
     assert again.exit_code == 0 and json.loads((tmp_path / "t" / "tune.json").read_text()) == doc
+    other = runner.invoke(app, [*args, *TINY, "--set", "train.batch_size=32"])  # same --out, another base config
+    assert other.exit_code != 0 and "holds a trial with another config" in other.output
 
     # benchmark --tuned: the method's runs carry the tuned settings; a method without a file keeps the defaults
     chosen["overrides"] = {"train.lr": 0.003, "model.dropout": 0.3}

@@ -139,6 +139,7 @@ def run_tuning(
     from tqdm.auto import tqdm
 
     from robult.benchmark import grid_config
+    from robult.evaluation.metrics import higher_is_better
     from robult.training.run import load_bundle, train_run
 
     if not 0 < label_ratio <= 1:
@@ -178,13 +179,14 @@ def run_tuning(
         bar.set_postfix_str(cfg.run_name())
         run_dir = Path(cfg.out_dir) / cfg.run_name()
         done = run_dir / "trial.json"
-        if not done.is_file():
+        if done.is_file():
+            if load_config(run_dir / "config.yaml").model_dump() != cfg.model_dump():
+                raise ConfigError(f"{run_dir}: holds a trial with another config; use another --out")
+        else:
             if seed not in bundles:
                 bundles[seed] = load_bundle(cfg)
             resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
             res = train_run(cfg, resume=resume, bundle=bundles[seed], evaluate_test=False)
-            from robult.evaluation.metrics import higher_is_better
-
             bundle = bundles[seed]
             atomic_write_json(
                 done,
