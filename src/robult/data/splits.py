@@ -47,7 +47,13 @@ def stratified_split(groups: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 def labeled_subset(target: Tensor, task: TaskSpec, ratio: float, seed: int) -> Tensor:
     """A seeded, stratified labeled mask with ``ratio`` of the samples labeled and at least one label per
-    class (multiclass / binary) or stratum. ``ratio == 1`` labels everything."""
+    class (multiclass / binary) or stratum. ``ratio == 1`` labels everything.
+
+    Each stratum ``c`` of size ``n_c`` gets ``max(1, round(ratio · n_c))`` labels (exact per-class proportions).
+    When small strata make that total miss ``max(#strata, round(ratio · n))`` by more than 1% of ``n`` (e.g.
+    7 samples per class: 20% would give 1 label per class, 14%), the labels are instead allocated by largest
+    remainder, at least one per stratum, so the total hits that target. Which samples are labeled within a
+    stratum is a seeded permutation."""
     n = int(target.shape[0])
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"label ratio must lie in (0, 1], got {ratio}")
@@ -55,15 +61,38 @@ def labeled_subset(target: Tensor, task: TaskSpec, ratio: float, seed: int) -> T
         return torch.ones(n, dtype=torch.bool)
     groups = strata(target, task)
     rng = np.random.default_rng(seed)
-    chosen: list[int] = []
+    members = []
     for g in np.unique(groups):
         idx = np.flatnonzero(groups == g)
-        idx = idx[rng.permutation(len(idx))]
-        k = max(1, round(ratio * len(idx)))
-        chosen.extend(idx[:k].tolist())
+        members.append(idx[rng.permutation(len(idx))])
+    sizes = np.array([len(m) for m in members])
+    counts = np.maximum(1, np.round(ratio * sizes).astype(np.int64))
+    goal = max(len(sizes), round(ratio * n))
+    if abs(int(counts.sum()) - goal) > 0.01 * n:
+        counts = _largest_remainder(ratio * sizes, sizes, goal, rng)
+    chosen = np.concatenate([m[:k] for m, k in zip(members, counts, strict=True)])
     mask = torch.zeros(n, dtype=torch.bool)
     mask[torch.as_tensor(chosen, dtype=torch.long)] = True
     return mask
+
+
+def _largest_remainder(quota: np.ndarray, sizes: np.ndarray, goal: int, rng: np.random.Generator) -> np.ndarray:
+    """Integers ``1 <= k_c <= sizes_c`` summing to ``goal`` (clipped to what fits), closest to ``quota``: floors
+    first, then one more for the largest fractional parts (ties in seeded order), or one less for the smallest."""
+    counts = np.clip(np.floor(quota).astype(np.int64), 1, sizes)
+    goal = int(min(max(goal, len(sizes)), sizes.sum()))
+    frac = quota - np.floor(quota)
+    order = rng.permutation(len(sizes))
+    up = order[np.argsort(-frac[order], kind="stable")]
+    while counts.sum() < goal:
+        for c in up:
+            if counts.sum() < goal and counts[c] < sizes[c]:
+                counts[c] += 1
+    while counts.sum() > goal:
+        for c in up[::-1]:
+            if counts.sum() > goal and counts[c] > 1:
+                counts[c] -= 1
+    return counts
 
 
 class Standardizer:
