@@ -81,6 +81,7 @@ def test_tune_selects_on_validation_and_benchmark_applies_the_winner(tmp_path: P
     assert doc["methods"]["supervised"]["best_trial"] == best["trial"]
     # selection never reads the test split: trial runs have no test result
     assert not list((tmp_path / "t" / "trials").glob("*/result.json"))
+    assert json.loads((tuned / "tune.json").read_text()) == doc
     chosen = yaml.safe_load((tuned / "supervised-r0.05.yaml").read_text())
     assert chosen["overrides"] == best["overrides"] and chosen["val_score"] == best["val_mean"]
     # a second invocation reuses every trial

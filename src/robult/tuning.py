@@ -7,7 +7,8 @@ by the method's name and ``--seed``. Every trial trains on the same split and la
 validation mean over all modality subsets of the primary metric) wins. The test split is never read.
 
 Outputs: ``OUT/tune.json`` (every trial: settings, validation scores, best epochs) and, per method, a YAML file
-``<method>-r<ratio>.yaml`` in the ``--write`` directory holding the winning overrides;
+``<method>-r<ratio>.yaml`` in the ``--write`` directory holding the winning overrides (with a copy of
+``tune.json``);
 ``robult benchmark --tuned DIR`` applies them to that method's runs at that label ratio. A finished trial is
 reused and an interrupted one resumed, so re-running the command finishes the search.
 """
@@ -234,7 +235,8 @@ def run_tuning(
         if write is not None:
             header = (
                 f"# chosen by `robult tune` on the validation split ({doc['selection']});\n"
-                f"# {trials} trials x {len(seeds)} seed(s), search seed {search_seed}; every trial in {out}/tune.json\n"
+                f"# {trials} trials x {len(seeds)} seed(s), search seed {search_seed}; "
+                "every trial in tune.json beside it\n"
             )
             body = {
                 "dataset": name,
@@ -246,6 +248,8 @@ def run_tuning(
             }
             atomic_write_text(tuned_file(write, method, label_ratio), header + yaml.safe_dump(body, sort_keys=False))
     atomic_write_json(out / "tune.json", doc)
+    if write is not None:
+        atomic_write_json(write / "tune.json", doc)
     if write is not None:
         lines.append(f"wrote {len(plan)} tuned config(s) to {write}")
     lines.append(f"wrote {out / 'tune.json'}")
