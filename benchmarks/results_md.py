@@ -78,6 +78,8 @@ def _ratio_section(ds: str, docs: list[dict], png: Path) -> str:
             cells.append(f"**{text}**" if mu == best[r] else text)
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
         xs = [r for r in ratios if r in by[m]]
+        if len(xs) < 2:  # a method run at one ratio only stays in the table, not in the curves
+            continue
         ax.errorbar(
             [x * 100 for x in xs],
             [statistics.mean(by[m][x]) * 100 for x in xs],
