@@ -99,7 +99,12 @@ def _ratio_section(ds: str, docs: list[dict], png: Path) -> str:
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
-    return "\n".join(lines) + f"\n\n![label ratios](results/{ds}/ratios.png)\n\n"
+    return (
+        "\n".join(lines)
+        + f"\n\n![label ratios](results/{ds}/ratios.png)\n\n"
+        + f"Per-subset and random-missingness tables at 10/20/50%: [results/{ds}/rmulti/summary.md]"
+        f"(results/{ds}/rmulti/summary.md), curves: [random_rate.png](results/{ds}/rmulti/random_rate.png).\n\n"
+    )
 
 
 def _copy(src: Path, dest: Path) -> bool:
