@@ -17,7 +17,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from robult.evaluation.report import load_results
+from robult.evaluation.report import load_results, plot_random_rate
 from robult.utils.io import atomic_write_text
 
 METHOD_ORDER = [
@@ -178,6 +178,8 @@ def main() -> None:
         dest = args.dest / ds
         for part in ("r0.05", "r1", "rmulti"):
             _copy(args.src / ds / part, dest / part)
+        if (dest / "rmulti" / "results.json").is_file():  # one panel per ratio (a run may predate that plot)
+            plot_random_rate(load_results(dest / "rmulti" / "results.json"), dest / "rmulti" / "random_rate.png")
         doc = load_results(dest / "r0.05" / "results.json")
         seed_counts[ds] = {n for _, _, n in _means(doc).values()}
         full = load_results(dest / "r1" / "results.json") if (dest / "r1" / "results.json").is_file() else None

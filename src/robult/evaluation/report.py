@@ -299,41 +299,58 @@ def _group_label(method: str, ratio: float) -> str:
 
 
 def plot_random_rate(doc: dict[str, Any], path: str | Path) -> None:
-    """Primary metric vs missing rate, one line per (method, label ratio): the mean over seeds with a ±std band.
+    """Primary metric vs missing rate: the mean over seeds with a ±std band, one line per method, one panel per
+    label ratio (shared y axis), each method in the same colour in every panel.
 
     Args:
         doc: a results document.
         path: the PNG to write (atomically).
     """
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     metric = doc["metric"]
     scale = 100.0 if _is_percent(metric) else 1.0
     rates = _rate_columns(doc)
-    fig = Figure(figsize=(6.4, 4.2))
-    ax = fig.add_subplot()
-    for (method, ratio), runs in _groups(doc):
+    groups = _groups(doc)
+    ratios = sorted({ratio for (_, ratio), _ in groups})
+    methods = list(dict.fromkeys(method for (method, _), _ in groups))
+    palette = colormaps["tab10" if len(methods) <= 10 else "tab20"]
+    colour = {m: palette(i % palette.N) for i, m in enumerate(methods)}
+    fig = Figure(figsize=(6.4 if len(ratios) == 1 else 3.6 * len(ratios) + 1.0, 4.2))
+    axes = fig.subplots(1, len(ratios), sharey=True, squeeze=False)[0]
+    for (method, ratio), runs in groups:
+        ax = axes[ratios.index(ratio)]
         xs, means, stds = [], [], []
         for r in rates:
-            s = _stats([run["random_rate"].get(r) for run in runs])
-            if s is not None:
+            st = _stats([run["random_rate"].get(r) for run in runs])
+            if st is not None:
                 xs.append(float(r))
-                means.append(s[0] * scale)
-                stds.append(s[1] * scale)
+                means.append(st[0] * scale)
+                stds.append(st[1] * scale)
         if not xs:
             continue
-        (line,) = ax.plot(xs, means, marker="o", label=_group_label(method, ratio))
+        label = method if len(ratios) > 1 else _group_label(method, ratio)
+        ax.plot(xs, means, marker="o", color=colour[method], label=label)
         if len(runs) > 1:
-            lo = [m - s for m, s in zip(means, stds, strict=True)]
-            hi = [m + s for m, s in zip(means, stds, strict=True)]
-            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_xlabel("missing rate η")
-    ax.set_ylabel(f"test {metric}" + (" (%)" if scale == 100.0 else ""))
+            lo = [m - sd for m, sd in zip(means, stds, strict=True)]
+            hi = [m + sd for m, sd in zip(means, stds, strict=True)]
+            ax.fill_between(xs, lo, hi, color=colour[method], alpha=0.2, linewidth=0)
     direction = "higher" if doc["higher_is_better"] else "lower"
-    ax.set_title(f"{doc['dataset']}: {metric} under random missingness ({direction} is better)")
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize="small")
+    for ax, ratio in zip(axes, ratios, strict=True):
+        ax.set_xlabel("missing rate η")
+        ax.grid(alpha=0.3)
+        if len(ratios) > 1:
+            ax.set_title(f"{ratio:.0%} labels", fontsize="medium")
+    axes[0].set_ylabel(f"test {metric}" + (" (%)" if scale == 100.0 else ""))
+    title = f"{doc['dataset']}: {metric} under random missingness ({direction} is better)"
+    if len(ratios) > 1:
+        fig.suptitle(title)
+    else:
+        axes[0].set_title(title)
+    if axes[0].lines:
+        axes[0].legend(fontsize="small")
+    fig.tight_layout()
     _save_png(fig, path)
 
 
