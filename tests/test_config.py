@@ -57,3 +57,16 @@ def test_errors_name_the_key(tmp_path: Path, yaml_text: str, overrides: list[str
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
         load_config("nope.yaml")
+
+
+def test_apply_settings_sets_nested_keys_like_set() -> None:
+    """Tuned overrides and ``--set`` share one setter: deeper keys land in nested sections, not as dotted names."""
+    from robult.config import apply_overrides, apply_settings
+
+    a = load_config(None, []).model_dump(mode="json")
+    b = load_config(None, []).model_dump(mode="json")
+    apply_settings(a, {"dataset.options.n_samples": 600, "train.lr": 0.01}, "tuned.yaml")
+    apply_overrides(b, ["dataset.options.n_samples=600", "train.lr=0.01"])
+    assert a == b and a["dataset"]["options"] == {"n_samples": 600}
+    with pytest.raises(ConfigError, match=r"tuned\.yaml: 'lr' is not a section"):
+        apply_settings(a, {"train.lr.x": 1}, "tuned.yaml")

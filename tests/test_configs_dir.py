@@ -32,13 +32,13 @@ def test_tuned_config_applies(path: Path) -> None:
     """Every `robult tune` winner committed under configs/tuned/<dataset>/ loads and validates for its method."""
     import yaml
 
-    from robult.config import validate_config
-    from robult.tuning import apply_overrides, load_tuned
+    from robult.config import apply_settings, validate_config
+    from robult.tuning import load_tuned
 
     doc = yaml.safe_load(path.read_text())
     assert path.name == f"{doc['method']}-r{doc['label_ratio']:g}.yaml" and path.parent.name == doc["dataset"]
     data = load_config(None, [f"dataset.name={doc['dataset']}", f"train.method={doc['method']}"]).model_dump(
         mode="json"
     )
-    apply_overrides(data, load_tuned(path.parent, doc["method"], doc["label_ratio"], doc["dataset"]), str(path))
+    apply_settings(data, load_tuned(path.parent, doc["method"], doc["label_ratio"], doc["dataset"]), str(path))
     validate_config(data, str(path))

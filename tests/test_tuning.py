@@ -11,9 +11,9 @@ import yaml
 from typer.testing import CliRunner
 
 from robult.cli import app
-from robult.config import ConfigError, load_config
+from robult.config import ConfigError, apply_settings, load_config, validate_config
 from robult.methods import METHODS
-from robult.tuning import COMMON, apply_overrides, load_tuned, sample_trials, search_space
+from robult.tuning import COMMON, load_tuned, sample_trials, search_space
 
 runner = CliRunner()
 TINY = [
@@ -33,9 +33,7 @@ def test_every_method_has_a_space_of_real_config_keys() -> None:
         assert set(COMMON) <= set(space), method
         for settings in sample_trials(method, 4):  # every drawn value passes the config's validation
             data = json.loads(json.dumps(base))
-            apply_overrides(data, settings, method)
-            from robult.config import validate_config
-
+            apply_settings(data, settings, method)
             validate_config({**data, "train": {**data["train"], "method": method}}, method)
 
 
@@ -57,7 +55,7 @@ def test_trials_are_distinct_seeded_and_start_from_the_defaults() -> None:
 def test_overrides_name_their_source_on_error(tmp_path: Path) -> None:
     data = load_config(None, []).model_dump(mode="json")
     with pytest.raises(ConfigError, match=re.escape("x.yaml: 'lr' is not a `section.key`")):
-        apply_overrides(data, {"lr": 0.1}, "x.yaml")
+        apply_settings(data, {"lr": 0.1}, "x.yaml")
     path = tmp_path / "robult-r0.05.yaml"
     path.write_text(yaml.safe_dump({"dataset": "cub", "overrides": {"train.lr": 0.01}}))
     with pytest.raises(ConfigError, match="tuned on dataset 'cub', not 'synthetic'"):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from robult.config import ConfigError, RunConfig, load_config, validate_config
+from robult.config import ConfigError, RunConfig, apply_settings, load_config, validate_config
 
 T = TypeVar("T")
 
@@ -50,10 +50,7 @@ def grid_config(
         data["dataset"]["name"] = dataset
     if data_dir is not None:
         data["dataset"]["data_dir"] = str(data_dir)
-    if overrides:
-        from robult.tuning import apply_overrides
-
-        apply_overrides(data, overrides, where)
+    apply_settings(data, overrides or {}, where)
     data["train"].update(method=method, label_ratio=ratio, seed=seed, progress=False)
     data["name"] = name
     data["out_dir"] = str(out_dir)
@@ -70,15 +67,10 @@ def _run_config(
     ratio: float,
     seed: int,
     out: Path,
-    tuned: Path | None = None,
+    settings: Mapping[str, Any] | None = None,
+    where: str = "benchmark",
 ) -> RunConfig:
-    settings: dict[str, Any] = {}
-    where = "benchmark"
-    if tuned is not None:
-        from robult.tuning import load_tuned, tuned_file
-
-        settings = load_tuned(tuned, method, ratio, dataset if dataset is not None else base.dataset.name)
-        where = str(tuned_file(tuned, method, ratio))
+    """A benchmark run's config; ``settings`` are the method's tuned overrides, read from ``where``."""
     return grid_config(
         base,
         dataset,
@@ -135,9 +127,20 @@ def run_benchmark(
         if not 0 < r <= 1:
             raise ValueError(f"--label-ratios: {r} is not in (0, 1]")
     grid = [(m, r, s) for m in methods for r in label_ratios for s in seeds]
-    if tuned is not None and not Path(tuned).is_dir():
-        raise ConfigError(f"--tuned: {tuned} is not a directory")
-    configs = [_run_config(base, dataset, data_dir, m, r, s, out, tuned) for m, r, s in grid]  # validates every method
+    tuned_settings: dict[tuple[str, float], tuple[dict[str, Any], str]] = {}
+    if tuned is not None:  # each (method, ratio) file read once
+        from robult.tuning import load_tuned, tuned_file
+
+        if not Path(tuned).is_dir():
+            raise ConfigError(f"--tuned: {tuned} is not a directory")
+        name = dataset if dataset is not None else base.dataset.name
+        for m in methods:
+            for r in label_ratios:
+                tuned_settings[m, r] = (load_tuned(tuned, m, r, name), str(tuned_file(tuned, m, r)))
+    configs = [
+        _run_config(base, dataset, data_dir, m, r, s, out, *tuned_settings.get((m, r), ({}, "benchmark")))
+        for m, r, s in grid
+    ]  # validates every method
     out.mkdir(parents=True, exist_ok=True)
     bundles: dict[int, Any] = {}
     entries = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,20 +142,44 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+def _set_dotted(data: dict[str, Any], parts: list[str], value: Any, where: str) -> None:
+    """``data[p0][p1]...[pn] = value``, creating sections as needed; a non-mapping on the way is an error."""
+    node = data
+    for p in parts[:-1]:
+        child = node.get(p)
+        if child is None:
+            child = node[p] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{where}: '{p}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Set dotted keys in a nested dict (creating sections as needed)."""
+    """Set dotted keys in a nested dict (creating sections as needed) from ``--set KEY=VALUE`` texts."""
     for text in overrides or []:
         parts, value = parse_override(text)
-        node = data
-        for p in parts[:-1]:
-            child = node.get(p)
-            if child is None:
-                child = node[p] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {text!r}: '{p}' is not a section")
-            node = child
-        node[parts[-1]] = value
+        _set_dotted(data, parts, value, f"--set {text!r}")
     return data
+
+
+def apply_settings(data: dict[str, Any], settings: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Set ``section.key`` (or deeper) entries given as a mapping, e.g. a tuned config's ``overrides``; the
+    first part must name an existing section of ``data``. ``where`` names the source in errors."""
+    for dotted, value in settings.items():
+        parts = dotted.split(".")
+        if len(parts) < 2 or not all(parts) or not isinstance(data.get(parts[0]), dict):
+            raise ConfigError(f"{where}: {dotted!r} is not a `section.key` of the run config")
+        _set_dotted(data, parts, value, where)
+    return data
+
+
+def read_yaml(path: Path) -> Any:
+    """The parsed YAML of ``path``; a syntax error is a :class:`ConfigError` naming the file."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
@@ -165,10 +190,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"{p}: config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{p}: not valid YAML ({err})") from err
+        loaded = read_yaml(p)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
         data = loaded or {}

@@ -19,14 +19,14 @@ import json
 import math
 import statistics
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from robult.config import ConfigError, load_config
+from robult.config import ConfigError, load_config, read_yaml
 from robult.utils.io import atomic_write_json, atomic_write_text
 
 # searched for every method (dotted config keys -> candidate values)
@@ -94,15 +94,6 @@ def sample_trials(method: str, trials: int, seed: int = 0) -> list[dict[str, Any
     return out
 
 
-def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any], where: str) -> None:
-    """Set dotted ``section.key`` values in a config dict (in place); unknown sections are an error."""
-    for dotted, value in overrides.items():
-        section, _, key = dotted.partition(".")
-        if not key or not isinstance(data.get(section), dict):
-            raise ConfigError(f"{where}: {dotted!r} is not a `section.key` of the run config")
-        data[section][key] = value
-
-
 def tuned_file(directory: Path, method: str, ratio: float) -> Path:
     return Path(directory) / f"{method}-r{ratio:g}.yaml"
 
@@ -112,10 +103,7 @@ def load_tuned(directory: Path, method: str, ratio: float, dataset: str) -> dict
     path = tuned_file(directory, method, ratio)
     if not path.is_file():
         return {}
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    doc = read_yaml(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("overrides"), dict):
         raise ConfigError(f"{path}: expected a mapping with an `overrides` mapping")
     if doc.get("dataset") != dataset:
@@ -259,7 +247,6 @@ def run_tuning(
 __all__ = [
     "COMMON",
     "SEARCH_SPACES",
-    "apply_overrides",
     "load_tuned",
     "run_tuning",
     "sample_trials",
