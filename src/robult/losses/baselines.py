@@ -30,7 +30,7 @@ from robult.batch import Batch
 from robult.losses.pseudo_label import PseudoLabelOutput, pseudo_label_loss
 from robult.losses.reconstruction import reconstruction_loss
 from robult.losses.robult import RobultLossConfig, ramp_weight
-from robult.losses.supervised import SupervisedLoss, SupervisedLossOutput, scalar_log
+from robult.losses.supervised import SupervisedLoss, SupervisedLossOutput, fields_log
 from robult.models.robult import RobultOutput
 from robult.specs import TaskSpec
 from robult.utils import distributed as dist_utils
@@ -57,17 +57,7 @@ class PseudoLabelLossOutput:
 
     def log_dict(self, prefix: str = "") -> dict[str, float]:
         """Scalar parts for a logger."""
-        return scalar_log(
-            prefix,
-            {
-                "total": self.total,
-                "supervised": self.supervised,
-                "supervised_unimodal": self.supervised_unimodal,
-                "pseudo_label": self.pseudo_label,
-                "pseudo_label_mask_rate": self.mask_rate,
-                "lambda_ulb": self.lambda_ulb,
-            },
-        )
+        return fields_log(prefix, self, {"mask_rate": "pseudo_label_mask_rate"})
 
 
 class PseudoLabelLoss(nn.Module):
@@ -144,17 +134,7 @@ class InstanceContrastiveLossOutput:
 
     def log_dict(self, prefix: str = "") -> dict[str, float]:
         """Scalar parts for a logger."""
-        return scalar_log(
-            prefix,
-            {
-                "total": self.total,
-                "supervised": self.supervised,
-                "supervised_unimodal": self.supervised_unimodal,
-                "supervised_fused": self.supervised_fused,
-                "infonce": self.infonce,
-                "lambda_ulb": self.lambda_ulb,
-            },
-        )
+        return fields_log(prefix, self)
 
 
 class InstanceContrastiveLoss(nn.Module):
@@ -307,16 +287,7 @@ class SharedPrivateLossOutput:
 
     def log_dict(self, prefix: str = "") -> dict[str, float]:
         """Scalar parts for a logger."""
-        names = (
-            "total",
-            "supervised",
-            "supervised_unimodal",
-            "supervised_fused",
-            "similarity",
-            "difference",
-            "reconstruction",
-        )
-        return scalar_log(prefix, {n: getattr(self, n) for n in names})
+        return fields_log(prefix, self)
 
 
 class SharedPrivateLoss(nn.Module):

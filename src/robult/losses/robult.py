@@ -11,7 +11,7 @@ from robult.batch import Batch
 from robult.losses.contrastive import ContrastiveLossOutput, SoftPUContrastiveLoss, contrastive_keys
 from robult.losses.pseudo_label import pseudo_label_loss
 from robult.losses.reconstruction import reconstruction_loss
-from robult.losses.supervised import SupervisedLoss, scalar_log
+from robult.losses.supervised import SupervisedLoss, fields_log
 from robult.models.robult import RobultOutput
 from robult.specs import TaskSpec
 
@@ -72,21 +72,8 @@ class RobultLossOutput:
     pseudo_label: Tensor | None = None
 
     def log_dict(self, prefix: str = "") -> dict[str, float]:
-        """Scalar parts for a logger."""
-        names = (
-            "total",
-            "supervised",
-            "supervised_unimodal",
-            "supervised_fused",
-            "contrastive_labeled",
-            "contrastive_unlabeled",
-            "reconstruction",
-        )
-        parts: dict[str, Tensor | float] = {n: getattr(self, n) for n in names}
-        parts["lambda_ulb"] = self.lambda_ulb
-        if self.pseudo_label is not None:
-            parts["pseudo_label"] = self.pseudo_label
-        return scalar_log(prefix, parts)
+        """Scalar parts for a logger (``pseudo_label`` only when the self-training term is on)."""
+        return fields_log(prefix, self)
 
 
 def ramp_weight(value: float, epoch: float, warmup_epochs: float) -> float:

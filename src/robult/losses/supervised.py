@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -43,6 +46,19 @@ def scalar_log(prefix: str, parts: dict[str, Tensor | float]) -> dict[str, float
     return {f"{prefix}{k}": float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in parts.items()}
 
 
+def fields_log(prefix: str, result: Any, rename: Mapping[str, str] | None = None) -> dict[str, float]:
+    """:func:`scalar_log` of every field of a loss-result dataclass that holds a number or a one-element tensor,
+    in field order (``None`` and nested results are skipped), under ``rename[field]`` where given."""
+    rename = rename or {}
+    parts: dict[str, Tensor | float] = {}
+    for f in dataclasses.fields(result):
+        value = getattr(result, f.name)
+        scalar = value.numel() == 1 if isinstance(value, Tensor) else isinstance(value, int | float)
+        if scalar:
+            parts[rename.get(f.name, f.name)] = value
+    return scalar_log(prefix, parts)
+
+
 @dataclass
 class SupervisedLossOutput:
     """``total = unimodal + fused``; ``unimodal`` is the mean over labeled (sample, present modality) pairs."""
@@ -53,9 +69,7 @@ class SupervisedLossOutput:
 
     def log_dict(self, prefix: str = "") -> dict[str, float]:
         """Scalar parts for a logger."""
-        return scalar_log(
-            prefix, {"total": self.total, "supervised_unimodal": self.unimodal, "supervised_fused": self.fused}
-        )
+        return fields_log(prefix, self, {"unimodal": "supervised_unimodal", "fused": "supervised_fused"})
 
 
 def supervised_loss(
