@@ -79,7 +79,7 @@ def test_tune_selects_on_validation_and_benchmark_applies_the_winner(tmp_path: P
     assert doc["methods"]["supervised"]["best_trial"] == best["trial"]
     # selection never reads the test split: trial runs have no test result
     assert not list((tmp_path / "t" / "trials").glob("*/result.json"))
-    assert json.loads((tuned / "tune.json").read_text()) == doc
+    assert json.loads((tuned / "tune-r0.05.json").read_text()) == doc
     chosen = yaml.safe_load((tuned / "supervised-r0.05.yaml").read_text())
     assert chosen["overrides"] == best["overrides"] and chosen["val_score"] == best["val_mean"]
     # a second invocation reuses every trial
@@ -101,3 +101,22 @@ def test_tune_selects_on_validation_and_benchmark_applies_the_winner(tmp_path: P
     assert "--tuned" in (tmp_path / "b" / "summary.md").read_text()
     missing = runner.invoke(app, [*bench, "--tuned", str(tmp_path / "nope"), *TINY])
     assert missing.exit_code != 0 and "is not a directory" in missing.output
+
+
+def test_tune_record_merges_methods_of_the_same_search(tmp_path: Path) -> None:
+    from robult.tuning import _merge_record, tune_record
+
+    path = tune_record(tmp_path, 0.5)
+    assert path.name == "tune-r0.5.json"
+    search = {"dataset": "pie", "label_ratio": 0.5, "trials": 6, "seeds": [0], "search_seed": 0,
+              "base_config": None, "base_set": []}  # fmt: skip
+    first = {**search, "methods": {"robult": {"best_trial": 2}, "supervised": {"best_trial": 0}}}
+    assert _merge_record(path, first) == first  # no record yet
+    path.write_text(json.dumps(first))
+    again = {**search, "methods": {"robult": {"best_trial": 4}}}  # robult tuned again, same search
+    merged = _merge_record(path, again)
+    assert merged["methods"] == {"robult": {"best_trial": 4}, "supervised": {"best_trial": 0}}
+    other = {**search, "trials": 8, "methods": {"robult": {"best_trial": 1}}}  # another budget: replaced
+    assert _merge_record(path, other) == other
+    path.write_text("{not json")
+    assert _merge_record(path, again) == again

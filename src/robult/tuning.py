@@ -7,8 +7,8 @@ by the method's name and ``--seed``. Every trial trains on the same split and la
 validation mean over all modality subsets of the primary metric) wins. The test split is never read.
 
 Outputs: ``OUT/tune.json`` (every trial: settings, validation scores, best epochs) and, per method, a YAML file
-``<method>-r<ratio>.yaml`` in the ``--write`` directory holding the winning overrides (with a copy of
-``tune.json``);
+``<method>-r<ratio>.yaml`` in the ``--write`` directory holding the winning overrides, with the trial record
+``tune-r<ratio>.json`` beside them (methods tuned separately under the same search are merged into it);
 ``robult benchmark --tuned DIR`` applies them to that method's runs at that label ratio. A finished trial is
 reused and an interrupted one resumed, so re-running the command finishes the search.
 """
@@ -96,6 +96,27 @@ def sample_trials(method: str, trials: int, seed: int = 0) -> list[dict[str, Any
 
 def tuned_file(directory: Path, method: str, ratio: float) -> Path:
     return Path(directory) / f"{method}-r{ratio:g}.yaml"
+
+
+def tune_record(directory: Path, ratio: float) -> Path:
+    """The trial record kept beside the tuned files of one label ratio: ``tune-r<ratio>.json``."""
+    return Path(directory) / f"tune-r{ratio:g}.json"
+
+
+def _merge_record(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` merged into the record already at ``path``: methods tuned earlier under the same search (dataset,
+    ratio, trials, seeds, search seed, base config) are kept, so tuning one method again leaves the others' records
+    in place. A record of another search is replaced."""
+    if not path.is_file():
+        return doc
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return doc
+    same = ("dataset", "label_ratio", "trials", "seeds", "search_seed", "base_config", "base_set")
+    if not isinstance(old, dict) or any(old.get(k) != doc.get(k) for k in same):
+        return doc
+    return {**doc, "methods": {**old.get("methods", {}), **doc["methods"]}}
 
 
 def load_tuned(directory: Path, method: str, ratio: float, dataset: str) -> dict[str, Any]:
@@ -198,6 +219,8 @@ def run_tuning(
         "trials": trials,
         "seeds": list(seeds),
         "search_seed": search_seed,
+        "base_config": None if config is None else str(config),
+        "base_set": list(overrides or []),
         "selection": "validation mean over modality subsets of the primary metric, mean over seeds",
         "higher_is_better": maximize,
         "methods": {},
@@ -224,7 +247,7 @@ def run_tuning(
             header = (
                 f"# chosen by `robult tune` on the validation split ({doc['selection']});\n"
                 f"# {trials} trials x {len(seeds)} seed(s), search seed {search_seed}; "
-                "every trial in tune.json beside it\n"
+                f"every trial in {tune_record(write, label_ratio).name} beside it\n"
             )
             body = {
                 "dataset": name,
@@ -237,7 +260,8 @@ def run_tuning(
             atomic_write_text(tuned_file(write, method, label_ratio), header + yaml.safe_dump(body, sort_keys=False))
     atomic_write_json(out / "tune.json", doc)
     if write is not None:
-        atomic_write_json(write / "tune.json", doc)
+        record = tune_record(write, label_ratio)
+        atomic_write_json(record, _merge_record(record, doc))
     if write is not None:
         lines.append(f"wrote {len(plan)} tuned config(s) to {write}")
     lines.append(f"wrote {out / 'tune.json'}")
@@ -251,5 +275,6 @@ __all__ = [
     "run_tuning",
     "sample_trials",
     "search_space",
+    "tune_record",
     "tuned_file",
 ]
