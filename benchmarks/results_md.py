@@ -117,6 +117,19 @@ def _copy(src: Path, dest: Path) -> bool:
     return True
 
 
+def _tuned_ratios(root: Path | None, ds: str) -> list[float]:
+    """Label ratios with a tuned benchmark under ``root/<ds>/r<ratio>/`` (5% first)."""
+    if root is None or not (root / ds).is_dir():
+        return []
+    found = []
+    for sub in (root / ds).glob("r*"):
+        try:
+            found.append(float(sub.name[1:]))
+        except ValueError:
+            continue
+    return sorted(found)
+
+
 def _headline_row(ds: str, doc: dict, sup100: tuple[float, float, int] | None, methods: list[str]) -> str:
     means = _means(doc)
     best = (max if doc["higher_is_better"] else min)(v[0] for v in means.values())
@@ -154,7 +167,8 @@ def main() -> None:
         "--tuned-src",
         type=Path,
         default=None,
-        help="optional: one folder per dataset with r0.05/ from `robult benchmark --tuned configs/tuned/<dataset>`",
+        help="optional: one folder per dataset with r<ratio>/ (r0.05/, r0.5/, ...) from `robult benchmark --tuned "
+        "configs/tuned/<dataset>` at that ratio",
     )
     ap.add_argument("--dest", type=Path, default=Path("docs/results"))
     ap.add_argument("--out", type=Path, default=Path("docs/results.md"))
@@ -170,8 +184,8 @@ def main() -> None:
 
     datasets = [d for d in args.datasets.split(",") if (args.src / d / "r0.05" / "results.json").is_file()]
     head = _head(METHOD_ORDER)
-    tuned_methods: list[str] = []
-    tuned_rows: list[str] = []
+    tuned_methods: dict[float, list[str]] = {}
+    tuned_rows: dict[float, list[str]] = {}
     sections = []
     seed_counts: dict[str, set[int]] = {}
     for ds in datasets:
@@ -186,20 +200,24 @@ def main() -> None:
         sup100 = _means(full).get("supervised") if full else None
         head.append(_headline_row(ds, doc, sup100, METHOD_ORDER))
         tuned_part = ""
-        if args.tuned_src is not None and _copy(args.tuned_src / ds / "r0.05", dest / "tuned"):
-            tdoc = load_results(dest / "tuned" / "results.json")
+        for ratio in _tuned_ratios(args.tuned_src, ds):
+            sub = "tuned" if ratio == 0.05 else f"tuned-r{ratio:g}"
+            if not _copy(args.tuned_src / ds / f"r{ratio:g}", dest / sub):
+                continue
+            tdoc = load_results(dest / sub / "results.json")
             present = [m for m in METHOD_ORDER if m in _means(tdoc)]
-            tuned_methods = tuned_methods or present
-            tuned_rows.append(_headline_row(ds, tdoc, sup100, tuned_methods))
-            tuned_part = (
-                f"### {ds}, tuned hyper-parameters (configs/tuned/{ds})\n\n"
-                f"Command: `robult tune --dataset {ds} --methods {','.join(present)} --trials 6 --write "
-                f"configs/tuned/{ds}`, then `robult benchmark --dataset {ds} --methods {','.join(present)} "
-                f"--label-ratios 0.05 --seeds 5 --tuned configs/tuned/{ds}`.\n\n"
-                + (dest / "tuned" / "summary.md").read_text().replace("# Benchmark:", "#### Tuned:")
-                + f"\n![random missingness, tuned](results/{ds}/tuned/random_rate.png)\n\n"
-                f"### {ds}, committed defaults\n\n"
+            tuned_methods.setdefault(ratio, present)
+            tuned_rows.setdefault(ratio, []).append(_headline_row(ds, tdoc, sup100, tuned_methods[ratio]))
+            tuned_part += (
+                f"### {ds}, tuned hyper-parameters at {ratio:.0%} labels (configs/tuned/{ds})\n\n"
+                f"Command: `robult tune --dataset {ds} --methods {','.join(present)} --label-ratio {ratio:g} "
+                f"--trials 6 --write configs/tuned/{ds}`, then `robult benchmark --dataset {ds} --methods "
+                f"{','.join(present)} --label-ratios {ratio:g} --seeds 5 --tuned configs/tuned/{ds}`.\n\n"
+                + (dest / sub / "summary.md").read_text().replace("# Benchmark:", "#### Tuned:")
+                + f"\n![random missingness, tuned](results/{ds}/{sub}/random_rate.png)\n\n"
             )
+        if tuned_part:
+            tuned_part += f"### {ds}, committed defaults\n\n"
         ratio_part = ""
         if (dest / "rmulti" / "results.json").is_file():
             docs = [doc, load_results(dest / "rmulti" / "results.json")] + ([full] if full else [])
@@ -217,11 +235,11 @@ def main() -> None:
         )
     seeds_text = ", ".join(sorted({f"{n}" for ds_n in seed_counts.values() for n in ds_n})) or "n/a"
     tuned_text = ""
-    if tuned_rows:
-        tuned_text = (
-            "## Headline, tuned: mean over all modality subsets at 5% labels (test %), every method with its\n"
-            "validation-tuned hyper-parameters (`robult tune`, 6 trials per method, the same budget for all)\n\n"
-            + "\n".join([*_head(tuned_methods), *tuned_rows])
+    for ratio in sorted(tuned_rows):
+        tuned_text += (
+            f"## Headline, tuned: mean over all modality subsets at {ratio:.0%} labels (test %), every method with\n"
+            "its validation-tuned hyper-parameters (`robult tune`, 6 trials per method, the same budget for all)\n\n"
+            + "\n".join([*_head(tuned_methods[ratio]), *tuned_rows[ratio]])
             + "\n\n"
         )
     text = (
@@ -242,7 +260,7 @@ def main() -> None:
     )
     atomic_write_text(args.out, text)
     print(f"wrote {args.out} ({len(datasets)} datasets)")
-    print("\n".join(tuned_rows or head))
+    print("\n".join(tuned_rows.get(0.05, head)))
 
 
 if __name__ == "__main__":

@@ -95,6 +95,15 @@ def test_tiny_benchmark_writes_results_summary_and_plots(tmp_path: Path) -> None
     again = runner.invoke(app, args)
     assert again.exit_code == 0
     assert json.loads((out / "results.json").read_text())["runs"] == doc["runs"]
+    # a finished run trained on another labeled subset (e.g. before a change of the subset rule) is refused
+    saved = out / "runs" / "supervised-r0.05-s1" / "labeled.json"
+    record = json.loads(saved.read_text())
+    record.update(indices=record["indices"][1:], n_labeled=record["n_labeled"] - 1, sha256="0" * 64)
+    saved.write_text(json.dumps(record))
+    stale = runner.invoke(app, args)
+    assert stale.exit_code != 0
+    assert f"{saved}: the run was trained on another labeled subset" in stale.output
+    assert f"delete {saved.parent} to rerun it" in stale.output
 
 
 def test_benchmark_keeps_the_config_dataset_unless_given(tmp_path: Path) -> None:

@@ -150,7 +150,7 @@ def run_tuning(
 
     from robult.benchmark import grid_config
     from robult.evaluation.metrics import higher_is_better
-    from robult.training.run import load_bundle, train_run
+    from robult.training.run import check_saved_subset, load_bundle, train_run
 
     if not 0 < label_ratio <= 1:
         raise ValueError(f"--label-ratio: {label_ratio} is not in (0, 1]")
@@ -189,12 +189,13 @@ def run_tuning(
         bar.set_postfix_str(cfg.run_name())
         run_dir = Path(cfg.out_dir) / cfg.run_name()
         done = run_dir / "trial.json"
-        if done.is_file():
+        if seed not in bundles:
+            bundles[seed] = load_bundle(cfg)
+        if done.is_file():  # reused: same config and the labeled subset this code produces
             if load_config(run_dir / "config.yaml").model_dump() != cfg.model_dump():
                 raise ConfigError(f"{run_dir}: holds a trial with another config; use another --out")
+            check_saved_subset(run_dir, bundles[seed].train, cfg)
         else:
-            if seed not in bundles:
-                bundles[seed] = load_bundle(cfg)
             resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
             res = train_run(cfg, resume=resume, bundle=bundles[seed], evaluate_test=False)
             bundle = bundles[seed]

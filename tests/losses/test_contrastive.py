@@ -272,3 +272,29 @@ def test_pseudo_label_threshold_isolates_unconfident_unlabeled() -> None:
         threshold=0.9,
     )
     assert binary[0] == 1 and binary[2] == 0 and binary[1] < 0
+
+
+def test_fallback_none_drops_candidates_until_a_labeled_pair_is_seen() -> None:
+    """One label per class: no labeled positive pair exists, so ``μ, σ`` have no reference. ``fallback="none"``
+    leaves only ``k = j`` as a positive (instance InfoNCE); ``"prior"`` weighs the candidates around the initial
+    state. Once a labeled pair has been seen the two agree exactly."""
+    torch.manual_seed(0)
+    z, s = torch.randn(6, 2, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    present = torch.ones(6, 2, dtype=torch.bool)
+    keys = torch.tensor([0, 1, 0, 1, 0, 1])
+    labeled = torch.tensor([True, True, False, False, False, False])  # one label per key
+    mu, sigma, init = torch.full((2,), 0.5), torch.full((2,), 0.25), torch.zeros(2, dtype=torch.bool)
+    args = (z, s, present, keys, labeled, mu, sigma, 0.5, "rbf", 0.9, init)
+    none = soft_pu_contrastive_loss(*args, fallback="none")
+    prior = soft_pu_contrastive_loss(*args, fallback="prior")
+    assert none.mean_weight.item() == 0.0 and prior.mean_weight.item() > 0.0
+    log_prob = F.log_softmax(torch.einsum("bmd,nd->bmn", F.normalize(z, dim=-1), F.normalize(s, dim=-1)) / 0.5, -1)
+    instance = -torch.diagonal(log_prob, dim1=0, dim2=2).mean()  # every (sample, modality) is an anchor here
+    assert none.unlabeled.item() == pytest.approx(instance.item(), rel=1e-9)
+    assert none.labeled.item() == pytest.approx(prior.labeled.item(), rel=1e-12)  # L_lb does not change
+    seen = (*args[:-1], torch.ones(2, dtype=torch.bool))  # a labeled pair was seen in an earlier batch
+    assert soft_pu_contrastive_loss(*seen, fallback="none").unlabeled.item() == pytest.approx(
+        soft_pu_contrastive_loss(*seen, fallback="prior").unlabeled.item(), rel=1e-12
+    )
+    with pytest.raises(ValueError, match="unknown PU fallback 'zero'"):
+        soft_pu_contrastive_loss(*args, fallback="zero")

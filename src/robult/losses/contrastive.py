@@ -34,6 +34,7 @@ from robult.specs import TaskKind, TaskSpec
 from robult.utils import distributed as dist_utils
 
 KERNELS = ("rbf", "laplace", "cauchy", "one_sided")
+PU_FALLBACKS = ("prior", "none")
 REGRESSION_BINS = ("sign", "7class")
 
 
@@ -166,6 +167,7 @@ def soft_pu_contrastive_loss(
     stats_initialized: Tensor | None = None,
     sigma_min: float = 0.05,
     keep_weights: bool = False,
+    fallback: str = "prior",
 ) -> ContrastiveLossOutput:
     """The soft PU contrastive loss for one batch (see the module docstring).
 
@@ -183,11 +185,17 @@ def soft_pu_contrastive_loss(
         sigma_min: lower bound of ``σ`` (a batch with near-identical positive pairs must not make every other
             weight vanish).
         keep_weights: return every candidate pair's weight (for histograms; costs a masked copy).
+        fallback: the weights of a modality for which no labeled positive pair has been seen yet (state not
+            initialised and none in this batch): ``prior`` uses the kernel around the initial ``μ, σ``; ``none``
+            gives every candidate weight 0 (only ``k = j`` stays a positive), since there is no reference
+            proximity to compare with — e.g. with one label per class.
     """
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; use one of {KERNELS}")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
+    if fallback not in PU_FALLBACKS:
+        raise ValueError(f"unknown PU fallback {fallback!r}; use one of {PU_FALLBACKS}")
     b, m, _ = shared.shape
     device = shared.device
     world = dist_utils.world_size()
@@ -241,6 +249,8 @@ def soft_pu_contrastive_loss(
     # ---- L_ulb: PU candidates weighted by K(π), plus k = j
     pu = (same * (~labeled[:, None] | ~target_labeled[None, :]).to(same.dtype)).to(log_prob.dtype)  # [B, N]
     w = kernel_weights(prox, new_mu[None, :, None], sig[None, :, None], kernel)  # [B, M, N], no gradient
+    if fallback == "none":  # no labeled positive pair seen yet for a modality: no reference, no candidates
+        w = w * (init | has).to(w.dtype)[None, :, None]
     num_ulb = torch.einsum("bmn,bn->bm", w * log_prob, pu) + diag_log_prob
     den_ulb = torch.einsum("bmn,bn->bm", w, pu) + 1.0
     loss_ulb = -num_ulb / den_ulb
@@ -280,6 +290,7 @@ class SoftPUContrastiveLoss(nn.Module):
         ema: EMA factor of ``μ``, ``σ``.
         sigma_min: lower bound of ``σ``.
         mu_init, sigma_init: state used before any labeled positive pair has been seen.
+        fallback: weights before any labeled positive pair has been seen (see :func:`soft_pu_contrastive_loss`).
     """
 
     mu: Tensor
@@ -295,10 +306,14 @@ class SoftPUContrastiveLoss(nn.Module):
         sigma_min: float = 0.05,
         mu_init: float = 0.5,
         sigma_init: float = 0.25,
+        fallback: str = "prior",
     ) -> None:
         super().__init__()
         if kernel not in KERNELS:
             raise ValueError(f"unknown kernel {kernel!r}; use one of {KERNELS}")
+        if fallback not in PU_FALLBACKS:
+            raise ValueError(f"unknown PU fallback {fallback!r}; use one of {PU_FALLBACKS}")
+        self.fallback = fallback
         if not 0.0 <= ema < 1.0:
             raise ValueError(f"ema must lie in [0, 1), got {ema}")
         self.temperature, self.kernel, self.ema, self.sigma_min = temperature, kernel, ema, sigma_min
@@ -322,6 +337,7 @@ class SoftPUContrastiveLoss(nn.Module):
             self.ema,
             self.initialized,
             self.sigma_min,
+            fallback=self.fallback,
         )
         if self.training:  # the EMA advances only on training steps
             self.mu.copy_(out.mu)

@@ -36,6 +36,9 @@ class RobultLossConfig:
             of its unimodal predictions, detached, kept when its confidence is at least ``pseudo_confidence``),
             ramped like ``λ_ulb``. See :func:`robult.losses.pseudo_label.pseudo_label_loss`.
         pseudo_confidence: confidence threshold of that term (and of the ``pseudolabel`` baseline's pseudo-labels).
+        pu_fallback: PU weights of a modality before any labeled positive pair has been seen (e.g. all training
+            with one label per class): ``prior`` (kernel around the initial ``μ = 0.5, σ = 0.25``) or ``none``
+            (candidates weigh 0, only ``k = j`` is a positive).
         soft_weights: weight PU candidates by ``K(π)`` (off: every candidate gets weight 0, i.e. only labeled
             positives and ``k = j`` count — the ``robult_supcon`` ablation).
     """
@@ -51,6 +54,7 @@ class RobultLossConfig:
     regression_loss: Literal["l1", "mse"] = "l1"
     regression_bins: Literal["sign", "7class"] = "sign"
     soft_weights: bool = True
+    pu_fallback: Literal["prior", "none"] = "prior"
     pseudo_label_threshold: float = 0.0
     lambda_pseudo: float = 0.0
     pseudo_confidence: float = 0.95
@@ -97,7 +101,9 @@ class RobultLoss(nn.Module):
         self.task = task
         self.config = cfg = config or RobultLossConfig()
         self.supervised = SupervisedLoss(task, cfg.regression_loss)
-        self.contrastive = SoftPUContrastiveLoss(num_modalities, cfg.temperature, cfg.kernel, cfg.ema, cfg.sigma_min)
+        self.contrastive = SoftPUContrastiveLoss(
+            num_modalities, cfg.temperature, cfg.kernel, cfg.ema, cfg.sigma_min, fallback=cfg.pu_fallback
+        )
 
     def forward(self, output: RobultOutput, batch: Batch, epoch: float = 0.0) -> RobultLossOutput:
         """Args: the model output, its batch, and the (fractional) training epoch for the warm-up ramp."""

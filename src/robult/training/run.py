@@ -59,14 +59,35 @@ def load_bundle(cfg: RunConfig, seed: int | None = None) -> DatasetBundle:
     )
 
 
-def _labeled_mask(train: MultimodalDataset, cfg: RunConfig, run_dir: Path) -> torch.Tensor:
-    """The seeded stratified labeled subset, saved to (or, on resume, read back from) ``labeled.json``."""
-    path = run_dir / "labeled.json"
+def _subset_indices(train: MultimodalDataset, cfg: RunConfig) -> tuple[torch.Tensor, list[int], str]:
+    """The labeled mask this code produces for ``cfg``, its indices and their SHA-256."""
     mask = labeled_subset(train.target, train.task, cfg.train.label_ratio, cfg.train.seed)
     # samples whose label the dataset itself marks unknown stay unlabeled
     mask &= train.labeled
     indices = mask.nonzero().flatten().tolist()
-    digest = hashlib.sha256(json.dumps(indices).encode()).hexdigest()
+    return mask, indices, hashlib.sha256(json.dumps(indices).encode()).hexdigest()
+
+
+def check_saved_subset(run_dir: Path, train: MultimodalDataset, cfg: RunConfig) -> None:
+    """Raise when a finished run in ``run_dir`` was trained on another labeled subset than this code produces
+    for its config (e.g. a run from before a change of the subset rule), so a reused result is never mixed with
+    fresh ones."""
+    path = Path(run_dir) / "labeled.json"
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing; the run's labeled subset cannot be checked (delete {run_dir} to rerun)")
+    saved = json.loads(path.read_text())
+    _, indices, digest = _subset_indices(train, cfg)
+    if saved.get("sha256") != digest:
+        raise ConfigError(
+            f"{path}: the run was trained on another labeled subset ({saved.get('n_labeled')} labels) than this "
+            f"code produces for its config ({len(indices)} labels); delete {run_dir} to rerun it"
+        )
+
+
+def _labeled_mask(train: MultimodalDataset, cfg: RunConfig, run_dir: Path) -> torch.Tensor:
+    """The seeded stratified labeled subset, saved to (or, on resume, read back from) ``labeled.json``."""
+    path = run_dir / "labeled.json"
+    mask, indices, digest = _subset_indices(train, cfg)
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("sha256") != digest:
