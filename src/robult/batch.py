@@ -115,14 +115,28 @@ def validate_batch(batch: Batch, modalities: Sequence[ModalitySpec], task: TaskS
             finite = ok.reshape(rows.shape[0], -1).all(dim=1)
             if not finite.all():
                 i = int(col.nonzero().flatten()[(~finite).nonzero().flatten()[0]])
+                row = "" if batch.index is None else f" (dataset row {int(batch.index[i])})"
                 raise ValueError(
-                    f"modality {spec.name!r} holds NaN or Inf in sample {i} of the batch, which is marked present; "
-                    "mark it absent or clean the input"
+                    f"modality {spec.name!r} holds NaN or Inf in sample {i} of the batch{row}, which is marked "
+                    "present; mark it absent or clean the input"
                 )
     if batch.labeled.shape != (b,):
         raise ValueError(f"labeled mask has shape {tuple(batch.labeled.shape)}, expected ({b},)")
     if task is not None and batch.labeled.any():
         task.check_target(batch.target[batch.labeled], where="labeled ")
+
+
+def check_dataset(
+    dataset: MultimodalDataset, modalities: Sequence[ModalitySpec], where: str, chunk: int = 1024
+) -> None:
+    """:func:`validate_batch` over every row of ``dataset`` once, in chunks (e.g. before training, so the
+    training steps need not check every batch again); errors name ``where`` and the dataset row."""
+    for start in range(0, len(dataset), chunk):
+        batch = dataset.__getitems__(range(start, min(start + chunk, len(dataset))))
+        try:
+            validate_batch(batch, modalities)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
 
 
 def _as_tensor(value: Any) -> Tensor:

@@ -97,3 +97,31 @@ def test_evaluate_command_reproduces_the_run(tmp_path: Path) -> None:
     again = evaluate_run(run.run_dir)
     for key, vals in run.evaluation.subsets.items():
         assert again.subsets[key]["accuracy"] == pytest.approx(vals["accuracy"])
+
+
+def test_bad_rows_are_found_before_training_and_steps_skip_the_check(tmp_path: Path, monkeypatch) -> None:
+    """The splits are checked once up front (naming the split and the dataset row), so the training and
+    validation steps call the model with ``validate=False``."""
+    from robult.models.robult import RobultModel
+    from robult.training.run import load_bundle
+
+    cfg = _cfg(tmp_path, "train.max_epochs=1", "dataset.options.n_samples=300")
+    bundle = load_bundle(cfg)
+    bundle.train.inputs["m1"][7, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"synthetic training split: modality 'm1' holds NaN or Inf in sample 7 "
+                       r"of the batch \(dataset row 7\)"):  # fmt: skip
+        train_run(cfg, bundle=bundle)
+    assert not (tmp_path / "runs").exists()  # found before the run directory is created
+
+    flags: list[bool] = []
+    forward = RobultModel.forward
+
+    def spy(self, batch, with_reconstruction=False, validate=True):
+        flags.append(validate)
+        return forward(self, batch, with_reconstruction=with_reconstruction, validate=validate)
+
+    monkeypatch.setattr(RobultModel, "forward", spy)
+    train_run(_cfg(tmp_path, "name=clean", "train.max_epochs=1", "dataset.options.n_samples=300"))
+    first_check = flags.index(True) if True in flags else len(flags)
+    assert first_check > 0 and not any(flags[:first_check])  # training and validation steps skip the check ...
+    assert all(flags[first_check:])  # ... the test evaluation afterwards checks its batches

@@ -8,6 +8,7 @@ and early stopping watches the same score. All reported metrics come from that o
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import lightning as L
@@ -85,6 +86,9 @@ class MethodModule(L.LightningModule):
         seed: base seed; the global torch RNG is reseeded at every epoch start from ``(seed, epoch)`` so a resumed
             run draws the same dropout masks.
         modality_dropout: training-time modality dropout rate (0: off).
+        check_batches: let the model check every batch (:func:`robult.batch.validate_batch`). ``train_run`` checks
+            the training and validation splits once up front (:func:`robult.batch.check_dataset`) and turns this
+            off, which saves ~4% of a training step (pie); models whose forward takes no ``validate`` always check.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class MethodModule(L.LightningModule):
         weight_decay: float = 1e-4,
         seed: int = 0,
         modality_dropout: float = 0.0,
+        check_batches: bool = True,
     ) -> None:
         super().__init__()
         self.model = model
@@ -108,6 +113,8 @@ class MethodModule(L.LightningModule):
         self.primary_metric = primary_metric
         self.lr, self.weight_decay = lr, weight_decay
         self.seed = seed
+        skip = not check_batches and "validate" in inspect.signature(model.forward).parameters
+        self._forward_kwargs: dict[str, bool] = {"validate": False} if skip else {}
         self.modality_dropout = modality_dropout
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
@@ -120,7 +127,7 @@ class MethodModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if self.modality_dropout > 0:
             batch = batch.with_present(drop_modalities(batch.present, self.modality_dropout))
-        output = self.model(batch, with_reconstruction=True)
+        output = self.model(batch, with_reconstruction=True, **self._forward_kwargs)
         n_batches = max(1, int(self.trainer.num_training_batches)) if self.trainer else 1
         epoch = self.current_epoch + batch_idx / n_batches
         result = self.criterion(output, batch, epoch=epoch)
@@ -129,7 +136,7 @@ class MethodModule(L.LightningModule):
         return result.total
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        output = self.model(batch, with_reconstruction=False)
+        output = self.model(batch, with_reconstruction=False, **self._forward_kwargs)
         preds = self.model.predict_subsets(output, self.subsets)
         self._val_outputs.append((preds.predictions.float().cpu(), preds.valid.cpu(), batch.target.cpu()))
 

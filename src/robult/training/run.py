@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robult.batch import MultimodalDataset, collate
+from robult.batch import MultimodalDataset, check_dataset, collate
 from robult.config import ConfigError, RunConfig, config_to_yaml, load_config
 from robult.data.registry import DatasetBundle, load_dataset
 from robult.data.splits import labeled_subset
@@ -226,6 +226,9 @@ def train_run(
         cfg.train.method, bundle.modalities, bundle.task, cfg.model.model_dump(), cfg.loss.model_dump(), encoders
     )
 
+    # every row checked once here, before anything is written, so the steps need not check each batch again
+    check_dataset(bundle.train, bundle.modalities, f"{bundle.name} training split")
+    check_dataset(bundle.val, bundle.modalities, f"{bundle.name} validation split")
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -249,6 +252,7 @@ def train_run(
         weight_decay=cfg.train.weight_decay,
         seed=cfg.train.seed,
         modality_dropout=_train_option(cfg, method, "modality_dropout", 0.0),
+        check_batches=False,
     )
     mode = "max" if maximize else "min"
     checkpoint = ModelCheckpoint(
