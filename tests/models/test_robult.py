@@ -120,6 +120,22 @@ def test_reconstruction_gradient_routing(specs, task) -> None:
     assert all(g == 0 for n, g in g2.items() if n.startswith(("shared_projector.", "fusion.", "head.")))
 
 
+def test_fusion_grad_to_encoder_off_keeps_the_fused_branch_off_the_encoders(specs, task) -> None:
+    batch = make_batch(seed=3)
+    for flag in (True, False):
+        torch.manual_seed(0)
+        model = RobultModel(specs, task, RobultConfig(hidden_dim=32, fusion_grad_to_encoder=flag))
+        out = model(batch)
+        (out.fused.square().sum() + out.fused_logits.square().sum()).backward()
+        grads = _grads(model)
+        assert any(g > 0 for n, g in grads.items() if n.startswith("fusion."))
+        assert any(g > 0 for n, g in grads.items() if n.startswith("encoders.")) is flag
+        torch.manual_seed(0)
+        ref = RobultModel(specs, task, RobultConfig(hidden_dim=32)).eval()
+        model.eval()
+        torch.testing.assert_close(model(batch).fused, ref(batch).fused)  # the values do not depend on it
+
+
 class _MeanPool(nn.Module):
     """A user sequence encoder without an `out_dim` attribute (width inferred)."""
 

@@ -43,6 +43,9 @@ class RobultConfig:
             ``[U^m; Z^m]``).
         use_fused_when_complete: predict with the fused head ``c_S(S)`` when every modality is present.
         rec_grad_to_encoder: let the reconstruction loss reach the encoders (off: only ``g_m`` and ``r_m``).
+        fusion_grad_to_encoder: let the fused branch (``c_S(S)`` supervision and the contrastive targets ``S``)
+            reach the encoders (METHOD.md; off: the fusion sees ``sg(H)``, so each encoder is trained only through
+            its own modality's ``Z^m, U^m`` — not in METHOD.md, an experiment against modality competition).
     """
 
     hidden_dim: int = 128
@@ -57,6 +60,7 @@ class RobultConfig:
     aggregate: Literal["logit_mean", "feature_mean"] = "logit_mean"
     use_fused_when_complete: bool = False
     rec_grad_to_encoder: bool = False
+    fusion_grad_to_encoder: bool = True
 
     def __post_init__(self) -> None:
         if self.aggregate not in AGGREGATES:
@@ -248,7 +252,7 @@ class RobultModel(nn.Module):
             recon = self.reconstructors(torch.cat([specific_rec, shared.detach()], dim=-1))
         else:
             specific = self.specific_projectors(hidden)
-        fused = self.fusion(hidden, batch.present)
+        fused = self.fusion(hidden if self.config.fusion_grad_to_encoder else hidden.detach(), batch.present)
         logits = self.head(torch.cat([specific, shared], dim=-1))
         fused_logits = self.fused_head(fused)
         return RobultOutput(hidden, shared, specific, fused, logits, fused_logits, batch.present, recon, target)
