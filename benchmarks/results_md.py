@@ -60,7 +60,14 @@ def _ratio_section(ds: str, docs: list[dict], png: Path) -> str:
         "Mean over subsets (test %) by label ratio (committed defaults), mean ± std over seeds; bold: best per "
         "ratio. Seeds: " + ", ".join(f"{seeds[r]} at {r:.0%}" for r in ratios) + ". The extra ratios come from "
         f"`robult benchmark --dataset {ds} --methods {extra_methods} "
-        f"--label-ratios {','.join(f'{r:g}' for r in extra)} --seeds {min((seeds[r] for r in extra), default=0)}`.\n",
+        f"--label-ratios {','.join(f'{r:g}' for r in extra)} --seeds {min((seeds[r] for r in extra), default=0)}`"
+        + (
+            f"; 100% from `robult benchmark --dataset {ds} --methods "
+            f"{','.join(m for m in methods if 1.0 in by[m])} --label-ratios 1.0 --seeds {seeds[1.0]}`"
+            if 1.0 in seeds
+            else ""
+        )
+        + ".\n",
         "| method | " + " | ".join(f"{r:.0%}" for r in ratios) + " |",
         "|---|" + "---:|" * len(ratios),
     ]
@@ -103,7 +110,8 @@ def _ratio_section(ds: str, docs: list[dict], png: Path) -> str:
         "\n".join(lines)
         + f"\n\n![label ratios](results/{ds}/ratios.png)\n\n"
         + f"Per-subset and random-missingness tables at 10/20/50%: [results/{ds}/rmulti/summary.md]"
-        f"(results/{ds}/rmulti/summary.md), curves: [random_rate.png](results/{ds}/rmulti/random_rate.png).\n\n"
+        f"(results/{ds}/rmulti/summary.md), curves: [random_rate.png](results/{ds}/rmulti/random_rate.png); at "
+        f"100%: [results/{ds}/r1/summary.md](results/{ds}/r1/summary.md).\n\n"
     )
 
 
