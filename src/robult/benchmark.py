@@ -120,7 +120,7 @@ def run_benchmark(
         write_results,
         write_summary,
     )
-    from robult.training.run import check_saved_subset, load_bundle, train_run
+    from robult.training.run import check_reusable, load_bundle, train_run
 
     base = load_config(config, list(overrides or []))
     for r in label_ratios:
@@ -155,10 +155,7 @@ def run_benchmark(
         if seed not in bundles:
             bundles[seed] = load_bundle(cfg)
         if result_file.is_file():  # reused: same config and the labeled subset this code produces
-            saved = load_config(run_dir / "config.yaml")
-            if saved.model_dump() != cfg.model_dump():
-                raise ConfigError(f"{run_dir}: holds a run with another config; use another --out")
-            check_saved_subset(run_dir, bundles[seed].train, cfg)
+            check_reusable(run_dir, bundles[seed].train, cfg)
         else:
             resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
             train_run(cfg, resume=resume, bundle=bundles[seed])

@@ -150,7 +150,7 @@ def run_tuning(
 
     from robult.benchmark import grid_config
     from robult.evaluation.metrics import higher_is_better
-    from robult.training.run import check_saved_subset, load_bundle, train_run
+    from robult.training.run import check_reusable, load_bundle, train_run
 
     if not 0 < label_ratio <= 1:
         raise ValueError(f"--label-ratio: {label_ratio} is not in (0, 1]")
@@ -192,9 +192,7 @@ def run_tuning(
         if seed not in bundles:
             bundles[seed] = load_bundle(cfg)
         if done.is_file():  # reused: same config and the labeled subset this code produces
-            if load_config(run_dir / "config.yaml").model_dump() != cfg.model_dump():
-                raise ConfigError(f"{run_dir}: holds a trial with another config; use another --out")
-            check_saved_subset(run_dir, bundles[seed].train, cfg)
+            check_reusable(run_dir, bundles[seed].train, cfg, kind="trial")
         else:
             resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
             res = train_run(cfg, resume=resume, bundle=bundles[seed], evaluate_test=False)
@@ -263,7 +261,6 @@ def run_tuning(
     if write is not None:
         record = tune_record(write, label_ratio)
         atomic_write_json(record, _merge_record(record, doc))
-    if write is not None:
         lines.append(f"wrote {len(plan)} tuned config(s) to {write}")
     lines.append(f"wrote {out / 'tune.json'}")
     return "\n".join(lines) + "\n"

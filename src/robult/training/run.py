@@ -68,10 +68,12 @@ def _subset_indices(train: MultimodalDataset, cfg: RunConfig) -> tuple[torch.Ten
     return mask, indices, hashlib.sha256(json.dumps(indices).encode()).hexdigest()
 
 
-def check_saved_subset(run_dir: Path, train: MultimodalDataset, cfg: RunConfig) -> None:
-    """Raise when a finished run in ``run_dir`` was trained on another labeled subset than this code produces
-    for its config (e.g. a run from before a change of the subset rule), so a reused result is never mixed with
-    fresh ones."""
+def check_reusable(run_dir: Path, train: MultimodalDataset, cfg: RunConfig, kind: str = "run") -> None:
+    """Raise unless the finished run in ``run_dir`` may be reused for ``cfg``: it must have been trained with the
+    same config and on the labeled subset this code produces for it (e.g. not a run from before a change of the
+    subset rule), so a reused result is never mixed with fresh ones. ``kind`` names the run in errors."""
+    if load_config(Path(run_dir) / "config.yaml").model_dump() != cfg.model_dump():
+        raise ConfigError(f"{run_dir}: holds a {kind} with another config; use another --out")
     path = Path(run_dir) / "labeled.json"
     if not path.is_file():
         raise ConfigError(f"{path}: missing; the run's labeled subset cannot be checked (delete {run_dir} to rerun)")
