@@ -24,6 +24,25 @@ def test_config_validates(path: Path) -> None:
     assert cfg.train.method in METHODS
 
 
+def _dotted_keys(data: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in data.items():
+        keys.add(prefix + key)
+        if isinstance(value, dict) and key != "options":  # dataset.options is free-form
+            keys |= _dotted_keys(value, f"{prefix}{key}.")
+    return keys
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_lists_every_key(path: Path) -> None:
+    """configs/<dataset>.yaml are full dumps users copy from: a key added to the schema must appear there too."""
+    import yaml
+
+    raw = yaml.safe_load(path.read_text())
+    full = load_config(path).model_dump(mode="json")
+    assert sorted(_dotted_keys(full) - _dotted_keys(raw)) == []
+
+
 TUNED = sorted((Path(__file__).resolve().parents[1] / "configs" / "tuned").glob("*/*.yaml"))
 
 
