@@ -227,6 +227,16 @@ def test_bad_yaml_names_the_key(tmp_path: Path, change: dict, culprit: str) -> N
     assert culprit in str(info.value)
 
 
+def test_malformed_yaml_names_the_file(tmp_path: Path) -> None:
+    _write(tmp_path)
+    (tmp_path / "dataset.yaml").write_text("task: {kind: multiclass\nmodalities: [\n")
+    with pytest.raises(ValueError, match=r"dataset\.yaml: not valid YAML \(while parsing"):
+        load_user_dataset(tmp_path)
+    (tmp_path / "dataset.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(ValueError, match=r"dataset\.yaml: expected a mapping at the top level, got list"):
+        load_user_dataset(tmp_path)
+
+
 def test_missing_files(tmp_path: Path) -> None:
     with pytest.raises(MissingFileError, match=r"dataset\.yaml"):
         load_user_dataset(tmp_path)

@@ -181,10 +181,9 @@ def read_config(path: str | Path) -> tuple[UserDatasetConfig, Path]:
     yaml_path = path / YAML_NAME if path.is_dir() else path
     if not yaml_path.is_file():
         raise MissingFileError(f"{yaml_path}: dataset description not found (expected {YAML_NAME} in {path})")
-    try:
-        raw = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ValueError(f"{yaml_path}: not valid YAML: {err}") from None
+    from robult.config import read_yaml
+
+    raw = read_yaml(yaml_path)  # a syntax error is a ConfigError (a ValueError) naming the file
     if not isinstance(raw, dict):
         raise ValueError(f"{yaml_path}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
