@@ -56,3 +56,25 @@ def test_switches_and_self_training_term(specs, task) -> None:
     assert pl.item() > 0
     assert st.total.item() == pytest.approx((base.total + 0.5 * pl).item(), rel=1e-6)
     assert st.log_dict()["pseudo_label"] == pytest.approx(pl.item())
+
+
+def test_contrastive_grad_to_fusion_off_keeps_the_alignment_off_the_fusion(specs, task) -> None:
+    """``contrastive_grad_to_fusion=False`` aligns ``Z^m`` to ``sg(S)``: same values, the fusion gets no gradient
+    from the contrastive parts, the shared projector gets exactly the same gradient as with ``S`` live."""
+    torch.manual_seed(0)
+    model = RobultModel(specs, task, RobultConfig(hidden_dim=32)).eval()
+    batch = make_batch(seed=13)
+    grads = {}
+    for flag in (True, False):
+        cfg = RobultLossConfig(lambda_rec=0.0, contrastive_grad_to_fusion=flag)
+        out = RobultLoss(task, 3, cfg).eval()(model(batch, with_reconstruction=False), batch, epoch=10)
+        contrastive = out.contrastive_labeled + out.contrastive_unlabeled
+        params = [*model.fusion.parameters(), *model.shared_projector.parameters()]
+        g = torch.autograd.grad(contrastive, params, allow_unused=True)
+        n_fusion = len(list(model.fusion.parameters()))
+        grads[flag] = (contrastive.item(), g[:n_fusion], g[n_fusion:])
+    assert grads[False][0] == pytest.approx(grads[True][0], rel=1e-6)
+    assert all(t is None or t.abs().sum() == 0 for t in grads[False][1])
+    assert sum(t.abs().sum().item() for t in grads[True][1] if t is not None) > 0
+    for live, frozen in zip(grads[True][2], grads[False][2], strict=True):
+        torch.testing.assert_close(live, frozen)

@@ -39,6 +39,10 @@ class RobultLossConfig:
         pu_fallback: PU weights of a modality before any labeled positive pair has been seen (e.g. all training
             with one label per class): ``prior`` (kernel around the initial ``μ = 0.5, σ = 0.25``) or ``none``
             (candidates weigh 0, only ``k = j`` is a positive).
+        contrastive_grad_to_fusion: let the contrastive parts move the fused targets ``S`` (METHOD.md: ``S`` is
+            gathered with gradient). ``False`` uses ``sg(S)``: the alignment moves only ``Z^m`` (the shared projector
+            and the encoders) towards the fused branch, which is then shaped by its supervised head alone (not in
+            METHOD.md; measured in docs/baselines.md).
         soft_weights: weight PU candidates by ``K(π)`` (off: every candidate gets weight 0, i.e. only labeled
             positives and ``k = j`` count — the ``robult_supcon`` ablation).
     """
@@ -55,6 +59,7 @@ class RobultLossConfig:
     regression_bins: Literal["sign", "7class"] = "sign"
     soft_weights: bool = True
     pu_fallback: Literal["prior", "none"] = "prior"
+    contrastive_grad_to_fusion: bool = True
     pseudo_label_threshold: float = 0.0
     lambda_pseudo: float = 0.0
     pseudo_confidence: float = 0.95
@@ -123,7 +128,8 @@ class RobultLoss(nn.Module):
                 cfg.pseudo_label_threshold,
             )
             labeled = batch.labeled
-            con = self.contrastive(output.shared, output.fused, output.present, keys, labeled)
+            targets = output.fused if cfg.contrastive_grad_to_fusion else output.fused.detach()
+            con = self.contrastive(output.shared, targets, output.present, keys, labeled)
             lb = con.labeled
             ulb = con.unlabeled if cfg.soft_weights else zero
         rec = zero
