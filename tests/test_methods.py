@@ -23,7 +23,7 @@ UNUSED = {"robult_no_rec": ("reconstructors.",)}
 
 
 def test_registry_holds_the_baselines_and_the_robult_variants() -> None:
-    expected = {"robult", "robult_labeled_only", "robult_no_rec", "robult_supcon", "robult_st", *BASELINES}
+    expected = {"robult", "robult_labeled_only", "robult_no_rec", "robult_supcon", "robult_st", "robult_sg", *BASELINES}
     expected |= {f"robult_{k}" for k in ("rbf", "laplace", "cauchy", "one_sided")}
     assert set(METHODS) == expected
     with pytest.raises(ValueError, match="unknown method 'nope'"):

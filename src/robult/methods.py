@@ -171,6 +171,15 @@ register_method(
         loss_defaults={"lambda_pseudo": 1.0},
     )
 )
+register_method(
+    Method(
+        "robult_sg",
+        "Robult aligning each Z^m to the fused targets under stop-gradient, sg(S) "
+        "(loss.contrastive_grad_to_fusion = false; a proposed change to METHOD.md)",
+        _build_robult,
+        loss_defaults={"contrastive_grad_to_fusion": False},
+    )
+)
 for _kernel in ("rbf", "laplace", "cauchy", "one_sided"):
     register_method(
         Method(

@@ -49,6 +49,7 @@ SEARCH_SPACES: dict[str, dict[str, list[Any]]] = {
     "robult": _ROBULT,
     "robult_no_rec": _ROBULT,
     "robult_supcon": _ROBULT,
+    "robult_sg": _ROBULT,
     "robult_st": {**_ROBULT, "loss.pseudo_confidence": [0.8, 0.9, 0.95]},
     "robult_labeled_only": {"loss.temperature": [0.1, 0.2, 0.5, 1.0], "loss.lambda_lb": [0.3, 1.0]},
     **{f"robult_{k}": _ROBULT for k in ("rbf", "laplace", "cauchy", "one_sided")},
