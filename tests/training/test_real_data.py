@@ -57,3 +57,30 @@ def test_handwritten_robult_beats_supervised_at_5_percent(tmp_path: Path) -> Non
         )
         scores[method] = train_run(cfg).evaluation.mean_over_subsets("accuracy")
     assert scores["robult"] > scores["supervised"] + 0.01, scores
+
+
+def test_cub_stop_gradient_on_the_fused_targets_pays(tmp_path: Path) -> None:
+    """At 5% labels on cub, aligning Z with sg(S) (``robult_sg``) beats plain Robult on the mean over subsets
+    (measured, 5 seeds: 75.8 vs 68.8; seeds 0-2: 78.2 vs 71.0) and keeps the fused head's pseudo-labels more
+    accurate; seeds 0 and 1 here."""
+    if not (_data_dir() / "cub").is_dir():
+        pytest.skip("../shared/data/cub not found")
+    scores: dict[str, list[float]] = {"robult": [], "robult_sg": []}
+    for method in scores:
+        for seed in (0, 1):
+            cfg = load_config(
+                None,
+                [
+                    "dataset.name=cub",
+                    f"dataset.data_dir={_data_dir()}",
+                    f"train.method={method}",
+                    f"train.seed={seed}",
+                    "train.progress=false",
+                    "eval.rates=[0.0]",
+                    f"name={method}-{seed}",
+                    f"out_dir={tmp_path}",
+                ],
+            )
+            scores[method].append(train_run(cfg).evaluation.mean_over_subsets("accuracy"))
+    gain = sum(scores["robult_sg"]) / 2 - sum(scores["robult"]) / 2
+    assert gain > 0.03, scores
