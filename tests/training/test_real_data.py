@@ -62,10 +62,13 @@ def test_handwritten_robult_beats_supervised_at_5_percent(tmp_path: Path) -> Non
 def test_cub_stop_gradient_on_the_fused_targets_pays(tmp_path: Path) -> None:
     """At 5% labels on cub, aligning Z with sg(S) (``robult_sg``) beats plain Robult on the mean over subsets
     (measured, 5 seeds: 75.8 vs 68.8; seeds 0-2: 78.2 vs 71.0) and keeps the fused head's pseudo-labels more
-    accurate; seeds 0 and 1 here."""
+    accurate at the selected epoch (5 seeds: 0.80 vs 0.66); seeds 0 and 1 here."""
+    from robult.diagnostics import read_metrics
+
     if not (_data_dir() / "cub").is_dir():
         pytest.skip("../shared/data/cub not found")
     scores: dict[str, list[float]] = {"robult": [], "robult_sg": []}
+    pseudo: dict[str, list[float]] = {"robult": [], "robult_sg": []}
     for method in scores:
         for seed in (0, 1):
             cfg = load_config(
@@ -81,6 +84,9 @@ def test_cub_stop_gradient_on_the_fused_targets_pays(tmp_path: Path) -> None:
                     f"out_dir={tmp_path}",
                 ],
             )
-            scores[method].append(train_run(cfg).evaluation.mean_over_subsets("accuracy"))
+            run = train_run(cfg)
+            scores[method].append(run.evaluation.mean_over_subsets("accuracy"))
+            pseudo[method].append(read_metrics(run.run_dir)["diag/pseudo_label_acc"][run.best_epoch])
     gain = sum(scores["robult_sg"]) / 2 - sum(scores["robult"]) / 2
     assert gain > 0.03, scores
+    assert sum(pseudo["robult_sg"]) / 2 > sum(pseudo["robult"]) / 2 + 0.05, pseudo
