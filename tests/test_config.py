@@ -31,6 +31,9 @@ def test_defaults_overrides_and_round_trip(tmp_path: Path) -> None:
         ("- a\n- b\n", [], "the top level must be a mapping"),
         ("", ["trainlr"], "expected KEY=VALUE"),
         ("", ["eval.rates=[0.5, 1.5]"], "rates must lie in [0, 1)"),
+        ("", ["loss.sigma_min=0"], "key 'loss.sigma_min': Input should be greater than 0"),
+        ("", ["loss.temperature=0"], "key 'loss.temperature': Input should be greater than 0"),
+        ("", ["loss.ema=1.0"], "key 'loss.ema': Input should be less than 1"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, yaml_text: str, overrides: list[str], message: str) -> None:
@@ -70,3 +73,12 @@ def test_apply_settings_sets_nested_keys_like_set() -> None:
     assert a == b and a["dataset"]["options"] == {"n_samples": 600}
     with pytest.raises(ConfigError, match=r"tuned\.yaml: 'lr' is not a section"):
         apply_settings(a, {"train.lr.x": 1}, "tuned.yaml")
+
+
+def test_loss_dataclass_checks_the_same_bounds() -> None:
+    from robult.losses.robult import RobultLossConfig
+
+    with pytest.raises(ValueError, match=r"sigma_min must be > 0\.0, got -0\.1"):
+        RobultLossConfig(sigma_min=-0.1)
+    with pytest.raises(ValueError, match=r"temperature must be > 0\.0, got 0"):
+        RobultLossConfig(temperature=0)

@@ -11,7 +11,7 @@ from torch import nn
 
 from robult import Batch, TaskSpec, all_subsets
 from robult.losses.robult import RobultLossConfig
-from robult.methods import METHODS, build_method, get_method
+from robult.methods import COMMON_SEARCH, METHODS, build_method, get_method
 from robult.modules.encoders import ModalityEncoders
 
 from .conftest import make_batch
@@ -23,9 +23,8 @@ UNUSED = {"robult_no_rec": ("reconstructors.",)}
 
 
 def test_registry_holds_the_baselines_and_the_robult_variants() -> None:
-    expected = {"robult", "robult_labeled_only", "robult_no_rec", "robult_supcon", "robult_st", "robult_sg", *BASELINES}
-    expected |= {f"robult_{k}" for k in ("rbf", "laplace", "cauchy", "one_sided")}
-    assert set(METHODS) == expected
+    expected = {"robult", "robult_paper", "robult_labeled_only", "robult_no_rec", "robult_supcon", "robult_st"}
+    assert set(METHODS) == expected | set(BASELINES)
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         get_method("nope")
 
@@ -41,17 +40,17 @@ def test_defaults_name_real_config_keys() -> None:
 
     loss_keys = {f.name for f in dataclasses.fields(RobultLossConfig)}
     for method in METHODS.values():
-        assert set(method.loss_defaults or {}) <= loss_keys, method.name
-        for key in method.train_defaults or {}:  # a train default needs a config key that can be left unset
+        assert set(method.fixed_loss or {}) <= loss_keys, method.name
+        for key in method.train_fallbacks or {}:  # a train default needs a config key that can be left unset
             assert key in TrainSection.model_fields and TrainSection.model_fields[key].default is None, key
-        for key, value in (method.train_defaults or {}).items():  # values pass the section's validation
+        for key, value in (method.train_fallbacks or {}).items():  # values pass the section's validation
             TrainSection(**{key: value})
-    assert get_method("moddrop").train_defaults == {"modality_dropout": 0.5}
-    assert get_method("pseudolabel").train_defaults == {"modality_dropout": 0.5}
-    assert get_method("supervised").train_defaults is None and get_method("robult").train_defaults is None
+    assert get_method("moddrop").train_fallbacks == {"modality_dropout": 0.5}
+    assert get_method("pseudolabel").train_fallbacks == {"modality_dropout": 0.5}
+    assert get_method("supervised").train_fallbacks is None and get_method("robult").train_fallbacks is None
 
 
-def test_train_defaults_apply_only_where_the_config_is_silent() -> None:
+def test_train_fallbacks_apply_only_where_the_config_is_silent() -> None:
     from robult.config import validate_config
     from robult.training.run import _train_option
 
@@ -152,3 +151,20 @@ def test_unknown_options_are_named(specs, task) -> None:
             build_method(name, specs, task, MODEL, {"threshold": 0.9})
         with pytest.raises(ValueError, match="unknown model option 'width'"):
             build_method(name, specs, task, {"width": 3})
+
+
+def test_registry_entries_carry_search_space_and_colour() -> None:
+    """The registry is the only method table: every entry has its own search keys (real config keys) and a colour
+    no other method shares; ``robult`` is METHOD.md v2 (sg(S)) and ``robult_paper`` the live-S ablation."""
+    from robult.config import validate_config
+
+    colours = [m.color for m in METHODS.values()]
+    assert len(set(colours)) == len(colours)
+    for method in METHODS.values():
+        space = method.search_space()
+        assert set(COMMON_SEARCH) <= set(space)
+        validate_config({k.split(".")[0]: {k.split(".")[1]: v[0]} for k, v in space.items() if "." in k})
+    assert RobultLossConfig().contrastive_grad_to_fusion is False
+    assert get_method("robult_paper").fixed_loss == {"contrastive_grad_to_fusion": True}
+    assert "loss.lambda_rec" in get_method("robult").search
+    assert "loss.sigma_min" not in get_method("robult_supcon").search  # no soft weights: σ_min is dead there

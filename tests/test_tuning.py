@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from robult.cli import app
 from robult.config import ConfigError, apply_settings, load_config, validate_config
+from robult.methods import COMMON_SEARCH as COMMON
 from robult.methods import METHODS
-from robult.tuning import COMMON, load_tuned, sample_trials, search_space
+from robult.tuning import load_tuned, sample_trials, search_space
 
 runner = CliRunner()
 TINY = [

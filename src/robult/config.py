@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from robult.losses.robult import RobultLossConfig
 from robult.models.robult import RobultConfig
+from robult.utils.bounds import field_bounds
 
 RATES_DEFAULT = [round(0.1 * i, 1) for i in range(10)]
 
@@ -28,7 +29,9 @@ class ConfigError(ValueError):
 
 def _section_from_dataclass(cls: type, name: str) -> type[BaseModel]:
     hints = typing.get_type_hints(cls)
-    spec: dict[str, Any] = {f.name: (hints[f.name], f.default) for f in dataclasses.fields(cls)}
+    spec: dict[str, Any] = {
+        f.name: (hints[f.name], Field(f.default, **field_bounds(f))) for f in dataclasses.fields(cls)
+    }
     return create_model(name, __config__=ConfigDict(extra="forbid"), **spec)
 
 

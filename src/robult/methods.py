@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from torch import nn
@@ -25,30 +25,56 @@ from robult.losses.robult import RobultLoss, RobultLossConfig
 from robult.losses.supervised import SupervisedLoss, SupervisedLossOutput
 from robult.specs import ModalitySpec, TaskSpec
 
+# searched for every method (dotted config keys -> candidate values)
+COMMON_SEARCH: dict[str, list[Any]] = {
+    "train.lr": [3e-4, 1e-3, 3e-3],
+    "train.weight_decay": [1e-5, 1e-4, 1e-3],
+    "model.dropout": [0.0, 0.1, 0.3],
+}
+_LABELED_SHARE = {"train.labeled_share": [0.1, 0.25, 0.5]}
+# λ_rec multiplies a squared norm summed over d_h = 128 features by default: 0.01 is about the old per-feature mean
+_ROBULT_SEARCH: dict[str, list[Any]] = {
+    "loss.temperature": [0.1, 0.2, 0.5, 1.0],
+    "loss.lambda_lb": [0.3, 1.0],
+    "loss.lambda_ulb": [0.3, 1.0],
+    "loss.sigma_min": [0.05, 0.3],
+    "loss.lambda_rec": [0.01, 0.1, 1.0],
+    **_LABELED_SHARE,
+}
+_DROPOUT_SEARCH = {"train.modality_dropout": [0.3, 0.5, 0.7]}
+
 
 @dataclass(frozen=True)
 class Method:
-    """A registered method.
+    """A registered method: the whole truth about it (no other table lists methods).
 
     Attributes:
         name: registry name (``--methods``).
         description: one line for ``--help`` and reports.
         build: ``(modalities, task, model_options, loss_options, encoders) -> (model, loss)``.
         uses_unlabeled: whether training feeds unlabeled samples (``False``: labeled samples only).
-        loss_defaults: loss options this method fixes (e.g. an ablation's switch), applied over the config: they
-            define the method, so a config value for the same key is overridden.
-        train_defaults: ``train`` options this method sets by default (e.g. ``{"modality_dropout": 0.5}``). Keys are
-            fields of the run config's ``train`` section whose own default is ``None`` ("unset"); the trainer
-            resolves each such option as: the config's value when it is not ``None`` (an explicit ``0.0`` wins),
-            else the method's default, else the trainer's fallback (``robult.training.run._train_option``).
+        fixed_loss: loss options that *define* the method (e.g. an ablation's switch): applied over the config, so
+            a config value for the same key is overridden.
+        train_fallbacks: ``train`` options this method uses when the config leaves them unset (``None``), e.g.
+            ``{"modality_dropout": 0.5}``; the config's value wins whenever it is set (an explicit ``0.0`` too),
+            else this, else the trainer's fallback (``robult.training.run._train_option``).
+        search: the method's own search space for ``robult tune`` (dotted config keys -> candidates), searched
+            together with :data:`COMMON_SEARCH`.
+        color: its colour in every plot (a matplotlib colour).
     """
 
     name: str
     description: str
     build: Callable[..., tuple[nn.Module, nn.Module]]
     uses_unlabeled: bool = True
-    loss_defaults: Mapping[str, Any] | None = None
-    train_defaults: Mapping[str, Any] | None = None
+    fixed_loss: Mapping[str, Any] | None = None
+    train_fallbacks: Mapping[str, Any] | None = None
+    search: Mapping[str, list[Any]] = field(default_factory=dict)
+    color: str = "tab:gray"
+
+    def search_space(self) -> dict[str, list[Any]]:
+        """:data:`COMMON_SEARCH` plus the method's own keys."""
+        return {**COMMON_SEARCH, **self.search}
 
 
 def _dataclass_from(cls: type, options: Mapping[str, Any], what: str) -> Any:
@@ -141,7 +167,23 @@ def register_method(method: Method) -> Method:
 
 
 register_method(
-    Method("robult", "Robult: shared/specific projectors, soft PU contrastive, latent reconstruction", _build_robult)
+    Method(
+        "robult",
+        "Robult (METHOD.md v2): shared/specific projectors, soft PU contrastive towards sg(S), latent reconstruction",
+        _build_robult,
+        search=_ROBULT_SEARCH,
+        color="tab:red",
+    )
+)
+register_method(
+    Method(
+        "robult_paper",
+        "Robult with the paper-literal live fused targets S in the contrastive loss (ablation)",
+        _build_robult,
+        fixed_loss={"contrastive_grad_to_fusion": True},
+        search=_ROBULT_SEARCH,
+        color="tab:brown",
+    )
 )
 register_method(
     Method(
@@ -149,63 +191,58 @@ register_method(
         "Robult trained on the labeled samples only (no unlabeled data)",
         _build_robult,
         uses_unlabeled=False,
+        search={"loss.temperature": [0.1, 0.2, 0.5, 1.0], "loss.lambda_lb": [0.3, 1.0]},
+        color="tab:pink",
     )
 )
 register_method(
-    Method("robult_no_rec", "Robult without the reconstruction loss", _build_robult, loss_defaults={"lambda_rec": 0.0})
+    Method(
+        "robult_no_rec",
+        "Robult without the reconstruction loss (ablation)",
+        _build_robult,
+        fixed_loss={"lambda_rec": 0.0},
+        search={k: v for k, v in _ROBULT_SEARCH.items() if k != "loss.lambda_rec"},
+        color="tab:orange",
+    )
 )
 register_method(
     Method(
         "robult_supcon",
-        "Robult with labeled positives only (no soft PU part)",
+        "Robult with labeled positives only: no soft PU candidates, the k = j term kept (ablation)",
         _build_robult,
-        loss_defaults={"soft_weights": False},
+        fixed_loss={"soft_weights": False},
+        search={k: v for k, v in _ROBULT_SEARCH.items() if k != "loss.sigma_min"},
+        color="tab:olive",
     )
 )
 register_method(
     Method(
         "robult_st",
-        "Robult + self-training of the unimodal heads on confident pseudo-labels (loss.lambda_pseudo = 1; a "
-        "proposed extension of METHOD.md)",
+        "Robult + self-training of the unimodal heads on confident pseudo-labels (loss.lambda_pseudo = 1)",
         _build_robult,
-        loss_defaults={"lambda_pseudo": 1.0},
+        fixed_loss={"lambda_pseudo": 1.0},
+        search={**_ROBULT_SEARCH, "loss.pseudo_confidence": [0.8, 0.9, 0.95]},
+        color="tab:purple",
     )
 )
-register_method(
-    Method(
-        "robult_sg",
-        "Robult aligning each Z^m to the fused targets under stop-gradient, sg(S) "
-        "(loss.contrastive_grad_to_fusion = false; a proposed change to METHOD.md)",
-        _build_robult,
-        loss_defaults={"contrastive_grad_to_fusion": False},
-    )
-)
-for _kernel in ("rbf", "laplace", "cauchy", "one_sided"):
-    register_method(
-        Method(
-            f"robult_{_kernel}",
-            f"Robult with the {_kernel} soft PU weighting kernel",
-            _build_robult,
-            loss_defaults={"kernel": _kernel},
-        )
-    )
 register_method(
     Method(
         "supervised",
         "late fusion of unimodal heads, labeled data only",
         _build_late_fusion,
         uses_unlabeled=False,
+        color="tab:blue",
     )
 )
-
-
 register_method(
     Method(
         "moddrop",
         "late fusion trained with modality dropout, labeled data only",
         _build_late_fusion,
         uses_unlabeled=False,
-        train_defaults={"modality_dropout": MODALITY_DROPOUT},
+        train_fallbacks={"modality_dropout": MODALITY_DROPOUT},
+        search=_DROPOUT_SEARCH,
+        color="tab:cyan",
     )
 )
 register_method(
@@ -213,7 +250,14 @@ register_method(
         "pseudolabel",
         "late fusion + modality dropout + confidence-thresholded pseudo-labels on unlabeled data (FixMatch-style)",
         _build_pseudolabel,
-        train_defaults={"modality_dropout": MODALITY_DROPOUT},
+        train_fallbacks={"modality_dropout": MODALITY_DROPOUT},
+        search={
+            **_DROPOUT_SEARCH,
+            "loss.pseudo_confidence": [0.8, 0.9, 0.95],
+            "loss.lambda_ulb": [0.3, 1.0],
+            **_LABELED_SHARE,
+        },
+        color="tab:green",
     )
 )
 register_method(
@@ -222,6 +266,8 @@ register_method(
         "Robult's encoders and fusion with instance-level InfoNCE between Z^m and S (no label-aware positives, "
         "no reconstruction)",
         _build_contrastive,
+        search={"loss.temperature": [0.1, 0.2, 0.5, 1.0], "loss.lambda_ulb": [0.3, 1.0], **_LABELED_SHARE},
+        color="tab:gray",
     )
 )
 register_method(
@@ -229,6 +275,8 @@ register_method(
         "shared_private",
         "MISA-style shared/private spaces: CMD similarity, soft orthogonality, reconstruction with full gradient",
         _build_shared_private,
+        search={"loss.lambda_lb": [0.3, 1.0], "loss.lambda_rec": [0.3, 1.0], **_LABELED_SHARE},
+        color="black",
     )
 )
 
@@ -249,5 +297,5 @@ def build_method(
 ) -> tuple[nn.Module, nn.Module]:
     """Build ``(model, loss)`` of a registered method; the method's fixed loss options override the config."""
     method = get_method(name)
-    loss = {**dict(loss_options or {}), **dict(method.loss_defaults or {})}
+    loss = {**dict(loss_options or {}), **dict(method.fixed_loss or {})}
     return method.build(modalities, task, dict(model_options or {}), loss, dict(encoders or {}))

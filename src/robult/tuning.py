@@ -1,10 +1,11 @@
 """``robult tune``: hyper-parameters chosen on the validation split, with the same search budget for every method.
 
 For each method, trial 0 runs the committed defaults and trials ``1..N-1`` draw distinct settings from the
-method's search space (:data:`SEARCH_SPACES`; every method also searches :data:`COMMON`), with a generator seeded
-by the method's name and ``--seed``. Every trial trains on the same split and labeled subset (the training seeds
-``0..seeds-1``), and the trial with the best validation score (mean over seeds of the run's selection score: the
-validation mean over all modality subsets of the primary metric) wins. The test split is never read.
+method's search space (its registry entry's ``search`` plus :data:`robult.methods.COMMON_SEARCH`), with a
+generator seeded by the method's name and ``--seed``. Every trial trains on the same split and labeled subset
+(the training seeds ``0..seeds-1``), and the trial with the best validation score (mean over seeds of the run's
+selection score: the validation mean over all modality subsets of the primary metric) wins.
+The test split is never read.
 
 Outputs: ``OUT/tune.json`` (every trial: settings, validation scores, best epochs) and, per method, a YAML file
 ``<method>-r<ratio>.yaml`` in the ``--write`` directory holding the winning overrides, with the trial record
@@ -29,49 +30,12 @@ import yaml
 from robult.config import ConfigError, load_config, read_yaml
 from robult.utils.io import atomic_write_json, atomic_write_text
 
-# searched for every method (dotted config keys -> candidate values)
-COMMON: dict[str, list[Any]] = {
-    "train.lr": [3e-4, 1e-3, 3e-3],
-    "train.weight_decay": [1e-5, 1e-4, 1e-3],
-    "model.dropout": [0.0, 0.1, 0.3],
-}
-_LABELED_SHARE = {"train.labeled_share": [0.1, 0.25, 0.5]}
-_ROBULT = {
-    "loss.temperature": [0.1, 0.2, 0.5, 1.0],
-    "loss.lambda_lb": [0.3, 1.0],
-    "loss.lambda_ulb": [0.3, 1.0],
-    "loss.sigma_min": [0.05, 0.3],
-    **_LABELED_SHARE,
-}
-_DROPOUT = {"train.modality_dropout": [0.3, 0.5, 0.7]}
-# method -> its own keys (beyond COMMON); a method missing here searches COMMON only
-SEARCH_SPACES: dict[str, dict[str, list[Any]]] = {
-    "robult": _ROBULT,
-    "robult_no_rec": _ROBULT,
-    "robult_supcon": _ROBULT,
-    "robult_sg": _ROBULT,
-    "robult_st": {**_ROBULT, "loss.pseudo_confidence": [0.8, 0.9, 0.95]},
-    "robult_labeled_only": {"loss.temperature": [0.1, 0.2, 0.5, 1.0], "loss.lambda_lb": [0.3, 1.0]},
-    **{f"robult_{k}": _ROBULT for k in ("rbf", "laplace", "cauchy", "one_sided")},
-    "supervised": {},
-    "moddrop": _DROPOUT,
-    "pseudolabel": {
-        **_DROPOUT,
-        "loss.pseudo_confidence": [0.8, 0.9, 0.95],
-        "loss.lambda_ulb": [0.3, 1.0],
-        **_LABELED_SHARE,
-    },
-    "contrastive": {"loss.temperature": [0.1, 0.2, 0.5, 1.0], "loss.lambda_ulb": [0.3, 1.0], **_LABELED_SHARE},
-    "shared_private": {"loss.lambda_lb": [0.3, 1.0], "loss.lambda_rec": [0.3, 1.0], **_LABELED_SHARE},
-}
-
 
 def search_space(method: str) -> dict[str, list[Any]]:
-    """The full space of ``method``: :data:`COMMON` plus its own keys."""
+    """The full space of ``method``: the common keys plus its own (from its registry entry)."""
     from robult.methods import get_method
 
-    get_method(method)  # unknown names fail here, naming the known ones
-    return {**COMMON, **SEARCH_SPACES.get(method, {})}
+    return get_method(method).search_space()  # unknown names fail here, naming the known ones
 
 
 def sample_trials(method: str, trials: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -268,8 +232,6 @@ def run_tuning(
 
 
 __all__ = [
-    "COMMON",
-    "SEARCH_SPACES",
     "load_tuned",
     "run_tuning",
     "sample_trials",

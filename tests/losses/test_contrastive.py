@@ -76,8 +76,7 @@ def reference(z, s, present, keys, labeled, mu0, sigma0, tau, kernel, ema, init,
                     den += q
                 lb_terms.append(-num / den)
             cand = [k for k in range(b) if k != j and _same(keys, j, k) > 0 and (not labeled[j] or not labeled[k])]
-            if labeled[j] and not cand:
-                continue
+            # every anchor counts (METHOD.md v2): one without candidates keeps the k = j term
             num, den = float(logp[j]), 1.0
             for k in cand:
                 w = _same(keys, j, k) * _kernel(cos[j][mm][k], mu[mm], max(sigma[mm], sigma_min), kernel)
@@ -178,7 +177,7 @@ def test_weights_carry_no_gradient() -> None:
     w = kernel_weights(cos.detach(), out.mu[None, :, None], out.sigma.clamp(min=0.05)[None, :, None], "rbf")
     q = pu[:, None] * w + torch.eye(7, dtype=torch.float64)[:, None]
     per = -(q * logp).sum(-1) / q.sum(-1)
-    anchors = present & (~labeled | (pu > 0).any(-1))[:, None]
+    anchors = present  # every anchor (METHOD.md v2)
     manual = per[anchors].mean()
     assert manual.item() == pytest.approx(out.unlabeled.item(), rel=1e-12)
     mz, ms = torch.autograd.grad(manual, (z, s))
@@ -201,15 +200,78 @@ def _supcon_reference(z, s, y, tau):
     return total / count
 
 
-def test_all_labeled_gives_supcon_and_no_unlabeled_part() -> None:
+def _instance_nce(z: torch.Tensor, s: torch.Tensor, present: torch.Tensor, tau: float) -> float:
+    """Instance InfoNCE (the k = j positive only) averaged over the present (sample, modality) anchors."""
+    cos = torch.einsum("bmd,nd->bmn", F.normalize(z, dim=-1), F.normalize(s, dim=-1))
+    log_prob = F.log_softmax(cos / tau, -1)
+    diag = torch.diagonal(log_prob, dim1=0, dim2=2).T  # [B, M]
+    return -diag[present].mean().item()
+
+
+def test_all_labeled_gives_supcon_and_an_instance_unlabeled_part() -> None:
+    """At 100% labels every anchor still counts in ``L_ulb`` (METHOD.md v2): no candidate exists, so it is the
+    instance InfoNCE term, not 0."""
     z, s, _, keys, _ = _tiny(seed=2)
     present = torch.ones(7, 2, dtype=torch.bool)
     labeled = torch.ones(7, dtype=torch.bool)
     for kernel in KERNELS:
         out = soft_pu_contrastive_loss(z, s, present, keys, labeled, torch.zeros(2), torch.ones(2), 0.5, kernel)
-        assert out.unlabeled.item() == 0.0
-        assert out.num_unlabeled_anchors == 0
+        assert out.unlabeled.item() == pytest.approx(_instance_nce(z, s, present, 0.5), rel=1e-9)
+        assert out.unlabeled.item() > 0.0
+        assert out.num_unlabeled_anchors == 14
         assert out.labeled.item() == pytest.approx(_supcon_reference(z, s, keys, 0.5), rel=1e-9)
+
+
+def test_labeled_anchor_without_candidate_counts_in_the_unlabeled_part() -> None:
+    """A labeled anchor whose key no unlabeled target shares keeps its k = j term in ``L_ulb``."""
+    torch.manual_seed(3)
+    z, s = torch.randn(4, 1, 4, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)
+    present = torch.ones(4, 1, dtype=torch.bool)
+    keys = torch.tensor([0, 1, 2, 3])  # all distinct: no candidate anywhere
+    labeled = torch.tensor([True, True, False, False])
+    out = soft_pu_contrastive_loss(z, s, present, keys, labeled, torch.zeros(1), torch.ones(1), 0.5)
+    assert out.num_unlabeled_anchors == 4
+    assert out.unlabeled.item() == pytest.approx(_instance_nce(z, s, present, 0.5), rel=1e-12)
+
+
+def test_soft_weights_off_keeps_the_instance_term() -> None:
+    """``soft_weights=False`` (robult_supcon) zeroes the candidate weights only: ``L_ulb`` is the k = j term of
+    every anchor, and ``L_lb`` is unchanged."""
+    z, s, present, keys, labeled = _tiny(seed=5)
+    args = (z, s, present, keys, labeled, torch.zeros(2), torch.ones(2), 0.5)
+    off = soft_pu_contrastive_loss(*args, soft_weights=False)
+    on = soft_pu_contrastive_loss(*args)
+    assert off.unlabeled.item() == pytest.approx(_instance_nce(z, s, present, 0.5), rel=1e-9)
+    assert off.unlabeled.item() != pytest.approx(on.unlabeled.item())
+    assert off.labeled.item() == pytest.approx(on.labeled.item(), rel=1e-12)
+
+
+def test_statistics_are_float32_under_bfloat16() -> None:
+    """μ, σ and the weights are computed in float32 even when the features arrive in bfloat16 (autocast)."""
+    g = torch.Generator().manual_seed(6)
+    z, s = torch.randn(32, 2, 8, generator=g), torch.randn(32, 8, generator=g)
+    present = torch.ones(32, 2, dtype=torch.bool)
+    keys = torch.arange(32) % 2
+    labeled = torch.arange(32) % 3 == 0
+    args = (present, keys, labeled, torch.zeros(2), torch.ones(2), 0.5, "rbf", 0.0)
+    exact = soft_pu_contrastive_loss(z.float(), s.float(), *args, keep_weights=True)
+    low = soft_pu_contrastive_loss(z.bfloat16(), s.bfloat16(), *args, keep_weights=True)
+    assert low.mu.dtype == torch.float32 and low.weights.dtype == torch.float32
+    # inputs rounded to bf16 move cosines by ~1e-2 at most; the statistics must not add bf16 rounding on top
+    torch.testing.assert_close(low.pair_mu, exact.pair_mu, atol=1e-2, rtol=0)
+    torch.testing.assert_close(low.pair_sigma, exact.pair_sigma, atol=1e-2, rtol=0)
+    assert (low.weights - exact.weights).abs().max().item() < 0.05
+
+
+def test_bad_temperature_and_sigma_min_are_errors() -> None:
+    z, s, present, keys, labeled = _tiny()
+    args = (z, s, present, keys, labeled, torch.zeros(2), torch.ones(2))
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        soft_pu_contrastive_loss(*args, temperature=0.0)
+    with pytest.raises(ValueError, match="sigma_min must be positive"):
+        soft_pu_contrastive_loss(*args, sigma_min=0.0)
+    with pytest.raises(ValueError, match="sigma_min must be positive"):
+        SoftPUContrastiveLoss(2, sigma_min=-1.0)
 
 
 def test_module_ema_advances_only_in_training() -> None:

@@ -251,3 +251,43 @@ def test_all_task_kinds_train_step(kind: str) -> None:
     out.total.backward()
     assert torch.isfinite(out.total)
     assert out.contrastive_labeled > 0 and out.contrastive_unlabeled > 0 and out.reconstruction > 0
+
+
+@pytest.mark.parametrize("aggregate", ["logit_mean", "feature_mean"])
+def test_huge_values_of_one_modality_never_reach_other_subsets(specs, task, aggregate: str) -> None:
+    """A modality outside a subset is selected away, not multiplied by 0: inf logits (here from a 1e38 input that
+    overflows) in one modality leave every subset without it finite and unchanged."""
+    from robult.models.robult import aggregate_subsets
+
+    torch.manual_seed(0)
+    model = RobultModel(specs, task, RobultConfig(hidden_dim=32, aggregate=aggregate)).eval()
+    batch = make_batch(seed=21)
+    subsets = all_subsets(model.names)
+    with torch.no_grad():
+        out = model(batch, with_reconstruction=False)
+        clean = model.predict_subsets(out, subsets)
+        big = out.logits.clone()
+        big[:, 0] = torch.full_like(big[:, 0], 1e38) * 10  # inf in modality 0
+        feats = torch.cat([out.specific, out.shared], -1)
+        big_feats = feats.clone()
+        big_feats[:, 0] = float("inf")
+        keys, masks = clean.keys, clean.masks
+        if aggregate == "logit_mean":
+            dirty = aggregate_subsets(keys, masks, big, out.present)
+        else:
+            dirty = aggregate_subsets(keys, masks, big, out.present, features=big_feats, head=model.head)
+    for i, key in enumerate(keys):
+        if model.names[0] in key.split("+"):
+            continue
+        valid = clean.valid[i]
+        assert torch.isfinite(dirty.predictions[i][valid]).all(), key
+        torch.testing.assert_close(dirty.predictions[i][valid], clean.predictions[i][valid])
+
+
+def test_reconstruction_loss_is_a_squared_norm() -> None:
+    """``L_rec`` sums the squared error over the d_h features (METHOD.md v2); ``feature_mean`` divides by d_h."""
+    rec = torch.tensor([[[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]]])
+    tgt = torch.zeros(1, 2, 4)
+    present = torch.tensor([[True, False]])
+    assert reconstruction_loss(rec, tgt, present).total.item() == pytest.approx(30.0)
+    assert reconstruction_loss(rec, tgt, present, feature_mean=True).total.item() == pytest.approx(7.5)

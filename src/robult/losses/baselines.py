@@ -347,7 +347,7 @@ class SharedPrivateLoss(nn.Module):
         rec = zero
         if self.rec_weight:
             recon = self.reconstructors(torch.cat([specific, shared], dim=-1))
-            rec = reconstruction_loss(recon, o.hidden.detach(), present).total
+            rec = reconstruction_loss(recon, o.hidden.detach(), present, feature_mean=True).total
         total = sup.total + self.sim_weight * sim + self.diff_weight * diff + self.rec_weight * rec
         return SharedPrivateLossOutput(total, sup.total, sup.unimodal, sup.fused, sim, diff, rec)
 

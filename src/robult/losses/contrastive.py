@@ -10,9 +10,12 @@ Aligns each unimodal ``Z^m_j`` (anchor) with the fused ``S_k`` (targets) using I
 - ``L_ulb`` (the PU part): candidate positives are ``k ≠ j`` with the same key where ``j`` or ``k`` is unlabeled,
   each weighted by ``w_jk = K(π_jk)``, ``π_jk = cos(Z^m_j, S_k)``; ``k = j`` is always a positive of weight 1.
   ``K`` compares ``π`` with the mean ``μ`` and standard deviation ``σ`` of ``π`` over labeled same-key pairs
-  (``j ≠ k``), per modality, smoothed by an EMA across steps. Weights carry no gradient. Its anchors are the
-  unlabeled anchors and the labeled anchors with at least one candidate, so with every sample labeled
-  ``L_ulb = 0``.
+  (``j ≠ k``), per modality, smoothed by an EMA across steps (the weights of a step use the EMA *after* that
+  step's update; ``σ`` is floored at ``sigma_min > 0``; before any labeled positive pair has been seen, the prior
+  ``μ = 0.5, σ = 0.25`` or no candidates, see ``fallback``). ``μ, σ`` and the weights are computed in float32 even
+  under mixed precision. Weights carry no gradient. Its anchors are **every** present anchor, labeled or not: an
+  anchor with no candidate keeps the ``k = j`` instance term, so with every sample labeled ``L_ulb`` is an instance
+  InfoNCE term (METHOD.md version 2).
 
 Every per-anchor loss is ``-Σ_k q_jk log softmax_k(p_j·) / Σ_k q_jk`` for its positive weights ``q``; each part is
 the mean over its (sample, present modality) anchors. Under ``torch.distributed`` the targets ``S`` (with
@@ -168,6 +171,7 @@ def soft_pu_contrastive_loss(
     sigma_min: float = 0.05,
     keep_weights: bool = False,
     fallback: str = "prior",
+    soft_weights: bool = True,
 ) -> ContrastiveLossOutput:
     """The soft PU contrastive loss for one batch (see the module docstring).
 
@@ -189,11 +193,15 @@ def soft_pu_contrastive_loss(
             initialised and none in this batch): ``prior`` uses the kernel around the initial ``μ, σ``; ``none``
             gives every candidate weight 0 (only ``k = j`` stays a positive), since there is no reference
             proximity to compare with — e.g. with one label per class.
+        soft_weights: weight PU candidates by ``K(π)``; ``False`` gives every candidate weight 0, so ``L_ulb`` keeps
+            only the ``k = j`` instance term of every anchor (the ``robult_supcon`` ablation).
     """
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; use one of {KERNELS}")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
+    if sigma_min <= 0:
+        raise ValueError(f"sigma_min must be positive, got {sigma_min}")
     if fallback not in PU_FALLBACKS:
         raise ValueError(f"unknown PU fallback {fallback!r}; use one of {PU_FALLBACKS}")
     b, m, _ = shared.shape
@@ -208,7 +216,9 @@ def soft_pu_contrastive_loss(
     s = F.normalize(targets, dim=-1)
     cos = torch.einsum("bmd,nd->bmn", z, s)  # π, [B, M, N]
     log_prob = F.log_softmax(cos / temperature, dim=-1)
-    prox = cos.detach()
+    # μ, σ and the weights in at least float32, whatever the autocast dtype
+    stat_dtype = torch.promote_types(cos.dtype, torch.float32)
+    prox = cos.detach().to(stat_dtype)
 
     same = key_similarity(keys, target_keys)  # [B, N]
     rows = torch.arange(b, device=device)
@@ -225,7 +235,7 @@ def soft_pu_contrastive_loss(
     count_lb = dist_utils.all_reduce_sum(lb_anchor.sum().to(prox.dtype))
 
     # ---- μ, σ over labeled same-key pairs (j ≠ k), per modality, summed over ranks
-    pair_b = (pos_lb_l > 0).to(prox.dtype)  # [B, N]
+    pair_b = (pos_lb > 0).to(prox.dtype)  # [B, N]
     anchor_w = lb_anchor.to(prox.dtype)
     moments = torch.stack(
         [
@@ -241,21 +251,23 @@ def soft_pu_contrastive_loss(
     pair_var = (s2 / cnt.clamp(min=1) - (s1 / cnt.clamp(min=1)).square()).clamp(min=0.0)
     pair_sigma = torch.where(has, pair_var.sqrt(), torch.full_like(s1, math.nan))
     init = torch.ones(m, dtype=torch.bool, device=device) if stats_initialized is None else stats_initialized
-    mu, sigma = mu.to(prox.dtype), sigma.to(prox.dtype)
+    mu, sigma = mu.to(stat_dtype), sigma.to(stat_dtype)
     new_mu = torch.where(has, torch.where(init, ema * mu + (1 - ema) * pair_mu, pair_mu), mu)
     new_sigma = torch.where(has, torch.where(init, ema * sigma + (1 - ema) * pair_sigma, pair_sigma), sigma)
     sig = new_sigma.clamp(min=sigma_min)
 
     # ---- L_ulb: PU candidates weighted by K(π), plus k = j
-    pu = (same * (~labeled[:, None] | ~target_labeled[None, :]).to(same.dtype)).to(log_prob.dtype)  # [B, N]
+    pu = same * (~labeled[:, None] | ~target_labeled[None, :]).to(same.dtype)  # [B, N], float32
     w = kernel_weights(prox, new_mu[None, :, None], sig[None, :, None], kernel)  # [B, M, N], no gradient
     if fallback == "none":  # no labeled positive pair seen yet for a modality: no reference, no candidates
         w = w * (init | has).to(w.dtype)[None, :, None]
-    num_ulb = torch.einsum("bmn,bn->bm", w * log_prob, pu) + diag_log_prob
+    if not soft_weights:
+        w = torch.zeros_like(w)
+    pu = pu.to(stat_dtype)
+    num_ulb = torch.einsum("bmn,bn->bm", w * log_prob.to(stat_dtype), pu) + diag_log_prob.to(stat_dtype)
     den_ulb = torch.einsum("bmn,bn->bm", w, pu) + 1.0
-    loss_ulb = -num_ulb / den_ulb
-    has_candidate = (pu > 0).any(-1)  # [B]
-    ulb_anchor = present & (~labeled | has_candidate)[:, None]
+    loss_ulb = (-num_ulb / den_ulb).to(log_prob.dtype)
+    ulb_anchor = present  # every anchor, labeled or not (METHOD.md v2)
     count_ulb = dist_utils.all_reduce_sum(ulb_anchor.sum().to(prox.dtype))
 
     lb = (loss_lb * lb_anchor).sum() * world / count_lb.clamp(min=1)
@@ -291,6 +303,7 @@ class SoftPUContrastiveLoss(nn.Module):
         sigma_min: lower bound of ``σ``.
         mu_init, sigma_init: state used before any labeled positive pair has been seen.
         fallback: weights before any labeled positive pair has been seen (see :func:`soft_pu_contrastive_loss`).
+        soft_weights: weight PU candidates by ``K(π)`` (off: only ``k = j`` in ``L_ulb``).
     """
 
     mu: Tensor
@@ -307,13 +320,18 @@ class SoftPUContrastiveLoss(nn.Module):
         mu_init: float = 0.5,
         sigma_init: float = 0.25,
         fallback: str = "prior",
+        soft_weights: bool = True,
     ) -> None:
         super().__init__()
         if kernel not in KERNELS:
             raise ValueError(f"unknown kernel {kernel!r}; use one of {KERNELS}")
         if fallback not in PU_FALLBACKS:
             raise ValueError(f"unknown PU fallback {fallback!r}; use one of {PU_FALLBACKS}")
-        self.fallback = fallback
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if sigma_min <= 0:
+            raise ValueError(f"sigma_min must be positive, got {sigma_min}")
+        self.fallback, self.soft_weights = fallback, soft_weights
         if not 0.0 <= ema < 1.0:
             raise ValueError(f"ema must lie in [0, 1), got {ema}")
         self.temperature, self.kernel, self.ema, self.sigma_min = temperature, kernel, ema, sigma_min
@@ -338,6 +356,7 @@ class SoftPUContrastiveLoss(nn.Module):
             self.initialized,
             self.sigma_min,
             fallback=self.fallback,
+            soft_weights=self.soft_weights,
         )
         if self.training:  # the EMA advances only on training steps
             self.mu.copy_(out.mu)

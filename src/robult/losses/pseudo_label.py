@@ -28,6 +28,7 @@ def pseudo_label_loss(
     labeled: Tensor,
     task: TaskSpec,
     threshold: float = 0.95,
+    teacher_logits: Tensor | None = None,
 ) -> PseudoLabelOutput:
     """Confidence-thresholded pseudo-label loss on the unlabeled samples (FixMatch without augmentation).
 
@@ -45,6 +46,8 @@ def pseudo_label_loss(
         labeled: ``[B]``; labeled samples are ignored.
         task: the task spec.
         threshold: confidence threshold ``τ_c`` in (0, 1].
+        teacher_logits: ``[B, K]`` predictions to take the pseudo-labels from instead of the unimodal mean (e.g. the
+            fused head ``c_S(S)``; detached here).
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"pseudo-label threshold must lie in (0, 1], got {threshold}")
@@ -55,7 +58,10 @@ def pseudo_label_loss(
     if task.kind == TaskKind.REGRESSION or n_pairs == 0:
         return PseudoLabelOutput(zero, zero.detach(), int(unl.sum()))
     pres = present.to(logits.dtype)
-    mean = torch.einsum("bmk,bm->bk", logits.detach(), pres) / pres.sum(1).clamp(min=1)[:, None]  # [B, K]
+    if teacher_logits is None:
+        mean = torch.einsum("bmk,bm->bk", logits.detach(), pres) / pres.sum(1).clamp(min=1)[:, None]  # [B, K]
+    else:
+        mean = teacher_logits.detach()
     b, m, k = logits.shape
     if task.kind == TaskKind.MULTICLASS:
         conf, pseudo = mean.softmax(-1).max(-1)  # [B]

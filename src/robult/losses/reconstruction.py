@@ -1,10 +1,11 @@
 """Latent reconstruction loss ``L_rec`` (METHOD.md, loss 3).
 
-``L_rec = mean_{(j, m) present} ‖r_m([g_m(sg H^m_j); sg Z^m_j]) − sg H^m_j‖² / d_h``. The stop-gradients are applied
-by :meth:`robult.models.RobultModel.forward` (``reconstruction`` / ``reconstruction_target``), so the gradient
-reaches only the specific projector ``g_m`` and the reconstructor ``r_m``: never the shared projector, the fusion,
-the heads or the encoders (unless ``rec_grad_to_encoder``). Dividing by ``d_h`` (a mean over features) keeps the
-loss on the scale of the other terms whatever the width; it only rescales ``λ_rec``.
+``L_rec = mean_{(j, m) present} ‖r_m([g_m(sg H^m_j); sg Z^m_j]) − sg H^m_j‖²``, the squared Euclidean norm (a **sum**
+over the ``d_h`` features, METHOD.md version 2). The stop-gradients are applied by
+:meth:`robult.models.RobultModel.forward` (``reconstruction`` / ``reconstruction_target``), so the gradient reaches
+only the specific projector ``g_m`` and the reconstructor ``r_m``: never the shared projector, the fusion, the heads
+or the encoders (unless ``rec_grad_to_encoder``). A mean over features (``feature_mean=True``, used by the
+``shared_private`` baseline's MSE) is the same loss with ``λ_rec`` divided by ``d_h``.
 """
 
 from __future__ import annotations
@@ -22,15 +23,19 @@ class ReconstructionLossOutput:
     per_modality: Tensor
 
 
-def reconstruction_loss(reconstruction: Tensor, target: Tensor, present: Tensor) -> ReconstructionLossOutput:
-    """Mean squared reconstruction error over present (sample, modality) pairs.
+def reconstruction_loss(
+    reconstruction: Tensor, target: Tensor, present: Tensor, feature_mean: bool = False
+) -> ReconstructionLossOutput:
+    """Squared reconstruction error ``‖r − t‖²`` averaged over present (sample, modality) pairs.
 
     Args:
         reconstruction: ``[B, M, d_h]``.
         target: ``[B, M, d_h]`` (already detached).
         present: ``[B, M]``.
+        feature_mean: average over the ``d_h`` features instead of summing (mean squared error).
     """
-    err = (reconstruction - target).pow(2).mean(-1)  # [B, M]
+    sq = (reconstruction - target).pow(2)
+    err = sq.mean(-1) if feature_mean else sq.sum(-1)  # [B, M]
     mask = present.to(err.dtype)
     total = (err * mask).sum() / mask.sum().clamp(min=1)
     per_modality = (err * mask).sum(0) / mask.sum(0).clamp(min=1)
@@ -40,5 +45,9 @@ def reconstruction_loss(reconstruction: Tensor, target: Tensor, present: Tensor)
 class ReconstructionLoss(nn.Module):
     """Module wrapper of :func:`reconstruction_loss`."""
 
+    def __init__(self, feature_mean: bool = False) -> None:
+        super().__init__()
+        self.feature_mean = feature_mean
+
     def forward(self, reconstruction: Tensor, target: Tensor, present: Tensor) -> ReconstructionLossOutput:
-        return reconstruction_loss(reconstruction, target, present)
+        return reconstruction_loss(reconstruction, target, present, self.feature_mean)

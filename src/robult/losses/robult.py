@@ -1,8 +1,9 @@
-"""The total Robult objective ``L = L_sup + λ_lb L_lb + λ_ulb(t) L_ulb + λ_rec L_rec`` (METHOD.md, loss 4)."""
+"""The total Robult objective ``L = L_sup + λ_lb L_lb + λ_ulb(t) L_ulb + λ_rec L_rec + λ_pseudo(t) L_pseudo``
+(METHOD.md version 2, loss 5)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from torch import Tensor, nn
@@ -14,6 +15,7 @@ from robult.losses.reconstruction import reconstruction_loss
 from robult.losses.supervised import SupervisedLoss, fields_log
 from robult.models.robult import RobultOutput
 from robult.specs import TaskSpec
+from robult.utils.bounds import check_bounds
 
 
 @dataclass
@@ -36,33 +38,42 @@ class RobultLossConfig:
             of its unimodal predictions, detached, kept when its confidence is at least ``pseudo_confidence``),
             ramped like ``λ_ulb``. See :func:`robult.losses.pseudo_label.pseudo_label_loss`.
         pseudo_confidence: confidence threshold of that term (and of the ``pseudolabel`` baseline's pseudo-labels).
+        pseudo_source: where the self-training pseudo-labels come from: ``unimodal_mean`` (the mean of the sample's
+            unimodal predictions) or ``fused`` (the fused head ``c_S(S)``, the teacher that keys the PU loss).
         pu_fallback: PU weights of a modality before any labeled positive pair has been seen (e.g. all training
             with one label per class): ``prior`` (kernel around the initial ``μ = 0.5, σ = 0.25``) or ``none``
             (candidates weigh 0, only ``k = j`` is a positive).
-        contrastive_grad_to_fusion: let the contrastive parts move the fused targets ``S`` (METHOD.md: ``S`` is
-            gathered with gradient). ``False`` uses ``sg(S)``: the alignment moves only ``Z^m`` (the shared projector
-            and the encoders) towards the fused branch, which is then shaped by its supervised head alone (not in
-            METHOD.md; measured in docs/baselines.md).
-        soft_weights: weight PU candidates by ``K(π)`` (off: every candidate gets weight 0, i.e. only labeled
-            positives and ``k = j`` count — the ``robult_supcon`` ablation).
+        contrastive_grad_to_fusion: let the contrastive parts move the fused targets ``S``. ``False`` (default,
+            METHOD.md version 2) uses ``sg(S)``: the alignment moves only ``Z^m`` (the shared projector and the
+            encoders) towards the fused branch, a teacher shaped by its supervised head alone. ``True`` is the
+            paper-literal live ``S`` (the ``robult_paper`` ablation).
+        soft_weights: weight PU candidates by ``K(π)`` (off: every candidate gets weight 0, so ``L_lb`` keeps the
+            labeled positives and ``L_ulb`` only the ``k = j`` term — the ``robult_supcon`` ablation).
+
+    Bounds (``temperature > 0``, ``sigma_min > 0``, ...) are part of each field's metadata: the dataclass checks
+    them and the run config's ``loss`` section enforces the same ones, naming the key.
     """
 
-    lambda_lb: float = 1.0
-    lambda_ulb: float = 1.0
-    lambda_rec: float = 1.0
-    temperature: float = 0.5
+    lambda_lb: float = field(default=1.0, metadata={"ge": 0.0})
+    lambda_ulb: float = field(default=1.0, metadata={"ge": 0.0})
+    lambda_rec: float = field(default=1.0, metadata={"ge": 0.0})
+    temperature: float = field(default=0.5, metadata={"gt": 0.0})
     kernel: Literal["rbf", "laplace", "cauchy", "one_sided"] = "rbf"
-    ema: float = 0.9
-    sigma_min: float = 0.05
-    warmup_epochs: float = 5.0
+    ema: float = field(default=0.9, metadata={"ge": 0.0, "lt": 1.0})
+    sigma_min: float = field(default=0.05, metadata={"gt": 0.0})
+    warmup_epochs: float = field(default=5.0, metadata={"ge": 0.0})
     regression_loss: Literal["l1", "mse"] = "l1"
     regression_bins: Literal["sign", "7class"] = "sign"
     soft_weights: bool = True
     pu_fallback: Literal["prior", "none"] = "prior"
-    contrastive_grad_to_fusion: bool = True
-    pseudo_label_threshold: float = 0.0
-    lambda_pseudo: float = 0.0
-    pseudo_confidence: float = 0.95
+    contrastive_grad_to_fusion: bool = False
+    pseudo_label_threshold: float = field(default=0.0, metadata={"ge": 0.0, "le": 1.0})
+    lambda_pseudo: float = field(default=0.0, metadata={"ge": 0.0})
+    pseudo_confidence: float = field(default=0.95, metadata={"gt": 0.0, "le": 1.0})
+    pseudo_source: Literal["unimodal_mean", "fused"] = "unimodal_mean"
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 @dataclass
@@ -107,7 +118,13 @@ class RobultLoss(nn.Module):
         self.config = cfg = config or RobultLossConfig()
         self.supervised = SupervisedLoss(task, cfg.regression_loss)
         self.contrastive = SoftPUContrastiveLoss(
-            num_modalities, cfg.temperature, cfg.kernel, cfg.ema, cfg.sigma_min, fallback=cfg.pu_fallback
+            num_modalities,
+            cfg.temperature,
+            cfg.kernel,
+            cfg.ema,
+            cfg.sigma_min,
+            fallback=cfg.pu_fallback,
+            soft_weights=cfg.soft_weights,
         )
 
     def forward(self, output: RobultOutput, batch: Batch, epoch: float = 0.0) -> RobultLossOutput:
@@ -130,8 +147,7 @@ class RobultLoss(nn.Module):
             labeled = batch.labeled
             targets = output.fused if cfg.contrastive_grad_to_fusion else output.fused.detach()
             con = self.contrastive(output.shared, targets, output.present, keys, labeled)
-            lb = con.labeled
-            ulb = con.unlabeled if cfg.soft_weights else zero
+            lb, ulb = con.labeled, con.unlabeled
         rec = zero
         if cfg.lambda_rec > 0:
             if output.reconstruction is None or output.reconstruction_target is None:
@@ -142,8 +158,9 @@ class RobultLoss(nn.Module):
         total = sup.total + cfg.lambda_lb * lb + lam_ulb * ulb + cfg.lambda_rec * rec
         pseudo = None
         if cfg.lambda_pseudo > 0:
+            teacher = output.fused_logits if cfg.pseudo_source == "fused" else None
             pseudo = pseudo_label_loss(
-                output.logits, output.present, batch.labeled, self.task, cfg.pseudo_confidence
+                output.logits, output.present, batch.labeled, self.task, cfg.pseudo_confidence, teacher
             ).loss
             total = total + ramp_weight(cfg.lambda_pseudo, epoch, cfg.warmup_epochs) * pseudo
         return RobultLossOutput(

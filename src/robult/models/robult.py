@@ -1,4 +1,4 @@
-"""The Robult model (``../shared/design/METHOD.md``): encoders ``f_m``, a shared projector ``g_0`` (redundant
+"""The Robult model (``docs/METHOD.md``): encoders ``f_m``, a shared projector ``g_0`` (redundant
 features ``Z``), modality-specific projectors ``g_m`` (unique features ``U``), a fusion ``φ`` (fused ``S``), a fused
 head ``c_S``, a head ``c`` shared across modalities, and reconstructors ``r_m`` (training only).
 
@@ -168,13 +168,16 @@ def aggregate_subsets(
     masks = masks.to(present.device)
     eff = masks[:, None, :] & present[None]  # [S, B, M]
     count = eff.sum(-1)  # [S, B]
-    weights = eff.to(logits.dtype) / count.clamp(min=1)[..., None].to(logits.dtype)
-    if features is None:
-        preds = torch.einsum("sbm,bmk->sbk", weights, logits)
-    else:
-        if head is None:
-            raise ValueError("feature_mean aggregation needs the head")
-        preds = head(torch.einsum("sbm,bmd->sbd", weights, features))
+    if features is not None and head is None:
+        raise ValueError("feature_mean aggregation needs the head")
+    values = logits if features is None else features
+    # select, don't multiply by zero: a modality outside the subset (or absent) must not reach its prediction even
+    # when its values are inf or NaN (0 · inf = NaN)
+    total = values.new_zeros((masks.shape[0], *values.shape[:1], values.shape[-1]))  # [S, B, K or D]
+    for m in range(values.shape[1]):
+        total = total + torch.where(eff[:, :, m, None], values[None, :, m], 0.0)
+    mean = total / count.clamp(min=1)[..., None].to(values.dtype)
+    preds = mean if features is None else head(mean)
     if fused_logits is not None:
         complete = eff.all(-1)
         preds = torch.where(complete[..., None], fused_logits[None].expand_as(preds), preds)

@@ -145,7 +145,7 @@ def _train_option(cfg: RunConfig, method: Any, key: str, fallback: Any) -> Any:
     value = getattr(cfg.train, key)
     if value is not None:
         return value
-    return dict(getattr(method, "train_defaults", None) or {}).get(key, fallback)
+    return dict(method.train_fallbacks or {}).get(key, fallback)
 
 
 def _quiet_lightning() -> None:
