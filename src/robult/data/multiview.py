@@ -502,7 +502,10 @@ def load_multiview(source: MultiviewSource, opts: LoadOptions) -> DatasetBundle:
         "sha256": source.sha256,
         "origin": source.url,
     }
-    return DatasetBundle(source.name, modalities, task, "accuracy", train, val, test, source=str(path), notes=notes)
+    stats = {name: (scaler.mean[name], scaler.std[name]) for name in source.views}
+    return DatasetBundle(
+        source.name, modalities, task, "accuracy", train, val, test, source=str(path), notes=notes, normalization=stats
+    )
 
 
 def _register(source: MultiviewSource) -> None:

@@ -30,6 +30,9 @@ class DatasetBundle:
         train, val, test: the splits.
         source: where the data was read from (a path, or ``"generated"``).
         notes: free-form facts for reports (split rule, standardisation, ...).
+        normalization: modality name -> ``(mean, std)`` of the z-score the loader fitted on the training split and
+            applied to every split (``(x - mean) / std`` in the arrays' dtype); empty when the loader fits none.
+            A saved model keeps it (``robult.inference``) so that raw new inputs are normalised as in training.
     """
 
     name: str
@@ -41,6 +44,7 @@ class DatasetBundle:
     test: MultimodalDataset
     source: str = "generated"
     notes: dict[str, Any] = field(default_factory=dict)
+    normalization: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
     @property
     def modality_names(self) -> list[str]:

@@ -533,6 +533,7 @@ def load_user_dataset(path: str | Path, seed: int = 0, val_fraction: float = 0.1
         full.subset(test_idx),
         source=str(yaml_path),
         notes=notes,
+        normalization={name: (readers[name].mean, readers[name].std) for name in standardized},
     )
 
 
