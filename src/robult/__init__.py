@@ -4,7 +4,8 @@ The library (specs, batch contract, model, losses, data, evaluation) imports wit
 the trainer and the plots import them only when used.
 """
 
-from robult.batch import Batch, MultimodalDataset, collate, validate_batch
+from robult.batch import Batch, collate, validate_batch
+from robult.data.dataset import MultimodalDataset
 from robult.specs import ModalityKind, ModalitySpec, TaskKind, TaskSpec, all_subsets, subset_key
 
 __version__ = "0.1.0"

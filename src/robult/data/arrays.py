@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from robult.batch import MultimodalDataset
+from robult.data.dataset import MultimodalDataset
 from robult.data.registry import DatasetBundle
 from robult.data.splits import strata, stratified_split
 from robult.specs import ModalitySpec, TaskKind, TaskSpec

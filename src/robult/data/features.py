@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robult.batch import MultimodalDataset
+from robult.data.dataset import MultimodalDataset
 from robult.data.registry import DatasetBundle, LoadOptions, register_dataset, resolve_data_dir
 from robult.data.splits import stratified_split
 from robult.modules.encoders import ConvImageEncoder

@@ -25,7 +25,7 @@ import scipy.io
 import scipy.sparse
 import torch
 
-from robult.batch import MultimodalDataset
+from robult.data.dataset import MultimodalDataset
 from robult.data.registry import DatasetBundle, LoadOptions, register_dataset, resolve_data_dir
 from robult.data.splits import Standardizer, stratified_split
 from robult.specs import ModalitySpec, TaskSpec

@@ -65,7 +65,7 @@ from typing import Any
 
 import numpy as np
 
-from robult.batch import MultimodalDataset
+from robult.data.dataset import MultimodalDataset
 from robult.data.registry import DatasetBundle, LoadOptions, register_dataset, resolve_data_dir
 from robult.data.safe_pickle import safe_load
 from robult.specs import ModalitySpec, TaskSpec

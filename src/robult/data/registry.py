@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robult.batch import MultimodalDataset
+from robult.data.dataset import MultimodalDataset
 from robult.specs import ModalitySpec, TaskSpec
 
 DATA_DIR_ENV = "ROBULT_DATA_DIR"

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from robult.batch import MultimodalDataset
+from robult.data.dataset import MultimodalDataset
 from robult.data.registry import DatasetBundle, LoadOptions, register_dataset
 from robult.data.splits import strata, stratified_split
 from robult.specs import ModalitySpec, TaskKind, TaskSpec, all_subsets, subset_key

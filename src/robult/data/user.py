@@ -37,7 +37,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from robult.batch import MultimodalDataset, RowView
+from robult.data.dataset import MultimodalDataset, RowView
 from robult.data.registry import DatasetBundle, LoadOptions, register_dataset
 from robult.data.splits import strata, stratified_split
 from robult.specs import ModalityKind, ModalitySpec, TaskKind, TaskSpec

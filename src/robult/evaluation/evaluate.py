@@ -18,7 +18,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from robult.batch import Batch, MultimodalDataset
+from robult.batch import Batch
+from robult.data.dataset import MultimodalDataset
 from robult.evaluation.metrics import compute_metrics, metrics_for
 from robult.evaluation.protocols import PROTOCOLS, RATES, MaskStore, random_rate_mask, rate_key
 from robult.specs import TaskSpec, all_subsets, subset_key

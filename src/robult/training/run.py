@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from robult.batch import MultimodalDataset, check_dataset, collate
+from robult.batch import check_dataset, collate
 from robult.config import ConfigError, RunConfig, config_to_yaml, load_config
+from robult.data.dataset import MultimodalDataset
 from robult.data.registry import DatasetBundle, load_dataset
 from robult.data.splits import labeled_subset
 from robult.evaluation.metrics import higher_is_better
