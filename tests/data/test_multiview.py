@@ -12,8 +12,9 @@ import scipy.io
 import torch
 
 import robult.data.multiview as mv
-from robult.data.multiview import SOURCES, random_presence, split_indices
+from robult.data.multiview import SOURCES, random_presence
 from robult.data.registry import DatasetBundle, default_data_dir, load_dataset, registered_datasets
+from robult.data.splits import train_val_test_split
 from robult.utils.io import ChecksumError
 
 # documented in each SOURCE.md: view widths, total samples, classes, per-class counts (sorted by class id)
@@ -113,19 +114,24 @@ def test_shapes_classes_and_splits(name: str) -> None:
         assert torch.allclose(std[nonconst], torch.ones_like(std[nonconst]), atol=1e-3)
 
 
+def _split(y: np.ndarray, seed: int, fixed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    s = train_val_test_split(y, seed, 0.1, fixed_test=fixed)
+    return s.train, s.val, s.test, s.rule
+
+
 @pytest.mark.parametrize("name", ["handwritten", "scene15", "bbcsport", "3sources"])
 def test_split_indices_disjoint_and_deterministic(name: str) -> None:
     src = SOURCES[name]
     mat = scipy.io.loadmat(str(_source_file(name)))
     _views, y, fixed = src.reader(mat)
-    tr, va, te, rule = split_indices(y, 0, 0.1, fixed)
+    tr, va, te, rule = _split(y, 0, fixed)
     assert len(np.intersect1d(tr, va)) == 0 and len(np.intersect1d(tr, te)) == 0 and len(np.intersect1d(va, te)) == 0
     assert np.array_equal(np.sort(np.concatenate([tr, va, te])), np.arange(len(y)))
-    again = split_indices(y, 0, 0.1, fixed)
+    again = _split(y, 0, fixed)
     assert all(np.array_equal(a, b) for a, b in zip((tr, va, te), again[:3], strict=True))
-    other = split_indices(y, 1, 0.1, fixed)
+    other = _split(y, 1, fixed)
     if name == "handwritten":
-        assert "fixed split" in rule and np.array_equal(te, np.arange(1600, 2000)) and np.array_equal(te, other[2])
+        assert "fixed test split" in rule and np.array_equal(te, np.arange(1600, 2000)) and np.array_equal(te, other[2])
         assert len(tr) == 1440 and len(va) == 160
     else:
         assert "stratified" in rule and not np.array_equal(te, other[2])
@@ -136,7 +142,7 @@ def test_values_match_the_raw_file() -> None:
     mat = scipy.io.loadmat(str(_source_file("handwritten")))
     b = _bundle("handwritten")
     _v, y, fixed = SOURCES["handwritten"].reader(mat)
-    tr, _va, _te, _ = split_indices(y, 0, 0.1, fixed)
+    tr, _va, _te, _ = _split(y, 0, fixed)
     for v, name in enumerate(SOURCES["handwritten"].views, start=1):
         raw_train = np.concatenate([mat[f"x{v}_train"], mat[f"x{v}_test"]]).astype(np.float64)[tr]
         mean, std = raw_train.mean(0), raw_train.std(0)

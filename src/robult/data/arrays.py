@@ -10,7 +10,7 @@ import torch
 
 from robult.data.dataset import MultimodalDataset
 from robult.data.registry import DatasetBundle
-from robult.data.splits import strata, stratified_split
+from robult.data.splits import strata, train_val_test_split
 from robult.specs import ModalitySpec, TaskKind, TaskSpec
 
 _DEFAULT_METRIC = {
@@ -57,17 +57,15 @@ def bundle_from_arrays(
             modalities.append(ModalitySpec(key, "vector", shape))
     target_t = torch.as_tensor(np.asarray(target))
     full = MultimodalDataset(modalities, task, dict(inputs), target_t, present=present, lengths=lengths)
-    groups = strata(full.target, task)
-    train_idx, test_idx = stratified_split(groups, test_fraction, seed)
-    fit, val = stratified_split(groups[train_idx], val_fraction, seed + 1)
+    split = train_val_test_split(strata(full.target, task), seed, val_fraction, test_fraction=test_fraction)
     return DatasetBundle(
         name=name,
         modalities=list(modalities),
         task=task,
         primary_metric=primary_metric or _DEFAULT_METRIC[task.kind],
-        train=full.subset(train_idx[fit]),
-        val=full.subset(train_idx[val]),
-        test=full.subset(test_idx),
+        train=full.subset(split.train),
+        val=full.subset(split.val),
+        test=full.subset(split.test),
         source="arrays",
-        notes={"split": f"seeded stratified, test {test_fraction:.0%}, val {val_fraction:.0%} of train"},
+        notes={"split": split.rule, "sizes": split.sizes},
     )

@@ -5,10 +5,11 @@ the data directory, the exact file name and SHA-256, the public origin of the fi
 names and a reader that turns the ``scipy.io.loadmat`` dict into ``[N, d]`` views and 0-based labels (taking care of
 the transposed / cell layouts of each file). The file is always checksummed before it is read.
 
-Splits: the file's fixed split where one exists (handwritten: 1600/400), else a seeded stratified 80/20
-train/test split; validation is carved from train (stratified, ``seed + 1``); each view is z-scored with statistics
-of the training split only. ``train_missing_rate`` (an ``extra`` option) drops views of training samples at random
-(:func:`random_presence`) so training with incomplete data can be exercised.
+Splits (:func:`robult.data.splits.train_val_test_split`): the file's fixed test split where one exists
+(handwritten: 1600/400), else a seeded stratified 80/20 train/test split; validation is carved from train
+(stratified, ``seed + 1``); each view is z-scored with statistics of the training split only.
+``train_missing_rate`` (an ``extra`` option) drops views of training samples at random (:func:`random_presence`) so
+training with incomplete data can be exercised.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 
 from robult.data.dataset import MultimodalDataset
 from robult.data.registry import DatasetBundle, LoadOptions, register_dataset, resolve_data_dir
-from robult.data.splits import Standardizer, stratified_split
+from robult.data.splits import Standardizer, train_val_test_split
 from robult.specs import ModalitySpec, TaskSpec
 from robult.utils.io import fetch_file, verify_sha256
 
@@ -38,10 +39,8 @@ __all__ = [
     "load_multiview",
     "locate_file",
     "random_presence",
-    "split_indices",
 ]
 
-TEST_FRACTION = 0.2
 CACHE_ENV = "ROBULT_CACHE_DIR"
 
 # A reader returns (views [N, d_v] in view order, 0-based labels [N], fixed test indices or None).
@@ -402,32 +401,6 @@ def random_presence(n: int, m: int, rate: float, seed: int) -> np.ndarray:
     return present
 
 
-def split_indices(
-    y: np.ndarray, seed: int, val_fraction: float, fixed_test: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """Train / val / test indices of a multi-view set.
-
-    Args:
-        y: 0-based labels of all samples.
-        seed: seed of the 80/20 split (unused with a fixed test split); the validation carve-out uses ``seed + 1``.
-        val_fraction: share of train (stratified) held out for validation.
-        fixed_test: the file's fixed test indices, if it has a fixed split.
-
-    Returns:
-        ``(train, val, test, rule)``: sorted index arrays and a one-line description of the rule.
-    """
-    if fixed_test is not None:
-        test_idx = np.sort(np.asarray(fixed_test, dtype=np.int64))
-        trainval_idx = np.setdiff1d(np.arange(len(y)), test_idx)
-        rule = f"fixed split of the file: {len(trainval_idx)} train+val / {len(test_idx)} test"
-    else:
-        trainval_idx, test_idx = stratified_split(y, TEST_FRACTION, seed=seed)
-        rule = f"seeded stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} train/test (seed {seed})"
-    rest, val_pos = stratified_split(y[trainval_idx], val_fraction, seed=seed + 1)
-    rule += f"; validation: stratified {val_fraction:g} of train (seed {seed + 1})"
-    return trainval_idx[rest], trainval_idx[val_pos], test_idx, rule
-
-
 def _check_read(source: MultiviewSource, views: list[np.ndarray], y: np.ndarray, path: Path) -> None:
     if len(views) != len(source.views):
         raise ValueError(f"{path}: read {len(views)} views, expected {len(source.views)} ({list(source.views)})")
@@ -463,7 +436,8 @@ def load_multiview(source: MultiviewSource, opts: LoadOptions) -> DatasetBundle:
     views, y, fixed_test = source.reader(mat)
     _check_read(source, views, y, path)
 
-    train_idx, val_idx, test_idx, split_rule = split_indices(y, opts.seed, opts.val_fraction, fixed_test)
+    split = train_val_test_split(y, opts.seed, opts.val_fraction, fixed_test=fixed_test)
+    train_idx, val_idx, test_idx = split.train, split.val, split.test
 
     rate = float(opts.extra.get("train_missing_rate", 0.0) or 0.0)
     m = len(source.views)
@@ -493,8 +467,8 @@ def load_multiview(source: MultiviewSource, opts: LoadOptions) -> DatasetBundle:
 
     train, val, test = build(train_idx, train_present), build(val_idx), build(test_idx)
     notes = {
-        "split": split_rule,
-        "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
+        "split": split.rule,
+        "sizes": split.sizes,
         "standardisation": "per-view z-score fitted on the training split only (present rows)",
         "view_names": source.names_note,
         "train_missing_rate": rate,

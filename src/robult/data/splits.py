@@ -1,8 +1,14 @@
-"""Seeded, stratified splits, labeled subsets and per-view standardisation."""
+"""Seeded, stratified splits, labeled subsets and per-view standardisation.
+
+The split rule of every loader whose source has no complete train / val / test split lives here once:
+:func:`train_val_test_split` (a seeded stratified 80/20 train/test split, or the source's fixed test split, then a
+stratified validation carve-out of train with ``seed + 1``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -43,6 +49,60 @@ def stratified_split(groups: np.ndarray, fraction: float, seed: int) -> tuple[np
     chosen = np.sort(np.concatenate(part)) if part else np.array([], dtype=np.int64)
     rest = np.setdiff1d(np.arange(len(groups)), chosen)
     return rest, chosen
+
+
+TEST_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class SplitIndices:
+    """Sorted row indices of the three splits and a one-line description of the rule that made them."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    rule: str
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def train_val_test_split(
+    groups: np.ndarray,
+    seed: int,
+    val_fraction: float,
+    *,
+    test_fraction: float = TEST_FRACTION,
+    fixed_test: np.ndarray | None = None,
+) -> SplitIndices:
+    """The split rule of every loader: test, then validation carved out of the rest.
+
+    Test is ``fixed_test`` when the source fixes it, else a seeded stratified ``test_fraction`` of all rows
+    (``stratified_split(groups, test_fraction, seed)``). Validation is a stratified ``val_fraction`` of the remaining
+    rows with seed ``seed + 1``; train is what is left.
+
+    Args:
+        groups: one stratum per row (see :func:`strata`; any integer labels work).
+        seed: seed of the test split; the validation carve-out uses ``seed + 1``.
+        val_fraction: share of the non-test rows held out for validation.
+        test_fraction: share of the rows held out for test when there is no fixed test split.
+        fixed_test: row indices of a fixed test split, or ``None``.
+
+    Returns:
+        The three sorted index arrays and the rule in words.
+    """
+    groups = np.asarray(groups)
+    if fixed_test is not None:
+        test = np.sort(np.asarray(fixed_test, dtype=np.int64))
+        trainval = np.setdiff1d(np.arange(len(groups)), test)
+        rule = f"fixed test split: {len(trainval)} train+val / {len(test)} test"
+    else:
+        trainval, test = stratified_split(groups, test_fraction, seed=seed)
+        rule = f"seeded stratified {1 - test_fraction:.0%}/{test_fraction:.0%} train/test (seed {seed})"
+    rest, val = stratified_split(groups[trainval], val_fraction, seed=seed + 1)
+    rule += f"; validation: stratified {val_fraction:g} of train (seed {seed + 1})"
+    return SplitIndices(trainval[rest], trainval[val], test, rule)
 
 
 def labeled_subset(target: Tensor, task: TaskSpec, ratio: float, seed: int) -> Tensor:

@@ -38,7 +38,7 @@ import torch
 
 from robult.data.dataset import MultimodalDataset
 from robult.data.registry import DatasetBundle, LoadOptions, register_dataset
-from robult.data.splits import strata, stratified_split
+from robult.data.splits import strata, train_val_test_split
 from robult.specs import ModalitySpec, TaskKind, TaskSpec, all_subsets, subset_key
 
 
@@ -257,9 +257,7 @@ def synthetic_bundle(
     """The synthetic data as a :class:`DatasetBundle` with seeded stratified train / val / test splits."""
     data = generate_synthetic(config)
     target = torch.as_tensor(data.target)
-    groups = strata(target, data.task)
-    train_idx, test_idx = stratified_split(groups, test_fraction, seed)
-    fit_idx, val_idx = stratified_split(groups[train_idx], val_fraction, seed + 1)
+    split = train_val_test_split(strata(target, data.task), seed, val_fraction, test_fraction=test_fraction)
     full = MultimodalDataset(data.modalities, data.task, data.inputs, target)
     primary = {
         TaskKind.MULTICLASS: "accuracy",
@@ -272,16 +270,14 @@ def synthetic_bundle(
         modalities=data.modalities,
         task=data.task,
         primary_metric=primary,
-        train=full.subset(train_idx[fit_idx]),
-        val=full.subset(train_idx[val_idx]),
-        test=full.subset(test_idx),
+        train=full.subset(split.train),
+        val=full.subset(split.val),
+        test=full.subset(split.test),
         source="generated",
         notes={
             "generator": "robult.data.synthetic",
             "config": repr(data.config),
-            "split": (
-                f"stratified {1 - test_fraction:.0%}/{test_fraction:.0%} train/test, {val_fraction:.0%} of train as val"
-            ),
+            "split": split.rule,
             "predictive_subsets": predictive_subsets(data.config),
         },
     )

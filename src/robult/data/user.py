@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from robult.data.dataset import MultimodalDataset, RowView
 from robult.data.registry import DatasetBundle, LoadOptions, register_dataset
-from robult.data.splits import strata, stratified_split
+from robult.data.splits import strata, train_val_test_split
 from robult.specs import ModalityKind, ModalitySpec, TaskKind, TaskSpec
 from robult.utils.io import atomic_open, atomic_write_text
 
@@ -58,7 +58,6 @@ __all__ = [
 ]
 
 YAML_NAME = "dataset.yaml"
-TEST_FRACTION = 0.2
 DEFAULT_METRICS = {"multiclass": "accuracy", "binary": "accuracy", "multilabel": "f1_micro", "regression": "mae"}
 _CHUNK_BYTES = 64 << 20
 RELEASE_BYTES = 16 << 20  # mapped bytes a MappedArray may accumulate before it releases them
@@ -480,17 +479,12 @@ def load_user_dataset(path: str | Path, seed: int = 0, val_fraction: float = 0.1
         train_idx, val_idx, test_idx = (np.flatnonzero(split == c) for c in (0, 1, 2))
         split_rule = f"split file {config.split}"
         if len(val_idx) == 0:
-            rest, pos = stratified_split(groups[train_idx], val_fraction, seed=seed + 1)
-            train_idx, val_idx = train_idx[rest], train_idx[pos]
-            split_rule += f" (no val rows: stratified {val_fraction:g} of train, seed {seed + 1})"
+            carved = train_val_test_split(groups, seed, val_fraction, fixed_test=test_idx)
+            train_idx, val_idx = carved.train, carved.val
+            split_rule += f" (no val rows: {carved.rule})"
     else:
-        trainval, test_idx = stratified_split(groups, TEST_FRACTION, seed=seed)
-        rest, pos = stratified_split(groups[trainval], val_fraction, seed=seed + 1)
-        train_idx, val_idx = trainval[rest], trainval[pos]
-        split_rule = (
-            f"seeded stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} train/test (seed {seed}); "
-            f"validation: stratified {val_fraction:g} of train (seed {seed + 1})"
-        )
+        carved = train_val_test_split(groups, seed, val_fraction)
+        train_idx, val_idx, test_idx, split_rule = carved.train, carved.val, carved.test, carved.rule
 
     standardized: list[str] = []
     if config.standardize:
