@@ -1,9 +1,15 @@
-"""One split rule through every data path: the rows of each split equal those of the rule as the loaders wrote it
-before :func:`robult.data.splits.train_val_test_split` existed (computed inline here)."""
+"""One split rule and one default-metric table through every data path.
+
+Splits: the rows of each split equal those of the rule as the loaders wrote it before
+:func:`robult.data.splits.train_val_test_split` existed (computed inline here). Metrics: every loader, for every task
+kind it serves, defaults to :data:`robult.data.registry.DEFAULT_METRICS`, a metric registered for that kind.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +19,13 @@ import torch
 
 from robult.data.arrays import bundle_from_arrays
 from robult.data.multiview import MultiviewSource, load_multiview
-from robult.data.registry import LoadOptions
+from robult.data.paper import load_mmimdb, load_mosi
+from robult.data.registry import DEFAULT_METRICS, DatasetBundle, LoadOptions, default_metric
 from robult.data.splits import strata, stratified_split, train_val_test_split
 from robult.data.synthetic import SyntheticConfig, generate_synthetic, synthetic_bundle
 from robult.data.user import load_user_dataset, write_user_dataset
-from robult.specs import TaskSpec
+from robult.evaluation import METRICS, default_primary_metric
+from robult.specs import TaskKind, TaskSpec
 
 KINDS = ("multiclass", "binary", "multilabel", "regression")
 N = 240
@@ -134,3 +142,85 @@ def test_multiview_path_keeps_its_rows(tmp_path: Path, fixed_test: bool) -> None
     expected = _old_rule(y, 3, 0.1, np.arange(96, 120) if fixed_test else None)
     for got, want in zip(np.split(ranks, sizes), expected, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+# ------------------------------------------------------------------------------------------------- default metrics
+
+
+def _check_metric(b: DatasetBundle, kind: str) -> None:
+    assert b.task.kind == TaskKind(kind)
+    assert b.primary_metric == DEFAULT_METRICS[b.task.kind] == default_metric(b.task) == default_primary_metric(b.task)
+    assert b.primary_metric in METRICS and b.task.kind in METRICS[b.primary_metric].kinds
+
+
+def test_the_table_names_registered_metrics() -> None:
+    assert set(DEFAULT_METRICS) == set(TaskKind)
+    for kind, name in DEFAULT_METRICS.items():
+        assert name in METRICS and kind in METRICS[name].kinds
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_generated_arrays_and_user_paths_default_to_the_table(tmp_path: Path, kind: str) -> None:
+    _check_metric(synthetic_bundle(SyntheticConfig(task=kind, n_samples=200)), kind)
+    rng = np.random.default_rng(0)
+    y, task = _target(kind, rng, 60), _task(kind)
+    x = {"v": rng.normal(size=(60, 3)).astype(np.float32)}
+    _check_metric(bundle_from_arrays(x, y, task), kind)
+    write_user_dataset(tmp_path / "u", x, y, task)  # no primary_metric in dataset.yaml
+    _check_metric(load_user_dataset(tmp_path / "u"), kind)
+
+
+def test_multiview_and_paper_loaders_default_to_the_table(tmp_path: Path) -> None:
+    _check_metric(load_multiview(fake_multiview(tmp_path), LoadOptions(data_dir=tmp_path)), "multiclass")
+
+    rng = np.random.default_rng(0)
+    splits = {}
+    for name, n in (("train", 8), ("valid", 4), ("test", 4)):
+        splits[name] = {
+            key: rng.normal(size=(n, 3, d)).astype(np.float32) for key, d in (("text", 4), ("audio", 2), ("vision", 3))
+        }
+        splits[name]["regression_labels"] = rng.uniform(-3, 3, n).astype(np.float32)
+    (tmp_path / "mosi.pkl").write_bytes(pickle.dumps(splits, protocol=4))
+    _check_metric(load_mosi(tmp_path / "mosi.pkl"), "regression")
+
+    h5py = pytest.importorskip("h5py")
+    n = 25959  # the MultiBench fixed split's row count, with 2-d features
+    with h5py.File(tmp_path / "mmimdb.hdf5", "w") as f:
+        f["features"] = rng.normal(size=(n, 2)).astype(np.float32)
+        f["vgg_features"] = rng.normal(size=(n, 2)).astype(np.float32)
+        f["genres"] = (rng.random((n, 3)) > 0.5).astype(np.int32)
+        f["genres"].attrs["target_names"] = json.dumps(["a", "b", "c"])
+    _check_metric(load_mmimdb(tmp_path / "mmimdb.hdf5"), "multilabel")
+
+
+def test_raw_image_text_releases_default_to_the_table(tmp_path: Path) -> None:
+    image = pytest.importorskip("PIL.Image")
+    from robult.data.features import HashingTextEncoder, SmallCNN, load_food101, load_hateful_memes
+
+    rng = np.random.default_rng(0)
+
+    def png(path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(path, format="PNG")
+
+    kw = {"text_encoder": HashingTextEncoder(dim=8), "image_encoder": SmallCNN(out_dim=4, width=2), "image_size": 8,
+          "cache_dir": tmp_path / "cache"}  # fmt: skip
+    food = tmp_path / "food101"
+    (food / "texts").mkdir(parents=True)
+    for split, count in (("train", 4), ("test", 1)):
+        rows = []
+        for c in ("pie", "ramen"):
+            for k in range(count):
+                png(food / "images" / split / c / f"{c}_{k}.png")
+                rows.append(f"{c}_{k}.png,{c} number {k},{c}\n")
+        (food / "texts" / f"{split}_titles.csv").write_text("".join(rows))
+    _check_metric(load_food101(food, **kw), "multiclass")
+
+    memes = tmp_path / "hateful_memes"
+    for name, count in (("train", 8), ("dev_seen", 2)):
+        recs = []
+        for i in range(count):
+            png(memes / "img" / f"{name}{i}.png")
+            recs.append(json.dumps({"id": i, "img": f"img/{name}{i}.png", "text": f"meme {i}", "label": i % 2}))
+        (memes / f"{name}.jsonl").write_text("\n".join(recs) + "\n")
+    _check_metric(load_hateful_memes(memes, **kw), "binary")

@@ -9,16 +9,9 @@ import numpy as np
 import torch
 
 from robult.data.dataset import MultimodalDataset
-from robult.data.registry import DatasetBundle
+from robult.data.registry import DatasetBundle, default_metric
 from robult.data.splits import strata, train_val_test_split
-from robult.specs import ModalitySpec, TaskKind, TaskSpec
-
-_DEFAULT_METRIC = {
-    TaskKind.MULTICLASS: "accuracy",
-    TaskKind.BINARY: "auroc",
-    TaskKind.MULTILABEL: "macro_f1",
-    TaskKind.REGRESSION: "mae",
-}
+from robult.specs import ModalitySpec, TaskSpec
 
 
 def bundle_from_arrays(
@@ -45,7 +38,7 @@ def bundle_from_arrays(
         present: optional ``[N, M]`` bool presence mask (training samples may lack modalities).
         lengths: per-modality lengths for sequential modalities.
         name: dataset name for reports and mask files.
-        primary_metric: default by task kind (accuracy, auroc, macro_f1, mae).
+        primary_metric: default by task kind (:data:`robult.data.registry.DEFAULT_METRICS`).
         seed, test_fraction, val_fraction: the split.
     """
     if modalities is None:
@@ -62,7 +55,7 @@ def bundle_from_arrays(
         name=name,
         modalities=list(modalities),
         task=task,
-        primary_metric=primary_metric or _DEFAULT_METRIC[task.kind],
+        primary_metric=primary_metric or default_metric(task),
         train=full.subset(split.train),
         val=full.subset(split.val),
         test=full.subset(split.test),

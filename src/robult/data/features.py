@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from robult.data.dataset import MultimodalDataset
-from robult.data.registry import DatasetBundle, LoadOptions, register_dataset, resolve_data_dir
+from robult.data.registry import DatasetBundle, LoadOptions, default_metric, register_dataset, resolve_data_dir
 from robult.data.splits import stratified_split
 from robult.modules.encoders import ConvImageEncoder
 from robult.specs import ModalitySpec, TaskSpec
@@ -615,7 +615,7 @@ def load_food101(
         name="food101",
         modalities=specs,
         task=task,
-        primary_metric="accuracy",
+        primary_metric=default_metric(task),
         train=_dataset(specs, task, parts["train"], train_idx),
         val=_dataset(specs, task, parts["train"], val_idx),
         test=_dataset(specs, task, parts["test"]),
@@ -679,7 +679,7 @@ def load_hateful_memes(
         name="hateful_memes",
         modalities=specs,
         task=task,
-        primary_metric="auroc",
+        primary_metric=default_metric(task),
         train=train,
         val=val,
         test=_dataset(specs, task, parts["test"]),

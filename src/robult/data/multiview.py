@@ -27,7 +27,7 @@ import scipy.sparse
 import torch
 
 from robult.data.dataset import MultimodalDataset
-from robult.data.registry import DatasetBundle, LoadOptions, register_dataset, resolve_data_dir
+from robult.data.registry import DatasetBundle, LoadOptions, default_metric, register_dataset, resolve_data_dir
 from robult.data.splits import Standardizer, train_val_test_split
 from robult.specs import ModalitySpec, TaskSpec
 from robult.utils.io import fetch_file, verify_sha256
@@ -478,7 +478,16 @@ def load_multiview(source: MultiviewSource, opts: LoadOptions) -> DatasetBundle:
     }
     stats = {name: (scaler.mean[name], scaler.std[name]) for name in source.views}
     return DatasetBundle(
-        source.name, modalities, task, "accuracy", train, val, test, source=str(path), notes=notes, normalization=stats
+        source.name,
+        modalities,
+        task,
+        default_metric(task),
+        train,
+        val,
+        test,
+        source=str(path),
+        notes=notes,
+        normalization=stats,
     )
 
 

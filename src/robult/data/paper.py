@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 
 from robult.data.dataset import MultimodalDataset
-from robult.data.registry import DatasetBundle, LoadOptions, register_dataset, resolve_data_dir
+from robult.data.registry import DatasetBundle, LoadOptions, default_metric, register_dataset, resolve_data_dir
 from robult.data.safe_pickle import safe_load
 from robult.specs import ModalitySpec, TaskSpec
 from robult.utils.io import verify_sha256
@@ -341,7 +341,7 @@ def load_mosi(
         name=name,
         modalities=specs,
         task=task,
-        primary_metric="mae",
+        primary_metric=default_metric(task),
         train=make("train"),
         val=make("valid"),
         test=make("test"),
@@ -535,7 +535,7 @@ def load_mmimdb(
         name="mmimdb",
         modalities=specs,
         task=task,
-        primary_metric="macro_f1",
+        primary_metric=default_metric(task),
         train=make("train"),
         val=make("val"),
         test=make("test"),

@@ -13,9 +13,23 @@ from pathlib import Path
 from typing import Any
 
 from robult.data.dataset import MultimodalDataset
-from robult.specs import ModalitySpec, TaskSpec
+from robult.specs import ModalitySpec, TaskKind, TaskSpec
 
 DATA_DIR_ENV = "ROBULT_DATA_DIR"
+
+DEFAULT_METRICS: dict[TaskKind, str] = {
+    TaskKind.MULTICLASS: "accuracy",
+    TaskKind.BINARY: "auroc",
+    TaskKind.MULTILABEL: "macro_f1",
+    TaskKind.REGRESSION: "mae",
+}
+"""The primary metric of a task kind when a dataset names none: the one table every loader (and
+``robult.evaluation.default_primary_metric``) reads. Each name is a metric of ``robult.evaluation.METRICS``."""
+
+
+def default_metric(task: TaskSpec) -> str:
+    """The primary metric of ``task`` when none is given (:data:`DEFAULT_METRICS`)."""
+    return DEFAULT_METRICS[task.kind]
 
 
 @dataclass
@@ -26,7 +40,8 @@ class DatasetBundle:
         name: registry name.
         modalities: modality specs, in the dataset's order (subset keys use this order).
         task: the task spec.
-        primary_metric: the metric reported in tables and used for model selection (see ``robult.evaluation``).
+        primary_metric: the metric reported in tables and used for model selection (see ``robult.evaluation``);
+            loaders use :func:`default_metric` unless the dataset names one.
         train, val, test: the splits.
         source: where the data was read from (a path, or ``"generated"``).
         notes: free-form facts for reports (split rule, standardisation, ...).

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from robult.data.dataset import MultimodalDataset
-from robult.data.registry import DatasetBundle, LoadOptions, register_dataset
+from robult.data.registry import DatasetBundle, LoadOptions, default_metric, register_dataset
 from robult.data.splits import strata, train_val_test_split
 from robult.specs import ModalitySpec, TaskKind, TaskSpec, all_subsets, subset_key
 
@@ -259,17 +259,11 @@ def synthetic_bundle(
     target = torch.as_tensor(data.target)
     split = train_val_test_split(strata(target, data.task), seed, val_fraction, test_fraction=test_fraction)
     full = MultimodalDataset(data.modalities, data.task, data.inputs, target)
-    primary = {
-        TaskKind.MULTICLASS: "accuracy",
-        TaskKind.BINARY: "auroc",
-        TaskKind.MULTILABEL: "macro_f1",
-        TaskKind.REGRESSION: "mae",
-    }[data.task.kind]
     return DatasetBundle(
         name=name,
         modalities=data.modalities,
         task=data.task,
-        primary_metric=primary,
+        primary_metric=default_metric(data.task),
         train=full.subset(split.train),
         val=full.subset(split.val),
         test=full.subset(split.test),

@@ -6,7 +6,7 @@ Format (paths are relative to the YAML file's directory)::
     description: optional free text
     task: {kind: multiclass, num_classes: 5}   # binary | multilabel (num_classes = labels) | regression
                                                # (optional target_range: [-3, 3]); optional label_names: [...]
-    primary_metric: accuracy                   # optional; default per task kind (see DEFAULT_METRICS)
+    primary_metric: accuracy                   # optional; default per task kind (registry.DEFAULT_METRICS)
     modalities:
       - {name: audio, kind: vector, file: audio.npy}                       # [N, d]
       - {name: text, kind: sequence, file: text.npy, lengths: text_len.npy} # [N, T, d] + lengths [N]
@@ -38,13 +38,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from robult.data.dataset import MultimodalDataset, RowView
-from robult.data.registry import DatasetBundle, LoadOptions, register_dataset
+from robult.data.registry import DEFAULT_METRICS, DatasetBundle, LoadOptions, register_dataset
 from robult.data.splits import strata, train_val_test_split
 from robult.specs import ModalityKind, ModalitySpec, TaskKind, TaskSpec
 from robult.utils.io import atomic_open, atomic_write_text
 
 __all__ = [
-    "DEFAULT_METRICS",
     "RELEASE_BYTES",
     "YAML_NAME",
     "MappedArray",
@@ -58,7 +57,6 @@ __all__ = [
 ]
 
 YAML_NAME = "dataset.yaml"
-DEFAULT_METRICS = {"multiclass": "accuracy", "binary": "accuracy", "multilabel": "f1_micro", "regression": "mae"}
 _CHUNK_BYTES = 64 << 20
 RELEASE_BYTES = 16 << 20  # mapped bytes a MappedArray may accumulate before it releases them
 _FAULT_AROUND = 64 << 10  # the kernel maps up to this much around each page fault
@@ -149,7 +147,7 @@ class UserDatasetConfig(BaseModel):
 
     @property
     def metric(self) -> str:
-        return self.primary_metric or DEFAULT_METRICS[self.task.kind]
+        return self.primary_metric or DEFAULT_METRICS[TaskKind(self.task.kind)]
 
 
 def _format_validation(err: ValidationError) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from robult.data.registry import DEFAULT_METRICS as _PRIMARY
 from robult.specs import TaskKind, TaskSpec
 
 
@@ -73,8 +74,6 @@ _FOR_KIND: dict[TaskKind, list[str]] = {
     _ML: ["micro_f1", "macro_f1"],
     _REG: ["mae", "corr", "acc2", "acc2_nonzero", "f1", "acc7"],
 }
-
-_PRIMARY: dict[TaskKind, str] = {_MC: "accuracy", _BIN: "auroc", _ML: "macro_f1", _REG: "mae"}
 
 
 def metric_info(name: str) -> MetricInfo:
