@@ -18,6 +18,7 @@ import statistics
 from pathlib import Path
 
 from robult.evaluation.report import load_results, plot_random_rate
+from robult.methods import method_color
 from robult.utils.io import atomic_write_text
 
 # methods whose share of the supervised 5% -> 100% gap gets a column in the headline tables
@@ -97,6 +98,7 @@ def _ratio_section(ds: str, docs: list[dict], png: Path) -> str:
             marker="o",
             capsize=2,
             label=m,
+            color=method_color(m),
             linewidth=2.2 if m in GAP_METHODS else 1.0,
         )
     ax.set_xscale("log")

@@ -281,6 +281,11 @@ register_method(
 )
 
 
+def method_color(name: str) -> str:
+    """A method's plot colour (its registry entry's); an unregistered name (an old results file) gets grey."""
+    return METHODS[name].color if name in METHODS else "tab:gray"
+
+
 def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; available: {sorted(METHODS)}")

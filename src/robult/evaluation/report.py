@@ -306,8 +306,9 @@ def plot_random_rate(doc: dict[str, Any], path: str | Path) -> None:
         doc: a results document.
         path: the PNG to write (atomically).
     """
-    from matplotlib import colormaps
     from matplotlib.figure import Figure
+
+    from robult.methods import method_color
 
     metric = doc["metric"]
     scale = 100.0 if _is_percent(metric) else 1.0
@@ -315,8 +316,7 @@ def plot_random_rate(doc: dict[str, Any], path: str | Path) -> None:
     groups = _groups(doc)
     ratios = sorted({ratio for (_, ratio), _ in groups})
     methods = list(dict.fromkeys(method for (method, _), _ in groups))
-    palette = colormaps["tab10" if len(methods) <= 10 else "tab20"]
-    colour = {m: palette(i % palette.N) for i, m in enumerate(methods)}
+    colour = {m: method_color(m) for m in methods}  # one colour per method in every figure
     fig = Figure(figsize=(6.4 if len(ratios) == 1 else 3.6 * len(ratios) + 1.0, 4.2))
     axes = fig.subplots(1, len(ratios), sharey=True, squeeze=False)[0]
     for (method, ratio), runs in groups:
@@ -350,6 +350,8 @@ def plot_random_rate(doc: dict[str, Any], path: str | Path) -> None:
         axes[0].set_title(title)
     if axes[0].lines:
         axes[0].legend(fontsize="small")
+    if any(len(runs) > 1 for _, runs in groups):
+        fig.text(0.01, 0.01, "lines: mean over seeds; bands: ± one sample std over seeds", fontsize="x-small")
     fig.tight_layout()
     _save_png(fig, path)
 
@@ -394,5 +396,8 @@ def plot_subset_heatmap(doc: dict[str, Any], path: str | Path) -> None:
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(rows, fontsize=8)
     ax.set_title(f"{doc['dataset']}: test {metric}" + (" (%)" if percent else "") + " per modality subset")
-    fig.colorbar(image, ax=ax)
+    ax.set_xlabel("method (label ratio)")
+    ax.set_ylabel("modalities present at test")
+    bar = fig.colorbar(image, ax=ax)
+    bar.set_label(f"test {metric}" + (" (%)" if percent else "") + ", mean over seeds")
     _save_png(fig, path)
