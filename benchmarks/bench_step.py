@@ -18,7 +18,7 @@ import torch
 from robult import Batch, ModalitySpec, TaskSpec
 from robult.losses import RobultLoss, contrastive_keys
 from robult.losses.contrastive import soft_pu_contrastive_loss
-from robult.methods import SupervisedOnlyLoss
+from robult.losses.supervised import SupervisedOnlyLoss
 from robult.models import RobultConfig, RobultModel
 from robult.models.late_fusion import LateFusionModel
 

@@ -19,10 +19,9 @@ from typing import Any
 
 from torch import nn
 
-from robult.batch import Batch
 from robult.losses.baselines import InstanceContrastiveLoss, PseudoLabelLoss, SharedPrivateLoss
 from robult.losses.robult import RobultLoss, RobultLossConfig
-from robult.losses.supervised import SupervisedLoss, SupervisedLossOutput
+from robult.losses.supervised import SupervisedOnlyLoss
 from robult.specs import ModalitySpec, TaskSpec
 
 # searched for every method (dotted config keys -> candidate values)
@@ -83,17 +82,6 @@ def _dataclass_from(cls: type, options: Mapping[str, Any], what: str) -> Any:
     if unknown:
         raise ValueError(f"unknown {what} option {unknown[0]!r}; known: {sorted(known)}")
     return cls(**options)
-
-
-class SupervisedOnlyLoss(nn.Module):
-    """``L_sup`` on the per-modality predictions of labeled samples (plus the fused head when the model has one)."""
-
-    def __init__(self, task: TaskSpec, regression_loss: str = "l1") -> None:
-        super().__init__()
-        self.supervised = SupervisedLoss(task, regression_loss)
-
-    def forward(self, output: Any, batch: Batch, epoch: float = 0.0) -> SupervisedLossOutput:
-        return self.supervised(output.logits, output.fused_logits, output.present, batch.target, batch.labeled)
 
 
 def _build_robult(modalities, task, model_options, loss_options, encoders=None):

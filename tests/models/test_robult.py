@@ -257,7 +257,7 @@ def test_all_task_kinds_train_step(kind: str) -> None:
 def test_huge_values_of_one_modality_never_reach_other_subsets(specs, task, aggregate: str) -> None:
     """A modality outside a subset is selected away, not multiplied by 0: inf logits (here from a 1e38 input that
     overflows) in one modality leave every subset without it finite and unchanged."""
-    from robult.models.robult import aggregate_subsets
+    from robult.models.subsets import aggregate_subsets
 
     torch.manual_seed(0)
     model = RobultModel(specs, task, RobultConfig(hidden_dim=32, aggregate=aggregate)).eval()

@@ -27,10 +27,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robult.batch import Batch
+from robult.losses.logging import fields_log
 from robult.losses.pseudo_label import PseudoLabelOutput, pseudo_label_loss
 from robult.losses.reconstruction import reconstruction_loss
 from robult.losses.robult import RobultLossConfig, ramp_weight
-from robult.losses.supervised import SupervisedLoss, SupervisedLossOutput, fields_log
+from robult.losses.supervised import SupervisedLoss, SupervisedLossOutput
 from robult.models.robult import RobultOutput
 from robult.specs import TaskSpec
 from robult.utils import distributed as dist_utils

@@ -10,9 +10,10 @@ from torch import Tensor, nn
 
 from robult.batch import Batch
 from robult.losses.contrastive import ContrastiveLossOutput, SoftPUContrastiveLoss, contrastive_keys
+from robult.losses.logging import fields_log
 from robult.losses.pseudo_label import pseudo_label_loss
 from robult.losses.reconstruction import reconstruction_loss
-from robult.losses.supervised import SupervisedLoss, fields_log
+from robult.losses.supervised import SupervisedLoss
 from robult.models.robult import RobultOutput
 from robult.specs import TaskSpec
 from robult.utils.bounds import check_bounds

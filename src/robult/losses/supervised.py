@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robult.losses.logging import fields_log
 from robult.specs import TaskKind, TaskSpec
 
 REGRESSION_LOSSES = ("l1", "mse")
@@ -39,24 +38,6 @@ def task_loss(pred: Tensor, target: Tensor, task: TaskSpec, regression_loss: str
     if regression_loss == "mse":
         return (pred[:, 0] - target.to(pred.dtype)).pow(2)
     raise ValueError(f"unknown regression loss {regression_loss!r}; use one of {REGRESSION_LOSSES}")
-
-
-def scalar_log(prefix: str, parts: dict[str, Tensor | float]) -> dict[str, float]:
-    """``{prefix + name: float}`` from tensors (detached) and numbers: the ``log_dict`` of every loss result."""
-    return {f"{prefix}{k}": float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in parts.items()}
-
-
-def fields_log(prefix: str, result: Any, rename: Mapping[str, str] | None = None) -> dict[str, float]:
-    """:func:`scalar_log` of every field of a loss-result dataclass that holds a number or a one-element tensor,
-    in field order (``None`` and nested results are skipped), under ``rename[field]`` where given."""
-    rename = rename or {}
-    parts: dict[str, Tensor | float] = {}
-    for f in dataclasses.fields(result):
-        value = getattr(result, f.name)
-        scalar = value.numel() == 1 if isinstance(value, Tensor) else isinstance(value, int | float)
-        if scalar:
-            parts[rename.get(f.name, f.name)] = value
-    return scalar_log(prefix, parts)
 
 
 @dataclass
@@ -122,3 +103,16 @@ class SupervisedLoss(nn.Module):
         self, logits: Tensor, fused_logits: Tensor | None, present: Tensor, target: Tensor, labeled: Tensor
     ) -> SupervisedLossOutput:
         return supervised_loss(logits, fused_logits, present, target, labeled, self.task, self.regression_loss)
+
+
+class SupervisedOnlyLoss(nn.Module):
+    """``L_sup`` alone as a method's loss: per-modality predictions of labeled samples (plus the fused head when the
+    model has one); the loss of the ``supervised`` and ``moddrop`` baselines."""
+
+    def __init__(self, task: TaskSpec, regression_loss: str = "l1") -> None:
+        super().__init__()
+        self.supervised = SupervisedLoss(task, regression_loss)
+
+    def forward(self, output: Any, batch: Any, epoch: float = 0.0) -> SupervisedLossOutput:
+        """Args: a model output with ``logits``, ``fused_logits``, ``present``; its batch; the epoch (unused)."""
+        return self.supervised(output.logits, output.fused_logits, output.present, batch.target, batch.labeled)

@@ -1,12 +1,14 @@
-"""Models: Robult and (with the baselines issue) its comparison methods."""
+"""Models: Robult, the late-fusion model of the baselines, and the one-pass subset predictions they share."""
 
-from robult.models.robult import (
-    AGGREGATES,
-    RobultConfig,
-    RobultModel,
-    RobultOutput,
-    SubsetPredictions,
-    subset_masks,
-)
+from robult.models.robult import AGGREGATES, RobultConfig, RobultModel, RobultOutput
+from robult.models.subsets import SubsetPredictions, aggregate_subsets, subset_masks
 
-__all__ = ["AGGREGATES", "RobultConfig", "RobultModel", "RobultOutput", "SubsetPredictions", "subset_masks"]
+__all__ = [
+    "AGGREGATES",
+    "RobultConfig",
+    "RobultModel",
+    "RobultOutput",
+    "SubsetPredictions",
+    "aggregate_subsets",
+    "subset_masks",
+]

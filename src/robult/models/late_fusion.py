@@ -12,8 +12,10 @@ import torch
 from torch import Tensor, nn
 
 from robult.batch import Batch, validate_batch
-from robult.models.robult import RobultConfig, SubsetPredictions, aggregate_subsets, subset_masks
-from robult.modules.encoders import MLP, ModalityEncoders
+from robult.models.robult import RobultConfig
+from robult.models.subsets import SubsetPredictions, aggregate_subsets, subset_masks
+from robult.modules.encoders import ModalityEncoders
+from robult.modules.layers import MLP
 from robult.specs import ModalitySpec, TaskSpec
 
 

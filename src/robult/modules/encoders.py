@@ -1,4 +1,4 @@
-"""Built-in modality encoders and the MLP building block.
+"""Built-in modality encoders.
 
 Every encoder maps a batch of one modality to ``H^m ∈ R^{out_dim}``. Sequence encoders take ``(x, lengths)`` and
 never read padding beyond ``lengths``. User encoders are any ``nn.Module``; the model adds a linear adapter to the
@@ -12,48 +12,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from robult.modules.layers import MLP
 from robult.specs import ModalityKind, ModalitySpec
 
 if TYPE_CHECKING:
     from robult.batch import Batch
-
-
-class MLP(nn.Sequential):
-    """``Linear -> [norm] -> act -> dropout`` blocks and a final ``Linear``.
-
-    Args:
-        in_dim: input width.
-        hidden: widths of the hidden layers (empty: a single linear map).
-        out_dim: output width.
-        dropout: dropout after each hidden activation.
-        norm: ``"layer"`` (LayerNorm), ``"batch"`` (BatchNorm1d) or ``None``.
-    """
-
-    def __init__(
-        self,
-        in_dim: int,
-        hidden: tuple[int, ...] | list[int],
-        out_dim: int,
-        dropout: float = 0.0,
-        norm: str | None = "layer",
-    ) -> None:
-        layers: list[nn.Module] = []
-        width = in_dim
-        for h in hidden:
-            layers.append(nn.Linear(width, h))
-            if norm == "layer":
-                layers.append(nn.LayerNorm(h))
-            elif norm == "batch":
-                layers.append(nn.BatchNorm1d(h))
-            elif norm is not None:
-                raise ValueError(f"unknown norm {norm!r}; use 'layer', 'batch' or None")
-            layers.append(nn.GELU())
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = h
-        layers.append(nn.Linear(width, out_dim))
-        super().__init__(*layers)
-        self.out_dim = out_dim
 
 
 class MLPEncoder(nn.Module):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from robult.modules.encoders import MLP
+from robult.modules.layers import MLP
 
 
 class ConcatFusion(nn.Module):

@@ -1,4 +1,5 @@
-"""Grouped layers: M independent MLPs evaluated in one batched op (one per modality)."""
+"""Layers: the MLP building block, and grouped layers (M independent MLPs evaluated in one batched op, one per
+modality)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,44 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+
+class MLP(nn.Sequential):
+    """``Linear -> [norm] -> act -> dropout`` blocks and a final ``Linear``.
+
+    Args:
+        in_dim: input width.
+        hidden: widths of the hidden layers (empty: a single linear map).
+        out_dim: output width.
+        dropout: dropout after each hidden activation.
+        norm: ``"layer"`` (LayerNorm), ``"batch"`` (BatchNorm1d) or ``None``.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: tuple[int, ...] | list[int],
+        out_dim: int,
+        dropout: float = 0.0,
+        norm: str | None = "layer",
+    ) -> None:
+        layers: list[nn.Module] = []
+        width = in_dim
+        for h in hidden:
+            layers.append(nn.Linear(width, h))
+            if norm == "layer":
+                layers.append(nn.LayerNorm(h))
+            elif norm == "batch":
+                layers.append(nn.BatchNorm1d(h))
+            elif norm is not None:
+                raise ValueError(f"unknown norm {norm!r}; use 'layer', 'batch' or None")
+            layers.append(nn.GELU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        layers.append(nn.Linear(width, out_dim))
+        super().__init__(*layers)
+        self.out_dim = out_dim
 
 
 class GroupedLinear(nn.Module):

@@ -1,0 +1,28 @@
+"""Scalar logging of loss results: every loss returns a small dataclass, and its ``log_dict`` is built here from
+its fields, so a trainer never probes a loss's attributes."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from torch import Tensor
+
+
+def scalar_log(prefix: str, parts: dict[str, Tensor | float]) -> dict[str, float]:
+    """``{prefix + name: float}`` from tensors (detached) and numbers: the ``log_dict`` of every loss result."""
+    return {f"{prefix}{k}": float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in parts.items()}
+
+
+def fields_log(prefix: str, result: Any, rename: Mapping[str, str] | None = None) -> dict[str, float]:
+    """:func:`scalar_log` of every field of a loss-result dataclass that holds a number or a one-element tensor,
+    in field order (``None`` and nested results are skipped), under ``rename[field]`` where given."""
+    rename = rename or {}
+    parts: dict[str, Tensor | float] = {}
+    for f in dataclasses.fields(result):
+        value = getattr(result, f.name)
+        scalar = value.numel() == 1 if isinstance(value, Tensor) else isinstance(value, int | float)
+        if scalar:
+            parts[rename.get(f.name, f.name)] = value
+    return scalar_log(prefix, parts)

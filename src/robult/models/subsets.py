@@ -1,0 +1,100 @@
+"""Predictions for every modality subset from one encoder pass, shared by every model, the evaluation and the
+trainer: subset masks from names, and the aggregation of per-modality predictions over each subset (METHOD.md,
+"Inference with any subset A of modalities")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class SubsetPredictions:
+    """Predictions for several modality subsets from one encoder pass.
+
+    Attributes:
+        keys: subset names (modality names joined with ``+`` in modality order).
+        masks: ``[S, M]`` bool, the modalities of each subset.
+        predictions: ``[S, B, K]`` aggregated predictions (logits; raw values for regression).
+        valid: ``[S, B]``: whether the sample has at least one modality of the subset present (else the
+            prediction row is NaN).
+    """
+
+    keys: list[str]
+    masks: Tensor
+    predictions: Tensor
+    valid: Tensor
+
+    def __getitem__(self, key: str) -> Tensor:
+        return self.predictions[self.keys.index(key)]
+
+
+def subset_masks(subsets: Sequence[Sequence[str]] | Tensor, names: Sequence[str]) -> tuple[list[str], Tensor]:
+    """Keys and ``[S, M]`` bool masks of modality subsets given by names (or already as masks)."""
+    if isinstance(subsets, Tensor):
+        masks = subsets.bool()
+        if masks.ndim != 2 or masks.shape[1] != len(names):
+            raise ValueError(f"subset masks have shape {tuple(masks.shape)}, expected (S, {len(names)})")
+    else:
+        rows = []
+        for subset in subsets:
+            if isinstance(subset, str):
+                subset = subset.split("+")
+            unknown = [n for n in subset if n not in names]
+            if unknown:
+                raise ValueError(f"unknown modality {unknown[0]!r} in subset {list(subset)}; known: {list(names)}")
+            rows.append([n in subset for n in names])
+        masks = torch.tensor(rows, dtype=torch.bool).reshape(len(rows), len(names))
+    if masks.numel() and not masks.any(dim=1).all():
+        raise ValueError("a modality subset must not be empty")
+    keys = ["+".join(n for n, on in zip(names, row, strict=True) if on) for row in masks.tolist()]
+    return keys, masks
+
+
+def aggregate_subsets(
+    keys: list[str],
+    masks: Tensor,
+    logits: Tensor,
+    present: Tensor,
+    features: Tensor | None = None,
+    head: nn.Module | None = None,
+    fused_logits: Tensor | None = None,
+) -> SubsetPredictions:
+    """Aggregate per-modality predictions over every subset at once (no encoder pass).
+
+    A sample's effective modalities for subset ``A`` are ``A ∩ present``; samples with none of ``A`` get NaN and
+    ``valid = False``.
+
+    Args:
+        keys, masks: subset names and ``[S, M]`` masks (see :func:`subset_masks`).
+        logits: ``[B, M, K]`` per-modality predictions (used for ``logit_mean``).
+        present: ``[B, M]``.
+        features, head: for ``feature_mean``: per-modality features ``[B, M, D]`` and the head applied to their
+            subset mean (``logits`` is then unused).
+        fused_logits: ``[B, K]``; when given, samples whose effective subset is every modality use it.
+    """
+    masks = masks.to(present.device)
+    eff = masks[:, None, :] & present[None]  # [S, B, M]
+    count = eff.sum(-1)  # [S, B]
+    if features is not None and head is None:
+        raise ValueError("feature_mean aggregation needs the head")
+    values = logits if features is None else features
+    # select, don't multiply by zero: a modality outside the subset (or absent) must not reach its prediction even
+    # when its values are inf or NaN (0 · inf = NaN)
+    total = values.new_zeros((masks.shape[0], *values.shape[:1], values.shape[-1]))  # [S, B, K or D]
+    for m in range(values.shape[1]):
+        total = total + torch.where(eff[:, :, m, None], values[None, :, m], 0.0)
+    mean = total / count.clamp(min=1)[..., None].to(values.dtype)
+    preds = mean if features is None else head(mean)
+    if fused_logits is not None:
+        complete = eff.all(-1)
+        preds = torch.where(complete[..., None], fused_logits[None].expand_as(preds), preds)
+    valid = count > 0
+    preds = preds.masked_fill(~valid[..., None], float("nan"))
+    return SubsetPredictions(keys, masks, preds, valid)
+
+
+__all__ = ["SubsetPredictions", "aggregate_subsets", "subset_masks"]
