@@ -7,6 +7,7 @@ kind it serves, defaults to :data:`robult.data.registry.DEFAULT_METRICS`, a metr
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import pickle
@@ -20,7 +21,7 @@ import torch
 from robult.data.arrays import bundle_from_arrays
 from robult.data.multiview import MultiviewSource, load_multiview
 from robult.data.paper import load_mmimdb, load_mosi
-from robult.data.registry import DEFAULT_METRICS, DatasetBundle, LoadOptions, default_metric
+from robult.data.registry import CACHE_DIR_ENV, DEFAULT_METRICS, DatasetBundle, LoadOptions, cache_dir, default_metric
 from robult.data.splits import strata, stratified_split, train_val_test_split
 from robult.data.synthetic import SyntheticConfig, generate_synthetic, synthetic_bundle
 from robult.data.user import load_user_dataset, write_user_dataset
@@ -195,7 +196,9 @@ def test_multiview_and_paper_loaders_default_to_the_table(tmp_path: Path) -> Non
 
 def test_raw_image_text_releases_default_to_the_table(tmp_path: Path) -> None:
     image = pytest.importorskip("PIL.Image")
-    from robult.data.features import HashingTextEncoder, SmallCNN, load_food101, load_hateful_memes
+    from robult.prepare.encoders import HashingTextEncoder, SmallCNN
+    from robult.prepare.food101 import load_food101
+    from robult.prepare.hateful_memes import load_hateful_memes
 
     rng = np.random.default_rng(0)
 
@@ -224,3 +227,26 @@ def test_raw_image_text_releases_default_to_the_table(tmp_path: Path) -> None:
             recs.append(json.dumps({"id": i, "img": f"img/{name}{i}.png", "text": f"meme {i}", "label": i % 2}))
         (memes / f"{name}.jsonl").write_text("\n".join(recs) + "\n")
     _check_metric(load_hateful_memes(memes, **kw), "binary")
+
+
+# ---------------------------------------------------------------------------------------------- the cache variable
+
+
+def test_one_cache_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``ROBULT_CACHE_DIR`` is spelled once in the code (data.registry); downloads and features both read it."""
+    import robult
+    from robult.prepare.cache import default_cache_dir
+
+    package = Path(robult.__file__).parent
+    spelled = [
+        str(f.relative_to(package))
+        for f in package.rglob("*.py")
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and node.value == CACHE_DIR_ENV
+    ]
+    assert spelled == ["data/registry.py"]
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path))
+    assert cache_dir() == tmp_path and default_cache_dir() == tmp_path
+    monkeypatch.delenv(CACHE_DIR_ENV)
+    assert default_cache_dir() == Path.home() / ".cache" / "robult" / "features"
+    assert cache_dir() == Path.home() / ".cache" / "robult"

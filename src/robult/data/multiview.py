@@ -14,7 +14,6 @@ training with incomplete data can be exercised.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,14 @@ import scipy.sparse
 import torch
 
 from robult.data.dataset import MultimodalDataset
-from robult.data.registry import DatasetBundle, LoadOptions, default_metric, register_dataset, resolve_data_dir
+from robult.data.registry import (
+    DatasetBundle,
+    LoadOptions,
+    cache_dir,
+    default_metric,
+    register_dataset,
+    resolve_data_dir,
+)
 from robult.data.splits import Standardizer, train_val_test_split
 from robult.specs import ModalitySpec, TaskSpec
 from robult.utils.io import fetch_file, verify_sha256
@@ -41,7 +47,6 @@ __all__ = [
     "random_presence",
 ]
 
-CACHE_ENV = "ROBULT_CACHE_DIR"
 
 # A reader returns (views [N, d_v] in view order, 0-based labels [N], fixed test indices or None).
 Reader = Callable[[dict[str, Any]], tuple[list[np.ndarray], np.ndarray, np.ndarray | None]]
@@ -317,9 +322,7 @@ def cache_dir_for(source: MultiviewSource, opts: LoadOptions) -> Path:
     given = opts.extra.get("cache_dir")
     if given:
         return Path(given).expanduser()
-    root = os.environ.get(CACHE_ENV)
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "robult"
-    return base / source.folder
+    return cache_dir() / source.folder
 
 
 def locate_file(source: MultiviewSource, opts: LoadOptions) -> Path:

@@ -1,7 +1,7 @@
 """Loaders for the paper's benchmarks in their public release formats: CMU-MOSI / CMU-MOSEI and MM-IMDb.
 
-(Food-101 and Hateful Memes, which ship raw images and text, live in :mod:`robult.data.features`; importing this
-module registers them too.)
+(Food-101 and Hateful Memes, which ship raw images and text, are encoded by the preparation step,
+:mod:`robult.prepare`.)
 
 **CMU-MOSI / CMU-MOSEI** (:func:`load_mosi`, :func:`load_mosei`) read one pickle holding
 ``{'train', 'valid', 'test'}``, each a dict of numpy arrays, in either public layout:
@@ -554,7 +554,3 @@ def _mmimdb(opts: LoadOptions) -> DatasetBundle:
         split=opts.extra.get("split", "auto"),
         sha256=opts.extra.get("sha256"),
     )
-
-
-# Food-101 and Hateful Memes (raw layouts, encoded features) register themselves on import.
-from robult.data import features as _features  # noqa: E402, F401

@@ -16,6 +16,7 @@ from robult.data.dataset import MultimodalDataset
 from robult.specs import ModalitySpec, TaskKind, TaskSpec
 
 DATA_DIR_ENV = "ROBULT_DATA_DIR"
+CACHE_DIR_ENV = "ROBULT_CACHE_DIR"
 
 DEFAULT_METRICS: dict[TaskKind, str] = {
     TaskKind.MULTICLASS: "accuracy",
@@ -95,6 +96,16 @@ class DatasetInfo:
 
 
 _REGISTRY: dict[str, DatasetInfo] = {}
+# Modules whose import registers the built-in datasets, imported on the first registry query. The raw image + text
+# releases (food101, hateful_memes) are registered by the preparation step that encodes them (robult.prepare).
+_BUILTIN_MODULES = (
+    "robult.data.synthetic",
+    "robult.data.multiview",
+    "robult.data.paper",
+    "robult.data.user",
+    "robult.prepare.food101",
+    "robult.prepare.hateful_memes",
+)
 _BUILTINS_IMPORTED = False
 
 
@@ -118,7 +129,7 @@ def _import_builtins() -> None:
         return
     import importlib
 
-    for module in ("robult.data.synthetic", "robult.data.multiview", "robult.data.paper", "robult.data.user"):
+    for module in _BUILTIN_MODULES:
         importlib.import_module(module)
     _BUILTINS_IMPORTED = True  # only once every built-in registered: a failed import is retried and re-raised
 
@@ -140,6 +151,12 @@ def default_data_dir() -> Path | None:
         if c.is_dir():
             return c
     return None
+
+
+def cache_dir(default_sub: str = "") -> Path:
+    """The cache root: ``$ROBULT_CACHE_DIR`` if set, else ``~/.cache/robult/<default_sub>``."""
+    env = os.environ.get(CACHE_DIR_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "robult" / default_sub
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path:

@@ -53,6 +53,7 @@ __all__ = [
     "UserDatasetConfig",
     "load_user_dataset",
     "read_config",
+    "write_bundle",
     "write_user_dataset",
 ]
 
@@ -178,9 +179,10 @@ def read_config(path: str | Path) -> tuple[UserDatasetConfig, Path]:
     yaml_path = path / YAML_NAME if path.is_dir() else path
     if not yaml_path.is_file():
         raise MissingFileError(f"{yaml_path}: dataset description not found (expected {YAML_NAME} in {path})")
-    from robult.config import read_yaml
-
-    raw = read_yaml(yaml_path)  # a syntax error is a ConfigError (a ValueError) naming the file
+    try:
+        raw = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{yaml_path}: not valid YAML ({err})") from err
     if not isinstance(raw, dict):
         raise ValueError(f"{yaml_path}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
@@ -660,3 +662,37 @@ def write_user_dataset(
     yaml_path = directory / YAML_NAME
     atomic_write_text(yaml_path, yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
     return yaml_path
+
+
+def write_bundle(bundle: DatasetBundle, directory: str | Path, *, description: str = "") -> Path:
+    """Write a bundle in the user format: its train, val and test rows in that order with a split file (0 / 1 / 2),
+    the presence mask, the labeled mask (when not all labeled) and the bundle's primary metric, so that
+    :func:`load_user_dataset` reads back the same splits.
+
+    Args:
+        bundle: the bundle (e.g. from a preparation step, :mod:`robult.prepare`).
+        directory: target directory (created if needed).
+        description: free text for ``dataset.yaml``.
+
+    Returns:
+        The path of the written ``dataset.yaml``.
+    """
+    parts = (bundle.train, bundle.val, bundle.test)
+    names = bundle.modality_names
+    modalities = {n: np.concatenate([np.asarray(p.inputs[n]) for p in parts]) for n in names}
+    lengths = {n: np.concatenate([p.lengths[n].numpy() for p in parts]) for n in names if n in bundle.train.lengths}
+    labeled = np.concatenate([p.labeled.numpy() for p in parts])
+    return write_user_dataset(
+        directory,
+        modalities,
+        np.concatenate([p.target.numpy() for p in parts]),
+        bundle.task,
+        name=bundle.name,
+        kinds={s.name: s.kind.value for s in bundle.modalities},
+        lengths=lengths,
+        split=np.repeat(np.arange(3, dtype=np.int8), [len(p) for p in parts]),
+        present=np.concatenate([p.present.numpy() for p in parts]),
+        labeled=None if labeled.all() else labeled,
+        primary_metric=bundle.primary_metric,
+        description=description,
+    )
