@@ -74,6 +74,7 @@ def test_methods_are_scored_on_the_same_saved_masks(tmp_path: Path) -> None:
 SEMI = ["dataset.name=synthetic_clusters", "train.progress=false", "eval.rates=[0.0]"]
 
 
+@pytest.mark.slow  # six full trainings (626 s on a loaded machine): run with pytest -m slow
 def test_semi_supervised_beats_labeled_only(tmp_path: Path) -> None:
     """At 5% labels on the cluster-structured synthetic set, Robult with the unlabeled data (``robult_st``: the
     METHOD.md losses plus self-training on confident pseudo-labels) beats the same model trained on the labeled
