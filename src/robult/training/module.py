@@ -83,8 +83,8 @@ class MethodModule(L.LightningModule):
         modality_names: modality order.
         primary_metric: metric of the selection score.
         lr, weight_decay: AdamW options.
-        seed: base seed; the global torch RNG is reseeded at every epoch start from ``(seed, epoch)`` so a resumed
-            run draws the same dropout masks.
+        seed: base seed; the global torch RNG is reseeded before every epoch's first batch from ``(seed, epoch)``
+            so a resumed run draws the same dropout masks.
         modality_dropout: training-time modality dropout rate (0: off).
         check_batches: let the model check every batch (:func:`robult.batch.validate_batch`). ``train_run`` checks
             the training and validation splits once up front (:func:`robult.batch.check_dataset`) and turns this
@@ -121,8 +121,21 @@ class MethodModule(L.LightningModule):
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return batch.to(device) if isinstance(batch, Batch) else super().transfer_batch_to_device(batch, device, 0)
 
-    def on_train_epoch_start(self) -> None:
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if batch_idx == 0:
+            self._seed_epoch()
+
+    def _seed_epoch(self) -> None:
+        """Reseed the global torch RNG from ``(seed, epoch)`` before an epoch's first batch.
+
+        Done at the first batch rather than in ``on_train_epoch_start`` because the training DataLoader's iterator
+        draws its base seed from the global RNG, and Lightning creates it after that hook in every epoch but the
+        first one of a ``fit`` call (so also the first one after a resume): the RNG state at the first batch would
+        depend on whether the run was resumed. The draw repeated here for every epoch but epoch 0 is the
+        iterator's draw of an uninterrupted run, so runs give the very numbers they gave before this change."""
         torch.manual_seed(self.seed * 1_000_003 + self.current_epoch)
+        if self.current_epoch > 0:
+            torch.empty((), dtype=torch.int64).random_()
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if self.modality_dropout > 0:

@@ -4,9 +4,14 @@ Run directory layout (``<out_dir>/<name>/``)::
 
     config.yaml        the resolved config
     labeled.json       the labeled subset of the training split (indices, ratio, seed, SHA-256)
-    checkpoints/       best.ckpt (selected on validation, see robult.training.module), last.ckpt (for --resume)
+    checkpoints/       best.ckpt (selected on validation, see robult.training.module), last.ckpt (the last
+                       finished epoch, for --resume), each with a .sha256 beside it
     logs/metrics.csv   per-epoch losses and validation scores
     result.json        test scores under every protocol (written atomically when the run ends)
+    .lock              held while a process trains the run (see robult.training.checkpoint.run_lock)
+
+A killed run resumed with ``--resume`` ends with the very same ``result.json`` as an uninterrupted one (see
+docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ def check_reusable(run_dir: Path, train: MultimodalDataset, cfg: RunConfig, kind
     """Raise unless the finished run in ``run_dir`` may be reused for ``cfg``: it must have been trained with the
     same config and on the labeled subset this code produces for it (e.g. not a run from before a change of the
     subset rule), so a reused result is never mixed with fresh ones. ``kind`` names the run in errors."""
-    if load_config(Path(run_dir) / "config.yaml").model_dump() != cfg.model_dump():
+    if not _same_config(load_config(Path(run_dir) / "config.yaml"), cfg):
         raise ConfigError(f"{run_dir}: holds a {kind} with another config; use another --out")
     path = Path(run_dir) / "labeled.json"
     if not path.is_file():
@@ -170,21 +175,68 @@ def _log_version(run_dir: Path, resume: bool) -> str:
 
 def load_weights(module: nn.Module, checkpoint: Path) -> int:
     """Load a Lightning checkpoint's ``state_dict`` with ``torch.load(weights_only=True)`` (no arbitrary
-    unpickling of untrusted files). Returns the checkpoint's epoch (-1 when it has none)."""
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{checkpoint}: not a loadable checkpoint ({err})") from err
+    unpickling of untrusted files) after verifying the checksum beside it. Returns the checkpoint's epoch (-1 when
+    it has none)."""
+    from robult.training.checkpoint import load_checkpoint_file
+
+    state = load_checkpoint_file(checkpoint)
     if "state_dict" not in state:
         raise ValueError(f"{checkpoint}: no 'state_dict' key; is it a robult checkpoint?")
-    module.load_state_dict(state["state_dict"])
+    try:
+        module.load_state_dict(state["state_dict"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        raise ValueError(
+            f"{checkpoint}: does not fit this run's model (another dataset, modality set or model config?): "
+            f"{' '.join(line.strip() for line in first[:3])}"
+        ) from None
     return int(state.get("epoch", -1))
+
+
+def _same_config(a: RunConfig, b: RunConfig) -> bool:
+    """Whether two configs describe the same run; ``out_dir`` is not part of a run's identity, so a copied or moved
+    run directory stays resumable and reusable."""
+    x, y = a.model_dump(), b.model_dump()
+    x.pop("out_dir", None)
+    y.pop("out_dir", None)
+    return x == y
+
+
+def _check_run_state(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> None:
+    """Raise unless ``run_dir`` may be trained as asked: a fresh run needs an empty place, ``resume`` an unfinished
+    run with the same config; a finished run is only retrained with ``overwrite``."""
+    if overwrite:
+        return
+    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    finished = (run_dir / "result.json").exists()
+    if resume:
+        if finished:
+            raise FileExistsError(
+                f"{run_dir}: the run is finished (result.json exists); --resume does not retrain it; pass "
+                "--overwrite to retrain it from scratch and replace its results"
+            )
+        if not last.is_file():
+            raise FileNotFoundError(f"cannot resume: {last} does not exist")
+        saved = run_dir / "config.yaml"
+        if saved.is_file() and not _same_config(load_config(saved), cfg):
+            raise ConfigError(f"{saved}: the run was started with another config; resume with the same one")
+    elif finished or last.exists():
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another name")
+
+
+def _clear_run(run_dir: Path) -> None:
+    """Remove what a run wrote (for ``overwrite``); the lock file stays."""
+    for name in ("result.json", "labeled.json", "config.yaml"):
+        (run_dir / name).unlink(missing_ok=True)
+    for name in (CHECKPOINT_DIR, "logs"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
 def train_run(
     cfg: RunConfig,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     bundle: DatasetBundle | None = None,
     encoders: Mapping[str, nn.Module] | None = None,
     callbacks: Sequence[Any] = (),
@@ -195,52 +247,78 @@ def train_run(
 
     Args:
         cfg: the validated run config.
-        resume: continue from ``checkpoints/last.ckpt`` of an interrupted run with the same config.
+        resume: continue from ``checkpoints/last.ckpt`` of an interrupted run with the same config; the result is
+            the one an uninterrupted run gives. A finished run is not retrained (``FileExistsError``).
+        overwrite: retrain from scratch whatever the run directory holds, replacing its results.
         bundle: an already loaded dataset (default: load ``cfg.dataset``).
         encoders: user encoders by modality name (Python API).
         callbacks: extra Lightning callbacks.
         masks_dir: where test masks are stored (default ``cfg.eval.masks_dir`` or ``<out_dir>/masks``).
         evaluate_test: score the test split with the configured protocols.
-    """
-    import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
-    from lightning.pytorch.loggers import CSVLogger
 
-    from robult.training.module import MethodModule
+    Raises:
+        RunInUseError: another process is training the same run directory.
+    """
+    from robult.training.checkpoint import run_lock
 
     run_dir = Path(cfg.out_dir) / cfg.run_name()
-    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
-    if resume:
-        if not last.is_file():
-            raise FileNotFoundError(f"cannot resume: {last} does not exist")
-        saved = run_dir / "config.yaml"
-        if saved.is_file() and load_config(saved).model_dump() != cfg.model_dump():
-            raise ConfigError(f"{saved}: the run was started with another config; resume with the same one")
-    elif (run_dir / "result.json").exists() or last.exists():
-        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another name")
+    _check_run_state(run_dir, cfg, resume, overwrite)  # fails fast, before the data is loaded
+
+    import lightning as L
 
     method = get_method(cfg.train.method)
     bundle = bundle or load_bundle(cfg)
-    maximize = higher_is_better(bundle.primary_metric)
-    # seed before building so the initial weights depend only on the seed; every check that can fail on bad
-    # input (dataset, method options) runs before the run directory is created
+    # seed before building so the initial weights depend only on the seed (on resume they come from last.ckpt);
+    # every check that can fail on bad input (dataset, method options) runs before the run directory is created
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     model, criterion = build_method(
         cfg.train.method, bundle.modalities, bundle.task, cfg.model.model_dump(), cfg.loss.model_dump(), encoders
     )
-
     # every row checked once here, before anything is written, so the steps need not check each batch again
     check_dataset(bundle.train, bundle.modalities, f"{bundle.name} training split")
     check_dataset(bundle.val, bundle.modalities, f"{bundle.name} validation split")
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
-        labeled = _labeled_mask(bundle.train, cfg, run_dir)
-    except BaseException:
-        if created:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+    with run_lock(run_dir):
+        try:
+            _check_run_state(run_dir, cfg, resume, overwrite)  # again: another process may have finished it
+            if overwrite:
+                _clear_run(run_dir)
+                resume = False
+            atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
+            labeled = _labeled_mask(bundle.train, cfg, run_dir)
+        except BaseException:
+            if created:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        return _train_locked(
+            cfg, method, model, criterion, bundle, run_dir, labeled, resume, callbacks, masks_dir, evaluate_test
+        )
+
+
+def _train_locked(
+    cfg: RunConfig,
+    method: Any,
+    model: nn.Module,
+    criterion: nn.Module,
+    bundle: DatasetBundle,
+    run_dir: Path,
+    labeled: torch.Tensor,
+    resume: bool,
+    callbacks: Sequence[Any],
+    masks_dir: Path | None,
+    evaluate_test: bool,
+) -> RunResult:
+    """The body of :func:`train_run`, run while holding the run directory's lock."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
+    from robult.training.checkpoint import resume_state_callback, safe_checkpoint_io
+    from robult.training.module import MethodModule
+
+    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    maximize = higher_is_better(bundle.primary_metric)
     train = bundle.train.with_labeled(labeled)
     uses_unlabeled = cfg.train.use_unlabeled if cfg.train.use_unlabeled is not None else method.uses_unlabeled
     data = _data_module(train, bundle.val, cfg, uses_unlabeled)
@@ -258,10 +336,15 @@ def train_run(
         check_batches=False,
     )
     mode = "max" if maximize else "min"
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor="val/score", mode=mode, save_top_k=1, save_last=True
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    # best.ckpt: the best validation score; last.ckpt: every finished epoch (after validation, early stopping
+    # and best.ckpt have updated their state, so it holds theirs too: Lightning runs checkpoint callbacks last,
+    # in list order). No "-v1" copies: a run directory has one writer (run_lock).
+    best_ckpt = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor="val/score", mode=mode, save_top_k=1, enable_version_counter=False
     )
-    cbs: list[Any] = [checkpoint, *callbacks]
+    last_ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
+    cbs: list[Any] = [resume_state_callback(), best_ckpt, last_ckpt, *callbacks]
     if cfg.train.patience > 0:
         cbs.append(EarlyStopping(monitor="val/score", mode=mode, patience=cfg.train.patience))
     if cfg.train.progress:
@@ -276,6 +359,7 @@ def train_run(
         max_epochs=cfg.train.max_epochs,
         callbacks=cbs,
         logger=CSVLogger(run_dir, name="logs", version=_log_version(run_dir, resume)),
+        plugins=[safe_checkpoint_io()],
         default_root_dir=run_dir,
         enable_progress_bar=cfg.train.progress,
         enable_model_summary=False,
@@ -288,11 +372,16 @@ def train_run(
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
-        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None, weights_only=True)
 
-    best_path = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
+    best_path = Path(best_ckpt.best_model_path) if best_ckpt.best_model_path else last
     best_epoch = load_weights(module, best_path)
-    best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else math.nan
+    best_score = float(best_ckpt.best_model_score) if best_ckpt.best_model_score is not None else math.nan
+
+    if trainer.is_global_zero:  # the self-contained model artefact <run>/model/ (robult.load, robult predict)
+        from robult.inference import write_run_model
+
+        write_run_model(run_dir, module.model, bundle, cfg, best_epoch=best_epoch, best_val_score=best_score)
 
     evaluation = None
     if evaluate_test and trainer.is_global_zero:
@@ -309,11 +398,16 @@ def train_run(
                 "modalities": bundle.modality_names,
                 "best_val_score": best_score,
                 "best_epoch": best_epoch,
-                "checkpoint": str(best_path),
+                # relative to the run directory, which stays valid when the directory is copied or moved
+                "checkpoint": _relative(best_path, run_dir),
                 "test": evaluation.to_dict(),
             },
         )
     return RunResult(run_dir, best_score, best_epoch, evaluation, cfg)
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def evaluate_checkpointed(

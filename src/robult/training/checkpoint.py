@@ -1,0 +1,264 @@
+"""Crash-safe checkpoints: exact resume state, safe loading, checksums, a lock per run directory.
+
+- :class:`ResumeState` (a Lightning callback) stores the torch, CUDA, numpy and Python RNG states in every
+  checkpoint and restores them on resume (the epoch position, optimizer, EMA buffers of the losses, early stopping
+  and checkpoint state are Lightning's own checkpoint content).
+- :class:`SafeCheckpointIO` writes a checkpoint into its own directory and renames it (never a copy across file
+  systems), writes ``<file>.sha256`` beside it, verifies that checksum before loading, and always loads with
+  ``torch.load(weights_only=True)``, whatever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says.
+- :func:`run_lock` holds an exclusive lock on ``<run_dir>/.lock`` (with the holder's pid) while a run trains.
+
+Lightning is imported inside the functions that need it, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import random
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from robult.utils.io import atomic_open
+
+CHECKSUM_SUFFIX = ".sha256"
+LOCK_NAME = ".lock"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that must not be loaded: unreadable, truncated, corrupted, or not weights-only."""
+
+
+class RunInUseError(RuntimeError):
+    """The run directory is locked by another process."""
+
+
+# ---------------------------------------------------------------------------------------------------- RNG states
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states as plain tensors, ints and strings (loadable with ``weights_only=True``)."""
+    np_state = np.random.get_state(legacy=True)
+    assert isinstance(np_state, tuple)
+    py_version, py_internal, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": str(np_state[0]),
+            "key": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": int(py_version), "internal": list(py_internal), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _relocate(state: dict[str, Any], new_dir: str) -> None:
+    """Point a ModelCheckpoint state saved in another directory (a copied or moved run) at ``new_dir``."""
+    old_dir = state.get("dirpath")
+    if not old_dir or os.path.abspath(old_dir) == os.path.abspath(new_dir):
+        return
+
+    def move(path: Any) -> Any:
+        return os.path.join(new_dir, os.path.basename(path)) if isinstance(path, str) and path else path
+
+    state["dirpath"] = new_dir
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if key in state:
+            state[key] = move(state[key])
+    if isinstance(state.get("best_k_models"), dict):
+        state["best_k_models"] = {move(k): v for k, v in state["best_k_models"].items()}
+
+
+def resume_state_callback() -> Any:
+    """A ``ResumeState`` callback (the class is built on first use so that Lightning loads lazily).
+
+    It saves the global RNG states and whether the trainer was about to stop (early stopping) in every checkpoint
+    and restores both on resume, and re-points the ModelCheckpoint states of a run directory that was copied or
+    moved since the checkpoint was written."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class ResumeState(L.Callback):
+        def __init__(self) -> None:
+            self.should_stop = False
+            self.trainer: Any = None
+
+        def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+            self.trainer = trainer
+
+        def state_dict(self) -> dict[str, Any]:
+            stop = bool(self.trainer.should_stop) if self.trainer is not None else False
+            return {"rng": rng_state(), "should_stop": stop}
+
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+            if "rng" in state_dict:
+                set_rng_state(state_dict["rng"])
+            self.should_stop = bool(state_dict.get("should_stop", False))
+
+        def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+            # runs before the callbacks' load_state_dict
+            states = checkpoint.get("callbacks", {})
+            for cb in trainer.checkpoint_callbacks:
+                if isinstance(cb, ModelCheckpoint) and cb.dirpath and isinstance(states.get(cb.state_key), dict):
+                    _relocate(states[cb.state_key], str(cb.dirpath))
+
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            if self.should_stop:  # the run had stopped early before it was killed: train no further epoch
+                trainer.should_stop = True
+
+    return ResumeState()
+
+
+# ------------------------------------------------------------------------------------------ checksummed files
+
+
+def checksum_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + CHECKSUM_SUFFIX)
+
+
+def _recorded_digests(path: Path) -> list[str]:
+    side = checksum_path(path)
+    try:
+        text = side.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{side}: cannot read the checksum file ({err})") from None
+    return [line.split()[0] for line in text.splitlines() if line.strip()]
+
+
+def write_checksummed(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory (fsync, rename) with its SHA-256
+    in ``<path>.sha256``. The checksum file first lists the new and the old digest, and only the new one after the
+    rename, so a kill at any point leaves a file that matches a listed digest."""
+    path = Path(path)
+    digest = hashlib.sha256(data).hexdigest()
+    old = _recorded_digests(path) if path.exists() else []
+    side = checksum_path(path)
+    with atomic_open(side, "w", encoding="ascii") as fh:
+        fh.write("".join(f"{d}  {path.name}\n" for d in [digest, *old[:1]]))
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
+    with atomic_open(side, "w", encoding="ascii") as fh:
+        fh.write(f"{digest}  {path.name}\n")
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Raise :class:`CheckpointError` naming ``path`` when its SHA-256 is not the one recorded beside it; warn
+    when there is no checksum file (a checkpoint from an older robult)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    recorded = _recorded_digests(path)
+    if not recorded:
+        warnings.warn(f"{path}: no {CHECKSUM_SUFFIX} file beside it; the checkpoint is loaded unverified", stacklevel=2)
+        return
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    if h.hexdigest() not in recorded:
+        raise CheckpointError(
+            f"{path}: SHA-256 {h.hexdigest()} differs from the one in {checksum_path(path).name}; the checkpoint is "
+            "corrupted or truncated (delete it, or the run directory, to retrain)"
+        )
+
+
+def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Verify ``path``'s checksum and load it with ``weights_only=True`` (never arbitrary unpickling: the explicit
+    argument wins over ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``). Errors are one :class:`CheckpointError` naming the
+    file."""
+    verify_checkpoint(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a loadable weights-only checkpoint ({first})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a checkpoint dictionary")
+    return state
+
+
+def safe_checkpoint_io() -> Any:
+    """A Lightning ``CheckpointIO`` built on :func:`write_checksummed` and :func:`load_checkpoint_file`."""
+    from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
+
+    class SafeCheckpointIO(CheckpointIO):
+        def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+            if storage_options is not None:
+                raise TypeError("SafeCheckpointIO takes no storage_options")
+            buf = io.BytesIO()
+            torch.save(checkpoint, buf)
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            write_checksummed(path, buf.getvalue())
+
+        def load_checkpoint(
+            self, path: Any, map_location: Callable[..., Any] | None = None, weights_only: bool | None = None
+        ) -> dict[str, Any]:
+            return load_checkpoint_file(path, map_location="cpu")
+
+        def remove_checkpoint(self, path: Any) -> None:
+            for p in (Path(path), checksum_path(path)):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+
+    return SafeCheckpointIO()
+
+
+# ------------------------------------------------------------------------------------------------- run lock
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<run_dir>/.lock`` (which records the holder's pid); raise
+    :class:`RunInUseError` at once when another process holds it. The kernel releases the lock when the holder
+    dies, so a killed run never leaves a stale lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = Path(run_dir) / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise RunInUseError(
+                f"{run_dir}: the run is in use by another process (pid {holder}, lock {path}); wait for it to "
+                "finish or use another --out / name"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
