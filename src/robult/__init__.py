@@ -4,11 +4,22 @@ The library (specs, batch contract, model, losses, data, evaluation) imports wit
 the trainer and the plots import them only when used.
 """
 
+from typing import Any
+
 from robult.batch import Batch, collate, validate_batch
 from robult.data.dataset import MultimodalDataset
 from robult.specs import ModalityKind, ModalitySpec, TaskKind, TaskSpec, all_subsets, subset_key
 
 __version__ = "0.1.0"
+
+
+def load(path: Any, **kwargs: Any) -> Any:
+    """Load a trained model (a run directory or its ``model/`` directory) as a
+    :class:`robult.inference.Predictor`; see :func:`robult.inference.load`."""
+    from robult.inference import load as _load
+
+    return _load(path, **kwargs)
+
 
 __all__ = [
     "Batch",
@@ -20,6 +31,7 @@ __all__ = [
     "__version__",
     "all_subsets",
     "collate",
+    "load",
     "subset_key",
     "validate_batch",
 ]

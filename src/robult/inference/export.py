@@ -1,0 +1,188 @@
+"""Export a trained model: a TorchScript file that predicts from raw inputs and a presence mask, and the model
+artefact of a run trained before runs wrote one.
+
+The TorchScript module's inputs, in order, are ``present`` (``bool [B, M]``, columns in modality order) and, per
+modality, its raw input ``[B, *shape]`` (float32; int64 for tokens) followed, for sequence / tokens modalities, by
+its lengths ``int64 [B]``. It returns the predictions aggregated over each row's present modalities, exactly what
+:meth:`robult.inference.Predictor.predict` returns: probabilities ``[B, K]`` (multiclass), ``[B]`` (binary,
+probability of class 1), ``[B, L]`` (multilabel) or values ``[B]`` (regression). The training split's
+normalisation is inside; non-finite values of absent entries are ignored; a row with no modality present gives NaN.
+The input layout is saved in the file as the extra file ``robult.json`` (``torch.jit.load(path, _extra_files=...)``).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from robult.batch import Batch
+from robult.inference.predictor import MODEL_DIR, Predictor, _model_dir, load, write_run_model
+from robult.specs import ModalityKind, TaskKind
+from robult.utils.io import atomic_open
+
+TORCHSCRIPT_NAME = "model.torchscript.pt"
+EXTRA_FILE = "robult.json"
+
+
+def _dense_encoders(encoders: Any) -> Any:
+    """A replacement for ``ModalityEncoders.forward`` that encodes every row and zeroes the absent ones (a traced
+    graph cannot select the present rows by a data-dependent branch; present rows get the same features)."""
+
+    def forward(batch: Batch) -> Tensor:
+        out = []
+        for m, spec in enumerate(encoders.modalities):
+            x = batch.inputs[spec.name]
+            enc = encoders.encoders[spec.name]
+            h = enc(x, batch.lengths[spec.name]) if spec.is_sequential else enc(x)
+            h = encoders.adapters[spec.name](h)
+            out.append(torch.where(batch.present[:, m, None], h, torch.zeros_like(h)))
+        return torch.stack(out, dim=1)
+
+    return forward
+
+
+class ExportedModel(nn.Module):
+    """Raw inputs + presence mask -> predictions (see the module docstring); traced by :func:`export_torchscript`."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        super().__init__()
+        self.model = predictor.model
+        self.specs = list(predictor.modalities)
+        self.kind = predictor.task.kind
+        self.stats = nn.ParameterDict()
+        for name, (mean, std) in predictor.normalization.items():
+            self.stats[f"{name}__mean"] = nn.Parameter(mean.clone(), requires_grad=False)
+            self.stats[f"{name}__std"] = nn.Parameter(std.clone(), requires_grad=False)
+
+    def forward(self, present: Tensor, *args: Tensor) -> Tensor:
+        inputs: dict[str, Tensor] = {}
+        lengths: dict[str, Tensor] = {}
+        i = 0
+        present = present.bool()
+        for m, spec in enumerate(self.specs):
+            x = args[i]
+            i += 1
+            if spec.is_sequential:
+                lengths[spec.name] = torch.where(present[:, m], args[i].long(), torch.ones_like(args[i].long()))
+                i += 1
+            if spec.kind != ModalityKind.TOKENS:
+                x = x.float()
+                x = torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+                if f"{spec.name}__mean" in self.stats:
+                    mean, std = self.stats[f"{spec.name}__mean"], self.stats[f"{spec.name}__std"]
+                    x = ((x.to(mean.dtype) - mean) / std).to(torch.float32)
+            else:
+                x = torch.where(present[:, m].reshape(-1, *([1] * (x.ndim - 1))), x.long(), torch.zeros_like(x.long()))
+            inputs[spec.name] = x
+        b = present.shape[0]
+        batch = Batch(inputs, present, torch.zeros(b), torch.zeros(b, dtype=torch.bool), lengths)
+        output = self.model(batch, with_reconstruction=False, validate=False)
+        all_mask = torch.ones(1, len(self.specs), dtype=torch.bool)
+        scores = self.model.predict_subsets(output, all_mask).predictions[0]
+        if self.kind == TaskKind.MULTICLASS:
+            return torch.softmax(scores, dim=-1)
+        if self.kind == TaskKind.MULTILABEL:
+            return torch.sigmoid(scores)
+        if self.kind == TaskKind.BINARY:
+            return torch.sigmoid(scores[:, 0])
+        return scores[:, 0]
+
+
+def example_inputs(predictor: Predictor, batch: int = 4, seq_len: int = 5) -> tuple[Tensor, ...]:
+    """Inputs in the exported module's order (all present), for tracing and as a usage example."""
+    g = torch.Generator().manual_seed(0)
+    args: list[Tensor] = [torch.ones(batch, len(predictor.modalities), dtype=torch.bool)]
+    for spec in predictor.modalities:
+        shape = [seq_len if s is None else int(s) for s in spec.shape]
+        if spec.kind == ModalityKind.TOKENS:
+            args.append(torch.zeros(batch, *shape, dtype=torch.long))
+        else:
+            args.append(torch.randn(batch, *shape, generator=g))
+        if spec.is_sequential:
+            args.append(torch.full((batch,), shape[0], dtype=torch.long))
+    return tuple(args)
+
+
+def input_layout(predictor: Predictor) -> list[dict[str, Any]]:
+    """The exported module's inputs: name, shape (``B`` the batch) and dtype, in order."""
+    layout: list[dict[str, Any]] = [
+        {"name": "present", "shape": ["B", len(predictor.modalities)], "dtype": "bool", "columns": []}
+    ]
+    layout[0]["columns"] = predictor.modality_names
+    for spec in predictor.modalities:
+        dtype = "int64" if spec.kind == ModalityKind.TOKENS else "float32"
+        shape = ["B", *("T" if s is None else int(s) for s in spec.shape)]
+        layout.append({"name": spec.name, "shape": shape, "dtype": dtype})
+        if spec.is_sequential:
+            layout.append({"name": f"{spec.name}_lengths", "shape": ["B"], "dtype": "int64"})
+    return layout
+
+
+def export_torchscript(model: str | Path | Predictor, out: str | Path | None = None) -> Path:
+    """Trace the predictor's model into one TorchScript file (default ``<model dir>/model.torchscript.pt``)."""
+    if isinstance(model, Predictor):
+        predictor = model
+        if out is None:
+            raise ValueError("export_torchscript(predictor): give the output path")
+    else:
+        predictor = load(model)
+        if out is None:
+            out = _model_dir(Path(model)) / TORCHSCRIPT_NAME
+    out = Path(out)
+    predictor.model.eval()
+    wrapper = ExportedModel(predictor).eval()
+    encoders = getattr(predictor.model, "encoders", None)
+    if encoders is None or not hasattr(encoders, "adapters"):
+        raise ValueError(f"{type(predictor.model).__name__}: export needs robult's ModalityEncoders")
+    encoders.forward = _dense_encoders(encoders)  # instance attribute: only while tracing
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(wrapper, example_inputs(predictor), check_trace=False)
+    finally:
+        del encoders.forward
+    meta = {
+        "format": "robult-torchscript",
+        "info": {k: predictor.info.get(k) for k in ("robult_version", "method", "dataset", "task", "modalities")},
+        "inputs": input_layout(predictor),
+        "output": {
+            TaskKind.MULTICLASS: "probabilities [B, K]",
+            TaskKind.BINARY: "probability of class 1 [B]",
+            TaskKind.MULTILABEL: "probabilities [B, L]",
+            TaskKind.REGRESSION: "values [B]",
+        }[predictor.task.kind],
+    }
+    with atomic_open(out, "wb") as fh, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated in torch 2.13, still works
+        torch.jit.save(traced, fh, _extra_files={EXTRA_FILE: json.dumps(meta)})
+    return out
+
+
+def artefact_from_checkpoint(run: str | Path) -> Path:
+    """Write ``<run>/model/`` for a run trained before runs wrote one: its config and best checkpoint (loaded with
+    ``weights_only=True``) and the dataset, reloaded for its fitted normalisation."""
+    from robult.config import load_config
+    from robult.methods import build_method
+    from robult.training.run import find_checkpoint, load_bundle, load_weights
+
+    run_dir, ckpt = find_checkpoint(Path(run))
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path}: missing; the run's resolved config is needed to rebuild its model")
+    cfg = load_config(cfg_path)
+    bundle = load_bundle(cfg)
+    model, criterion = build_method(
+        cfg.train.method, bundle.modalities, bundle.task, cfg.model.model_dump(), cfg.loss.model_dump()
+    )
+    holder = nn.Module()  # the Lightning module's layout (model.*, criterion.*) without Lightning
+    holder.model, holder.criterion = model, criterion
+    epoch = load_weights(holder, ckpt)
+    return write_run_model(run_dir, model, bundle, cfg, best_epoch=epoch)
+
+
+__all__ = ["MODEL_DIR", "ExportedModel", "artefact_from_checkpoint", "export_torchscript", "input_layout"]
