@@ -6,6 +6,7 @@ Errors in user input print one line naming the file or key and exit with status 
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +20,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from robult import __version__
+
+        typer.echo(f"robult {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Multimodal learning with scarce labels and missing modalities (Robult)."""
 
 
 def _fail(message: str) -> None:
@@ -39,12 +57,31 @@ def train(
         list[str] | None, typer.Option("--set", help="Override a config key, e.g. --set train.lr=0.001 (repeatable).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name (`robult datasets`); sets dataset.name.")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="Method (`robult config show` lists them); sets train.method.")
+    ] = None,
+    label_ratio: Annotated[
+        float | None, typer.Option(help="Share of training labels used; sets train.label_ratio.")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Root data directory; sets dataset.data_dir.")] = None,
 ) -> None:
-    """Train one method on one dataset and score it under every missing-modality protocol."""
+    """Train one method on one dataset and score it under every missing-modality protocol; the trained model is
+    saved to <run>/model/ (use it with `robult predict` or `robult.load`)."""
     try:
         from robult.config import load_config
 
-        cfg = load_config(config, set_)
+        flags = [  # JSON is YAML: paths and names stay strings
+            f"{key}={json.dumps(str(value) if isinstance(value, Path) else value)}"
+            for key, value in (
+                ("dataset.name", dataset),
+                ("train.method", method),
+                ("train.label_ratio", label_ratio),
+                ("dataset.data_dir", data_dir),
+            )
+            if value is not None
+        ]
+        cfg = load_config(config, [*flags, *(set_ or [])])
         from robult.training.run import train_run
 
         result = train_run(cfg, resume=resume)
@@ -73,6 +110,7 @@ def evaluate(
         list[str] | None, typer.Option("--protocol", "-p", help="all-subsets and/or random-rate (default: both).")
     ] = None,
     masks_dir: Annotated[Path | None, typer.Option(help="Where the saved masks live (default: the run's).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the result as JSON to this file.")] = None,
 ) -> None:
     """Score a trained run on the test split (masks are read from, or saved to, the shared mask store)."""
     protocols = protocol or ["all-subsets", "random-rate"]
@@ -89,10 +127,96 @@ def evaluate(
         from robult.training.run import load_bundle
 
         metric = load_bundle(load_config(run_dir / "config.yaml")).primary_metric
+        if out is not None:
+            from robult.utils.io import atomic_write_json
+
+            atomic_write_json(out, {"run": str(run_dir), "metric": metric, **ev.to_dict()})
     except _user_errors() as err:
         _fail(str(err))
         return
     typer.echo(format_evaluation(ev, metric))
+    if out is not None:
+        typer.echo(f"wrote {out}")
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="A run directory or its model/ directory.")],
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="Inputs: a directory with dataset.yaml + .npy (docs/datasets.md).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Predictions file (.csv).")],
+    batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 4096,
+) -> None:
+    """Predict with a trained model: one CSV row per sample (index, label and probabilities, or value), for any
+    pattern of missing modalities (present.npy, or modalities the input directory lacks)."""
+    try:
+        from robult.inference.files import predict_to_file
+
+        path, n = predict_to_file(run, input, out, batch_size=batch_size)
+    except _user_errors() as err:
+        _fail(str(err))
+        return
+    typer.echo(f"wrote {n} predictions to {path}")
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="A run directory or its model/ directory.")],
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="torchscript (one file: raw inputs + presence mask -> predictions) or artefact (write <run>/model/ "
+            "for a run trained before runs wrote one).",
+        ),
+    ] = "torchscript",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output file (default: <model dir>/model.torchscript.pt).")
+    ] = None,
+) -> None:
+    """Export a trained model for serving without robult."""
+    try:
+        if format == "torchscript":
+            from robult.inference.export import export_torchscript
+
+            path = export_torchscript(run, out)
+        elif format == "artefact":
+            from robult.inference.export import artefact_from_checkpoint
+
+            path = artefact_from_checkpoint(run)
+        else:
+            raise ValueError(f"unknown export format {format!r}; use torchscript or artefact")
+    except _user_errors() as err:
+        _fail(str(err))
+        return
+    typer.echo(f"wrote {path}")
+
+
+config_app = typer.Typer(help="Inspect the run configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    method: Annotated[
+        str | None, typer.Option(help="Show the values this method uses (its fixed loss options and fallbacks).")
+    ] = None,
+) -> None:
+    """Print every config key with its default and meaning (set them in YAML or with --set section.key=value)."""
+    try:
+        from robult.config import describe_config
+        from robult.methods import METHODS
+
+        rows = describe_config(method)
+    except _user_errors() as err:
+        _fail(str(err))
+        return
+    width = max(len(k) for k, _, _ in rows)
+    for key, value, meaning in rows:
+        typer.echo(f"{key:<{width}}  {json.dumps(value)}\n{'':<{width}}    {meaning}")
+    typer.echo("\nmethods: " + ", ".join(sorted(METHODS)))
 
 
 @app.command()

@@ -8,6 +8,7 @@ The ``model`` and ``loss`` sections mirror :class:`robult.models.RobultConfig` a
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,10 +28,47 @@ class ConfigError(ValueError):
     """A configuration problem, as one line naming the file and key."""
 
 
+def docstring_attributes(cls: type) -> dict[str, str]:
+    """Field name -> meaning, from the ``Attributes:`` block of a class docstring (Google style; an entry may name
+    several fields, ``a, b, c: meaning``, and continue on indented lines)."""
+    doc = inspect.getdoc(cls) or ""
+    out: dict[str, str] = {}
+    lines = doc.split("\n")
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes:")
+    except StopIteration:
+        return out
+    keys: list[str] = []
+    indent: int | None = None
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            if keys:
+                continue
+            break
+        width = len(line) - len(line.lstrip())
+        if indent is None:
+            indent = width
+        if width < indent:
+            break
+        text = line.strip()
+        head, sep, rest = text.partition(": ")
+        names = [h.strip() for h in head.split(",")]
+        if width == indent and sep and all(n.isidentifier() for n in names):
+            keys = names
+            for k in keys:
+                out[k] = rest.strip()
+        elif keys:
+            for k in keys:
+                out[k] = f"{out[k]} {text}".strip()
+    return out
+
+
 def _section_from_dataclass(cls: type, name: str) -> type[BaseModel]:
     hints = typing.get_type_hints(cls)
+    meanings = docstring_attributes(cls)
     spec: dict[str, Any] = {
-        f.name: (hints[f.name], Field(f.default, **field_bounds(f))) for f in dataclasses.fields(cls)
+        f.name: (hints[f.name], Field(f.default, description=meanings.get(f.name), **field_bounds(f)))
+        for f in dataclasses.fields(cls)
     }
     return create_model(name, __config__=ConfigDict(extra="forbid"), **spec)
 
@@ -40,43 +78,59 @@ LossSection = _section_from_dataclass(RobultLossConfig, "LossSection")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # the docstring under each field is its meaning (``robult config show`` prints it)
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class DatasetSection(_Strict):
     """Which data: a registry name (``robult datasets``), its directory and loader options."""
 
     name: str = "synthetic"
+    """Dataset name (``robult datasets`` lists them; ``user`` reads your own directory: ``options.path``)."""
     data_dir: str | None = None
+    """Root data directory (default: ``$ROBULT_DATA_DIR``, else ``../shared/data``)."""
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    """Share of the training split held out for validation (model selection, early stopping)."""
     options: dict[str, Any] = Field(default_factory=dict)
+    """Loader options, e.g. ``path`` (``user``), ``n_samples`` or ``task`` (``synthetic``)."""
 
 
 class TrainSection(_Strict):
-    """Training options.
-
-    ``labeled_share``: share of labeled samples in every batch (default ``max(label_ratio, 0.25)``; ignored when
-    the method trains on labeled data only). ``patience``: epochs without improvement of the selection score
-    before early stopping (0 disables early stopping). ``modality_dropout``: training-time modality dropout rate
-    (``None``: the method's default, 0 for most methods).
-    """
+    """Training options."""
 
     method: str = "robult"
+    """The method (``robult config show`` lists them; ``docs/baselines.md``)."""
     label_ratio: float = Field(0.05, gt=0.0, le=1.0)
+    """Share of the training split whose labels training may use (a seeded, stratified subset)."""
     labeled_share: float | None = Field(None, gt=0.0, le=1.0)
+    """Share of labeled samples in every batch (default ``max(label_ratio, 0.25)``; ignored when the method trains
+    on labeled data only)."""
     batch_size: int = Field(128, ge=2)
+    """Samples per training batch."""
     max_epochs: int = Field(60, ge=1)
+    """Upper bound on training epochs."""
     patience: int = Field(15, ge=0)
+    """Epochs without improvement of the selection score before early stopping (0: no early stopping)."""
     lr: float = Field(1e-3, gt=0.0)
+    """Learning rate (AdamW)."""
     weight_decay: float = Field(1e-4, ge=0.0)
+    """Weight decay (AdamW)."""
     seed: int = 0
+    """Seed of the weights, the batches, the labeled subset and the dataset's split."""
     modality_dropout: float | None = Field(None, ge=0.0, lt=1.0)
+    """Training-time modality dropout rate (``None``: the method's default, 0 for most methods)."""
     use_unlabeled: bool | None = None
+    """Feed unlabeled samples to training (``None``: the method decides)."""
     accelerator: str = "cpu"
+    """Lightning accelerator: ``cpu``, ``gpu``, ``auto``, ..."""
     devices: int | str = 1
+    """Number of devices (or a Lightning device string); more than one trains with DDP."""
     precision: str = "32-true"
+    """Lightning precision, e.g. ``32-true`` or ``bf16-mixed``."""
     num_workers: int = Field(0, ge=0)
+    """DataLoader worker processes."""
     progress: bool = True
+    """Show progress bars."""
 
 
 class EvalSection(_Strict):
@@ -85,10 +139,15 @@ class EvalSection(_Strict):
     protocols: list[Literal["all-subsets", "random-rate"]] = Field(
         default_factory=lambda: ["all-subsets", "random-rate"]
     )
+    """Test protocols: every modality subset, and/or per-sample random missingness."""
     rates: list[float] = Field(default_factory=lambda: list(RATES_DEFAULT))
+    """Missing rates of the random-rate protocol, each in [0, 1)."""
     mask_seed: int = 0
+    """Seed of the random-rate masks (saved once, shared by every method)."""
     batch_size: int = Field(1024, ge=1)
+    """Samples per evaluation forward pass."""
     masks_dir: str | None = None
+    """Where the saved masks live (default ``<out_dir>/masks``)."""
 
     @field_validator("rates")
     @classmethod
@@ -103,7 +162,9 @@ class RunConfig(_Strict):
     """A whole run: ``robult train --config FILE``."""
 
     name: str | None = None
+    """Run name (default ``<dataset>-<method>-r<label_ratio>-s<seed>``)."""
     out_dir: str = "runs"
+    """Directory holding the run directories."""
     dataset: DatasetSection = Field(default_factory=DatasetSection)
     model: ModelSection = Field(default_factory=ModelSection)  # type: ignore[valid-type]
     loss: LossSection = Field(default_factory=LossSection)  # type: ignore[valid-type]
@@ -218,3 +279,41 @@ def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
 def config_to_yaml(cfg: RunConfig) -> str:
     """The resolved config as YAML (written next to every run)."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def describe_config(method: str | None = None) -> list[tuple[str, Any, str]]:
+    """``(dotted key, default, meaning)`` for every key of the run config, in schema order; the meanings are the
+    fields' docstrings. With ``method``, ``train.method`` is that method, the loss options the method fixes show
+    their fixed value and the ``train`` options it falls back to show that value (both noted in the meaning)."""
+    from robult.methods import get_method
+
+    fixed: dict[str, Any] = {}
+    fallbacks: dict[str, Any] = {}
+    if method is not None:
+        m = get_method(method)
+        fixed = {f"loss.{k}": v for k, v in (m.fixed_loss or {}).items()}
+        fixed["train.method"] = method
+        fallbacks = {f"train.{k}": v for k, v in (m.train_fallbacks or {}).items()}
+    defaults = RunConfig().model_dump(mode="json")
+    rows: list[tuple[str, Any, str]] = []
+
+    def walk(model: type[BaseModel], values: dict[str, Any], prefix: str) -> None:
+        for key, info in model.model_fields.items():
+            dotted = f"{prefix}{key}"
+            annotation = info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, values[key], f"{dotted}.")
+                continue
+            value = values[key]
+            meaning = " ".join((info.description or "").split())
+            if dotted in fixed:
+                value = fixed[dotted]
+                if dotted != "train.method":
+                    meaning = f"{meaning} [fixed by method {method!r}]"
+            elif dotted in fallbacks and value is None:
+                value = fallbacks[dotted]
+                meaning = f"{meaning} [method {method!r} uses {value!r} when unset]"
+            rows.append((dotted, value, meaning))
+
+    walk(RunConfig, defaults, "")
+    return rows
