@@ -43,21 +43,20 @@ def test_config_lists_every_key(path: Path) -> None:
     assert sorted(_dotted_keys(full) - _dotted_keys(raw)) == []
 
 
-TUNED = sorted((Path(__file__).resolve().parents[1] / "configs" / "tuned").glob("*/*.yaml"))
+TUNED = sorted((Path(__file__).resolve().parents[1] / "configs" / "tuned").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", TUNED, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_tuned_config_applies(path: Path) -> None:
-    """Every `robult tune` winner committed under configs/tuned/<dataset>/ loads and validates for its method."""
-    import yaml
-
+@pytest.mark.parametrize("path", TUNED, ids=lambda p: p.name)
+def test_tuned_settings_apply(path: Path) -> None:
+    """Every (method, ratio) entry of every committed tuned-settings file validates for its method and dataset."""
     from robult.config import apply_settings, validate_config
-    from robult.tuning import load_tuned
+    from robult.grid import read_tuned, tuned_overrides
 
-    doc = yaml.safe_load(path.read_text())
-    assert path.name == f"{doc['method']}-r{doc['label_ratio']:g}.yaml" and path.parent.name == doc["dataset"]
-    data = load_config(None, [f"dataset.name={doc['dataset']}", f"train.method={doc['method']}"]).model_dump(
-        mode="json"
-    )
-    apply_settings(data, load_tuned(path.parent, doc["method"], doc["label_ratio"], doc["dataset"]), str(path))
-    validate_config(data, str(path))
+    dataset = path.stem
+    settings = read_tuned(path, dataset)
+    assert settings and all(m in METHODS for m in settings), sorted(settings)
+    for method, by_ratio in settings.items():
+        for ratio in by_ratio:
+            data = load_config(None, [f"dataset.name={dataset}", f"train.method={method}"]).model_dump(mode="json")
+            apply_settings(data, tuned_overrides(path.parent, dataset, method, ratio), str(path))
+            validate_config(data, str(path))

@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 
 from robult.cli import app
 from robult.config import ConfigError, apply_settings, load_config, validate_config
+from robult.grid import tuned_overrides, write_tuned
 from robult.methods import COMMON_SEARCH as COMMON
 from robult.methods import METHODS
-from robult.tuning import load_tuned, sample_trials, search_space
+from robult.tuning import sample_trials, search_space
 
 runner = CliRunner()
 TINY = [
@@ -57,15 +58,34 @@ def test_overrides_name_their_source_on_error(tmp_path: Path) -> None:
     data = load_config(None, []).model_dump(mode="json")
     with pytest.raises(ConfigError, match=re.escape("x.yaml: 'lr' is not a `section.key`")):
         apply_settings(data, {"lr": 0.1}, "x.yaml")
-    path = tmp_path / "robult-r0.05.yaml"
-    path.write_text(yaml.safe_dump({"dataset": "cub", "overrides": {"train.lr": 0.01}}))
+    path = tmp_path / "cub.yaml"
+    path.write_text(
+        yaml.safe_dump({"dataset": "cub", "settings": {"robult": {0.05: {"overrides": {"train.lr": 0.01}}}}})
+    )
     with pytest.raises(ConfigError, match="tuned on dataset 'cub', not 'synthetic'"):
-        load_tuned(tmp_path, "robult", 0.05, "synthetic")
-    assert load_tuned(tmp_path, "robult", 0.05, "cub") == {"train.lr": 0.01}
-    assert load_tuned(tmp_path, "robult", 0.1, "cub") == {}  # another ratio: no file, the defaults
-    path.write_text("overrides: [1, 2]")
-    with pytest.raises(ConfigError, match=re.escape("robult-r0.05.yaml: expected a mapping")):
-        load_tuned(tmp_path, "robult", 0.05, "cub")
+        tuned_overrides(path, "synthetic", "robult", 0.05)
+    assert tuned_overrides(tmp_path, "cub", "robult", 0.05) == {"train.lr": 0.01}
+    # a missing entry is an error that says how to make it, never a silent fallback to the defaults
+    with pytest.raises(ConfigError, match=r"no tuned settings for robult at label ratio 0\.1; run `robult tune"):
+        tuned_overrides(tmp_path, "cub", "robult", 0.1)
+    with pytest.raises(ConfigError, match="no tuned settings for supervised"):
+        tuned_overrides(tmp_path, "cub", "supervised", 0.05)
+    with pytest.raises(ConfigError, match=r"pie\.yaml does not exist"):
+        tuned_overrides(tmp_path, "pie", "robult", 0.05)
+    path.write_text("dataset: cub\nsettings:\n  robult:\n    0.05: [1, 2]\n")
+    with pytest.raises(ConfigError, match=re.escape("cub.yaml: settings.robult.0.05 needs an `overrides` mapping")):
+        tuned_overrides(tmp_path, "cub", "robult", 0.05)
+
+
+def test_write_tuned_merges_entries(tmp_path: Path) -> None:
+    write_tuned(tmp_path, "pie", "robult", 0.5, {"overrides": {"train.lr": 0.003}, "val_score": 0.5})
+    write_tuned(tmp_path, "pie", "supervised", 0.05, {"overrides": {}, "val_score": 0.4})
+    write_tuned(tmp_path, "pie", "robult", 0.05, {"overrides": {"loss.lambda_rec": 0.1}, "val_score": 0.3})
+    doc = yaml.safe_load((tmp_path / "pie.yaml").read_text())
+    assert doc["dataset"] == "pie"
+    assert list(doc["settings"]) == ["robult", "supervised"] and list(doc["settings"]["robult"]) == [0.05, 0.5]
+    assert tuned_overrides(tmp_path, "pie", "robult", 0.5) == {"train.lr": 0.003}
+    assert tuned_overrides(tmp_path, "pie", "robult", 0.05) == {"loss.lambda_rec": 0.1}
 
 
 def test_tune_selects_on_validation_and_benchmark_applies_the_winner(tmp_path: Path) -> None:
@@ -80,19 +100,23 @@ def test_tune_selects_on_validation_and_benchmark_applies_the_winner(tmp_path: P
     assert doc["methods"]["supervised"]["best_trial"] == best["trial"]
     # selection never reads the test split: trial runs have no test result
     assert not list((tmp_path / "t" / "trials").glob("*/result.json"))
-    assert json.loads((tuned / "tune-r0.05.json").read_text()) == doc
-    chosen = yaml.safe_load((tuned / "supervised-r0.05.yaml").read_text())
+    chosen_doc = yaml.safe_load((tuned / "synthetic.yaml").read_text())
+    chosen = chosen_doc["settings"]["supervised"][0.05]
     assert chosen["overrides"] == best["overrides"] and chosen["val_score"] == best["val_mean"]
+    assert chosen["trials"] == 3 and chosen["seeds"] == 1
     # a second invocation reuses every trial
     again = runner.invoke(app, [*args, *TINY])
     assert again.exit_code == 0 and json.loads((tmp_path / "t" / "tune.json").read_text()) == doc
     other = runner.invoke(app, [*args, *TINY, "--set", "train.batch_size=32"])  # same --out, another base config
     assert other.exit_code != 0 and "holds a trial with another config" in other.output
 
-    # benchmark --tuned: the method's runs carry the tuned settings; a method without a file keeps the defaults
+    # benchmark --tuned: each method's runs carry its tuned settings; a method without an entry is an error
     chosen["overrides"] = {"train.lr": 0.003, "model.dropout": 0.3}
-    (tuned / "supervised-r0.05.yaml").write_text(yaml.safe_dump(chosen))
+    write_tuned(tuned, "synthetic", "supervised", 0.05, chosen)
+    write_tuned(tuned, "synthetic", "moddrop", 0.05, {"overrides": {}})
     bench = ["benchmark", "--methods", "supervised,moddrop", "--seeds", "1", "--out", str(tmp_path / "b")]
+    no_entry = runner.invoke(app, [*bench[:2], "supervised,pseudolabel", *bench[3:], "--tuned", str(tuned), *TINY])
+    assert no_entry.exit_code != 0 and "no tuned settings for pseudolabel" in no_entry.output
     result = runner.invoke(app, [*bench, "--tuned", str(tuned), *TINY])
     assert result.exit_code == 0, result.output
     sup = load_config(tmp_path / "b" / "runs" / "supervised-r0.05-s0" / "config.yaml")
@@ -101,23 +125,4 @@ def test_tune_selects_on_validation_and_benchmark_applies_the_winner(tmp_path: P
     assert mod.train.lr == 1e-3 and mod.model.dropout == 0.1
     assert "--tuned" in (tmp_path / "b" / "summary.md").read_text()
     missing = runner.invoke(app, [*bench, "--tuned", str(tmp_path / "nope"), *TINY])
-    assert missing.exit_code != 0 and "is not a directory" in missing.output
-
-
-def test_tune_record_merges_methods_of_the_same_search(tmp_path: Path) -> None:
-    from robult.tuning import _merge_record, tune_record
-
-    path = tune_record(tmp_path, 0.5)
-    assert path.name == "tune-r0.5.json"
-    search = {"dataset": "pie", "label_ratio": 0.5, "trials": 6, "seeds": [0], "search_seed": 0,
-              "base_config": None, "base_set": []}  # fmt: skip
-    first = {**search, "methods": {"robult": {"best_trial": 2}, "supervised": {"best_trial": 0}}}
-    assert _merge_record(path, first) == first  # no record yet
-    path.write_text(json.dumps(first))
-    again = {**search, "methods": {"robult": {"best_trial": 4}}}  # robult tuned again, same search
-    merged = _merge_record(path, again)
-    assert merged["methods"] == {"robult": {"best_trial": 4}, "supervised": {"best_trial": 0}}
-    other = {**search, "trials": 8, "methods": {"robult": {"best_trial": 1}}}  # another budget: replaced
-    assert _merge_record(path, other) == other
-    path.write_text("{not json")
-    assert _merge_record(path, again) == again
+    assert missing.exit_code != 0 and "synthetic.yaml does not exist" in missing.output

@@ -9,54 +9,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from robult.config import ConfigError, RunConfig, apply_settings, load_config, validate_config
-
-T = TypeVar("T")
-
-
-def parse_list(text: str, kind: Callable[[str], T], option: str) -> list[T]:
-    """``"a,b"`` -> ``[kind("a"), kind("b")]`` with an error naming the option."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise ValueError(f"{option}: empty list")
-    try:
-        return [kind(t) for t in items]
-    except ValueError as err:
-        raise ValueError(f"{option}: cannot parse {text!r} ({err})") from None
-
-
-def grid_config(
-    base: RunConfig,
-    dataset: str | None,
-    data_dir: Path | None,
-    method: str,
-    ratio: float,
-    seed: int,
-    *,
-    name: str,
-    out_dir: Path,
-    masks_dir: Path | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    where: str = "benchmark",
-) -> RunConfig:
-    """One grid cell's validated config: ``base`` with the dataset, ``overrides`` (dotted keys), the method, label
-    ratio and seed, no progress bar, and the run's name and output folders."""
-    data = base.model_dump(mode="json")
-    if dataset is not None:
-        data["dataset"]["name"] = dataset
-    if data_dir is not None:
-        data["dataset"]["data_dir"] = str(data_dir)
-    apply_settings(data, overrides or {}, where)
-    data["train"].update(method=method, label_ratio=ratio, seed=seed, progress=False)
-    data["name"] = name
-    data["out_dir"] = str(out_dir)
-    if masks_dir is not None:
-        data["eval"]["masks_dir"] = str(masks_dir)
-    return validate_config(data, where)
+from robult.config import RunConfig, load_config
+from robult.grid import grid_config, tuned_overrides, tuned_path
 
 
 def _run_config(
@@ -128,15 +86,11 @@ def run_benchmark(
             raise ValueError(f"--label-ratios: {r} is not in (0, 1]")
     grid = [(m, r, s) for m in methods for r in label_ratios for s in seeds]
     tuned_settings: dict[tuple[str, float], tuple[dict[str, Any], str]] = {}
-    if tuned is not None:  # each (method, ratio) file read once
-        from robult.tuning import load_tuned, tuned_file
-
-        if not Path(tuned).is_dir():
-            raise ConfigError(f"--tuned: {tuned} is not a directory")
+    if tuned is not None:  # every (method, ratio) must have an entry: a missing one is an error, not the defaults
         name = dataset if dataset is not None else base.dataset.name
         for m in methods:
             for r in label_ratios:
-                tuned_settings[m, r] = (load_tuned(tuned, m, r, name), str(tuned_file(tuned, m, r)))
+                tuned_settings[m, r] = (tuned_overrides(tuned, name, m, r), str(tuned_path(tuned, name)))
     configs = [
         _run_config(base, dataset, data_dir, m, r, s, out, *tuned_settings.get((m, r), ({}, "benchmark")))
         for m, r, s in grid

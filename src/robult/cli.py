@@ -243,7 +243,8 @@ def benchmark(
 ) -> None:
     """Train every method x label ratio x seed, evaluate both protocols, write results.json, summary.md, plots."""
     try:
-        from robult.benchmark import parse_list, run_benchmark
+        from robult.benchmark import run_benchmark
+        from robult.grid import parse_list
 
         method_list = parse_list(methods, str, "--methods")
         ratios = parse_list(label_ratios, float, "--label-ratios")
@@ -285,7 +286,7 @@ def tune(
 ) -> None:
     """Choose each method's hyper-parameters on the validation split with an equal trial budget (no test data)."""
     try:
-        from robult.benchmark import parse_list
+        from robult.grid import parse_list
         from robult.tuning import run_tuning
 
         if seeds < 1:

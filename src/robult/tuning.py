@@ -7,11 +7,10 @@ generator seeded by the method's name and ``--seed``. Every trial trains on the 
 selection score: the validation mean over all modality subsets of the primary metric) wins.
 The test split is never read.
 
-Outputs: ``OUT/tune.json`` (every trial: settings, validation scores, best epochs) and, per method, a YAML file
-``<method>-r<ratio>.yaml`` in the ``--write`` directory holding the winning overrides, with the trial record
-``tune-r<ratio>.json`` beside them (methods tuned separately under the same search are merged into it);
-``robult benchmark --tuned DIR`` applies them to that method's runs at that label ratio. A finished trial is
-reused and an interrupted one resumed, so re-running the command finishes the search.
+Outputs: ``OUT/tune.json`` (the trial record, a result: every trial's settings, validation scores, best epochs)
+and, with ``--write DIR``, each method's winner merged into ``DIR/<dataset>.yaml`` under (method, label ratio)
+(:mod:`robult.grid`); ``robult benchmark --tuned DIR`` applies them. A finished trial is reused and an
+interrupted one resumed, so re-running the command finishes the search.
 """
 
 from __future__ import annotations
@@ -25,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from robult.config import ConfigError, load_config, read_yaml
-from robult.utils.io import atomic_write_json, atomic_write_text
+from robult.config import load_config
+from robult.grid import grid_config, tuned_path, write_tuned
+from robult.utils.io import atomic_write_json
 
 
 def search_space(method: str) -> dict[str, list[Any]]:
@@ -59,44 +58,6 @@ def sample_trials(method: str, trials: int, seed: int = 0) -> list[dict[str, Any
     return out
 
 
-def tuned_file(directory: Path, method: str, ratio: float) -> Path:
-    return Path(directory) / f"{method}-r{ratio:g}.yaml"
-
-
-def tune_record(directory: Path, ratio: float) -> Path:
-    """The trial record kept beside the tuned files of one label ratio: ``tune-r<ratio>.json``."""
-    return Path(directory) / f"tune-r{ratio:g}.json"
-
-
-def _merge_record(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
-    """``doc`` merged into the record already at ``path``: methods tuned earlier under the same search (dataset,
-    ratio, trials, seeds, search seed, base config) are kept, so tuning one method again leaves the others' records
-    in place. A record of another search is replaced."""
-    if not path.is_file():
-        return doc
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return doc
-    same = ("dataset", "label_ratio", "trials", "seeds", "search_seed", "base_config", "base_set")
-    if not isinstance(old, dict) or any(old.get(k) != doc.get(k) for k in same):
-        return doc
-    return {**doc, "methods": {**old.get("methods", {}), **doc["methods"]}}
-
-
-def load_tuned(directory: Path, method: str, ratio: float, dataset: str) -> dict[str, Any]:
-    """The overrides tuned for (method, ratio) in ``directory`` (``{}`` when there is no file)."""
-    path = tuned_file(directory, method, ratio)
-    if not path.is_file():
-        return {}
-    doc = read_yaml(path)
-    if not isinstance(doc, dict) or not isinstance(doc.get("overrides"), dict):
-        raise ConfigError(f"{path}: expected a mapping with an `overrides` mapping")
-    if doc.get("dataset") != dataset:
-        raise ConfigError(f"{path}: tuned on dataset {doc.get('dataset')!r}, not {dataset!r}")
-    return dict(doc["overrides"])
-
-
 def run_tuning(
     dataset: str | None = None,
     data_dir: Path | None = None,
@@ -113,7 +74,6 @@ def run_tuning(
     """Run the search; write ``OUT/tune.json`` and the winners to ``write`` (if given). Returns a text table."""
     from tqdm.auto import tqdm
 
-    from robult.benchmark import grid_config
     from robult.evaluation.metrics import higher_is_better
     from robult.training.run import check_reusable, load_bundle, train_run
 
@@ -208,34 +168,23 @@ def run_tuning(
             + ")"
         )
         if write is not None:
-            header = (
-                f"# chosen by `robult tune` on the validation split ({doc['selection']});\n"
-                f"# {trials} trials x {len(seeds)} seed(s), search seed {search_seed}; "
-                f"every trial in {tune_record(write, label_ratio).name} beside it\n"
-            )
-            body = {
-                "dataset": name,
-                "method": method,
-                "label_ratio": label_ratio,
+            entry = {
+                "overrides": best["overrides"],
                 "val_score": best["val_mean"],
                 "default_val_score": rows[0]["val_mean"],
-                "overrides": best["overrides"],
+                "trials": trials,
+                "seeds": len(seeds),
             }
-            atomic_write_text(tuned_file(write, method, label_ratio), header + yaml.safe_dump(body, sort_keys=False))
+            write_tuned(write, name, method, label_ratio, entry)
     atomic_write_json(out / "tune.json", doc)
     if write is not None:
-        record = tune_record(write, label_ratio)
-        atomic_write_json(record, _merge_record(record, doc))
-        lines.append(f"wrote {len(plan)} tuned config(s) to {write}")
+        lines.append(f"wrote the winners of {len(plan)} method(s) to {tuned_path(write, name)}")
     lines.append(f"wrote {out / 'tune.json'}")
     return "\n".join(lines) + "\n"
 
 
 __all__ = [
-    "load_tuned",
     "run_tuning",
     "sample_trials",
     "search_space",
-    "tune_record",
-    "tuned_file",
 ]
