@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from robult.data.dataset import MultimodalDataset, RowView
 from robult.data.registry import DEFAULT_METRICS, DatasetBundle, LoadOptions, register_dataset
-from robult.data.splits import strata, train_val_test_split
+from robult.data.splits import SplitIndices, strata, train_val_test_split
 from robult.specs import ModalityKind, ModalitySpec, TaskKind, TaskSpec
 from robult.utils.io import atomic_open, atomic_write_text
 
@@ -353,6 +353,11 @@ def _target_array(labels: np.ndarray, task: TaskSpec) -> np.ndarray:
 def load_user_dataset(path: str | Path, seed: int = 0, val_fraction: float = 0.1) -> DatasetBundle:
     """Load a dataset in the user format (see the module docstring).
 
+    Steps: read and validate ``dataset.yaml`` (:func:`read_config`), the labels and labeled mask
+    (:func:`_read_labels`), open the modality arrays memory-mapped (:func:`_open_modalities`), read the presence
+    mask (:func:`_read_presence`), split the rows (:func:`_split_rows`), fit the optional standardisation on train
+    (:func:`_standardize`), and cut the bundle's splits out of one lazily read dataset.
+
     Args:
         path: the dataset directory (holding ``dataset.yaml``) or the YAML file.
         seed: seed of the default split and of the validation carve-out.
@@ -375,6 +380,54 @@ def load_user_dataset(path: str | Path, seed: int = 0, val_fraction: float = 0.1
     except ValueError as err:
         raise ValueError(f"{yaml_path}: task: {err}") from None
 
+    labels_path, target, labeled = _read_labels(config, base, task)
+    n = len(target)
+    specs, readers, lengths = _open_modalities(config, base, n, labels_path.name)
+    present = _read_presence(config, base, n, specs, lengths)
+    groups = np.full(n, -2, dtype=np.int64)  # unlabeled rows: a stratum of their own
+    if labeled.any():
+        groups[labeled] = strata(target[labeled], task)
+    split = _split_rows(config, base, groups, seed, val_fraction)
+    standardized = _standardize(specs, readers, lengths, present, split.train) if config.standardize else []
+
+    names = [s.name for s in specs]
+    full = MultimodalDataset(
+        specs,
+        task,
+        {name: RowView(readers[name], np.arange(n)) for name in names},
+        torch.from_numpy(target),
+        present=torch.from_numpy(present),
+        lengths={k: torch.from_numpy(v) for k, v in lengths.items()},
+        labeled=torch.from_numpy(labeled),
+        validate=False,  # checked above with file names; validating again would not read any data either
+    )
+    notes = {
+        "split": split.rule,
+        "sizes": split.sizes,
+        "standardisation": (
+            f"per-feature z-score of {standardized} with train statistics (computed by chunks), applied per batch"
+            if standardized
+            else "none"
+        ),
+        "description": config.description,
+        "memory_mapped": True,
+    }
+    return DatasetBundle(
+        config.name,
+        specs,
+        task,
+        config.metric,
+        full.subset(split.train),
+        full.subset(split.val),
+        full.subset(split.test),
+        source=str(yaml_path),
+        notes=notes,
+        normalization={name: (readers[name].mean, readers[name].std) for name in standardized},
+    )
+
+
+def _read_labels(config: UserDatasetConfig, base: Path, task: TaskSpec) -> tuple[Path, np.ndarray, np.ndarray]:
+    """The labels file's path, the targets (checked against the task where labeled) and the labeled mask."""
     labels_path = _resolve(base, config.labels)
     labels = _load_small(labels_path, "labels")
     n = int(labels.shape[0]) if labels.ndim else 0
@@ -394,9 +447,13 @@ def load_user_dataset(path: str | Path, seed: int = 0, val_fraction: float = 0.1
     target = _target_array(labels, task)
     if labeled.any():
         task.check_target(torch.from_numpy(target[labeled]), where=f"{labels_path} (labels): ")
+    return labels_path, target, labeled
 
-    # modalities: memory-mapped, checked against the labels' row count
-    names = [m.name for m in config.modalities]
+
+def _open_modalities(
+    config: UserDatasetConfig, base: Path, n: int, labels_name: str
+) -> tuple[list[ModalitySpec], dict[str, MappedArray], dict[str, np.ndarray]]:
+    """Open every modality array memory-mapped and check it against the labels' row count; read the lengths."""
     specs: list[ModalitySpec] = []
     readers: dict[str, MappedArray] = {}
     lengths: dict[str, np.ndarray] = {}
@@ -416,7 +473,7 @@ def load_user_dataset(path: str | Path, seed: int = 0, val_fraction: float = 0.1
                 raise ValueError(f"{where}: dtype {reader.base.dtype} is not numeric")
         if reader.base.ndim == 0 or reader.shape[0] != n:
             rows = reader.shape[0] if reader.base.ndim else 0
-            raise ValueError(f"{where} has {rows} rows, but {labels_path.name} has {n} (one row per sample)")
+            raise ValueError(f"{where} has {rows} rows, but {labels_name} has {n} (one row per sample)")
         try:
             spec = ModalitySpec(mc.name, kind, reader.shape[1:])
         except ValueError as err:
@@ -432,7 +489,15 @@ def load_user_dataset(path: str | Path, seed: int = 0, val_fraction: float = 0.1
             lengths[mc.name] = ln.astype(np.int64)
         specs.append(spec)
         readers[mc.name] = reader
+    return specs, readers, lengths
 
+
+def _read_presence(
+    config: UserDatasetConfig, base: Path, n: int, specs: list[ModalitySpec], lengths: dict[str, np.ndarray]
+) -> np.ndarray:
+    """The presence mask (all present without a file); every sample needs a modality, and every present sequence a
+    length in ``[1, T]``."""
+    names = [s.name for s in specs]
     present = np.ones((n, len(names)), dtype=bool)
     if config.present is not None:
         present_path = _resolve(base, config.present)
@@ -461,74 +526,53 @@ def load_user_dataset(path: str | Path, seed: int = 0, val_fraction: float = 0.1
                     f"lengths of modality {name!r} ({config.modalities[j].lengths}): length {bad} outside "
                     f"[1, {t_max}] for a present sample"
                 )
+    return present
 
-    # split
-    groups = np.full(n, -2, dtype=np.int64)
-    if labeled.any():
-        groups[labeled] = strata(target[labeled], task)
-    if config.split is not None:
-        split_path = _resolve(base, config.split)
-        split = _load_small(split_path, "split")
-        if split.shape != (n,):
-            raise ValueError(f"{split_path} (split): shape {split.shape}, expected ({n},)")
-        if split.dtype.kind not in "iu" or not np.isin(split, (0, 1, 2)).all():
-            raise ValueError(f"{split_path} (split): values must be integers 0 (train), 1 (val) or 2 (test)")
-        for code in (0, 2):
-            if not (split == code).any():
-                raise ValueError(f"{split_path} (split): no sample in the {_SPLIT_NAMES[code]} split ({code})")
-        train_idx, val_idx, test_idx = (np.flatnonzero(split == c) for c in (0, 1, 2))
-        split_rule = f"split file {config.split}"
-        if len(val_idx) == 0:
-            carved = train_val_test_split(groups, seed, val_fraction, fixed_test=test_idx)
-            train_idx, val_idx = carved.train, carved.val
-            split_rule += f" (no val rows: {carved.rule})"
-    else:
-        carved = train_val_test_split(groups, seed, val_fraction)
-        train_idx, val_idx, test_idx, split_rule = carved.train, carved.val, carved.test, carved.rule
 
+def _split_rows(
+    config: UserDatasetConfig, base: Path, groups: np.ndarray, seed: int, val_fraction: float
+) -> SplitIndices:
+    """The split file's rows (validation carved out of train when it has no val rows), else the default rule
+    (:func:`robult.data.splits.train_val_test_split`)."""
+    n = len(groups)
+    if config.split is None:
+        return train_val_test_split(groups, seed, val_fraction)
+    split_path = _resolve(base, config.split)
+    split = _load_small(split_path, "split")
+    if split.shape != (n,):
+        raise ValueError(f"{split_path} (split): shape {split.shape}, expected ({n},)")
+    if split.dtype.kind not in "iu" or not np.isin(split, (0, 1, 2)).all():
+        raise ValueError(f"{split_path} (split): values must be integers 0 (train), 1 (val) or 2 (test)")
+    for code in (0, 2):
+        if not (split == code).any():
+            raise ValueError(f"{split_path} (split): no sample in the {_SPLIT_NAMES[code]} split ({code})")
+    train_idx, val_idx, test_idx = (np.flatnonzero(split == c) for c in (0, 1, 2))
+    if len(val_idx) == 0:
+        carved = train_val_test_split(groups, seed, val_fraction, fixed_test=test_idx)
+        return SplitIndices(
+            carved.train, carved.val, test_idx, f"split file {config.split} (no val rows: {carved.rule})"
+        )
+    return SplitIndices(train_idx, val_idx, test_idx, f"split file {config.split}")
+
+
+def _standardize(
+    specs: list[ModalitySpec],
+    readers: dict[str, MappedArray],
+    lengths: dict[str, np.ndarray],
+    present: np.ndarray,
+    train: np.ndarray,
+) -> list[str]:
+    """Fit a z-score per float modality on the present training rows (by chunks) and swap in readers applying it;
+    returns the standardised modality names."""
     standardized: list[str] = []
-    if config.standardize:
-        for j, spec in enumerate(specs):
-            if spec.kind == ModalityKind.TOKENS:
-                continue
-            rows = train_idx[present[train_idx, j]]
-            mean, std = _chunked_stats(readers[spec.name], spec.kind, rows, lengths.get(spec.name))
-            readers[spec.name] = MappedArray(readers[spec.name].path, np.float32, mean, std)
-            standardized.append(spec.name)
-
-    full = MultimodalDataset(
-        specs,
-        task,
-        {name: RowView(readers[name], np.arange(n)) for name in names},
-        torch.from_numpy(target),
-        present=torch.from_numpy(present),
-        lengths={k: torch.from_numpy(v) for k, v in lengths.items()},
-        labeled=torch.from_numpy(labeled),
-        validate=False,  # checked above with file names; validating again would not read any data either
-    )
-    notes = {
-        "split": split_rule,
-        "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
-        "standardisation": (
-            f"per-feature z-score of {standardized} with train statistics (computed by chunks), applied per batch"
-            if standardized
-            else "none"
-        ),
-        "description": config.description,
-        "memory_mapped": True,
-    }
-    return DatasetBundle(
-        config.name,
-        specs,
-        task,
-        config.metric,
-        full.subset(train_idx),
-        full.subset(val_idx),
-        full.subset(test_idx),
-        source=str(yaml_path),
-        notes=notes,
-        normalization={name: (readers[name].mean, readers[name].std) for name in standardized},
-    )
+    for j, spec in enumerate(specs):
+        if spec.kind == ModalityKind.TOKENS:
+            continue
+        rows = train[present[train, j]]
+        mean, std = _chunked_stats(readers[spec.name], spec.kind, rows, lengths.get(spec.name))
+        readers[spec.name] = MappedArray(readers[spec.name].path, np.float32, mean, std)
+        standardized.append(spec.name)
+    return standardized
 
 
 @register_dataset("user", "your own data: a directory with dataset.yaml and .npy arrays (path=DIR)", group="user")
