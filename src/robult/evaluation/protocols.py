@@ -133,7 +133,9 @@ class MaskStore:
     Each mask is ``random-rate_eta<rate>_seed<seed>.npy`` (bool ``[n, m]``, ``np.save`` without pickle), written
     atomically; ``manifest.json`` beside it records per file the protocol, rate, seed, n, modalities and SHA-256.
     Reading checks the hash and the recorded shape and modalities against the request and raises ``ValueError``
-    naming the file and what differs; a mask is never silently regenerated over a different one.
+    naming the file and what differs; a mask is never silently regenerated over a different one. The file is
+    written before its manifest entry; a file left unlisted by a killed writer is adopted when its bytes are the
+    ones the seed regenerates.
 
     Args:
         root: the store's root directory (created on first write).
@@ -213,15 +215,22 @@ class MaskStore:
                 with atomic_open(path, "wb") as fh:
                     fh.write(data)
                 return self._read(path, entry, request)
-            if path.exists():
-                raise ValueError(
-                    f"{path}: mask file exists but is not listed in {directory / MANIFEST}; "
-                    "remove the file or restore the manifest"
-                )
             mask = random_rate_mask(n, len(modalities), rate, seed)
-            with atomic_open(path, "wb") as fh:
-                fh.write(_npy_bytes(mask.numpy()))
-            digest = sha256_file(path)
+            data = _npy_bytes(mask.numpy())
+            digest = hashlib.sha256(data).hexdigest()
+            if path.exists():
+                # written by a run killed before it listed the file: adopt it when it is exactly what the seed
+                # regenerates (the file is written before its manifest entry, so this is the only crash leftover)
+                found = sha256_file(path)
+                if found != digest:
+                    raise ValueError(
+                        f"{path}: mask file exists but is not listed in {directory / MANIFEST}, and its SHA-256 "
+                        f"{found} is not that of the mask this seed generates ({digest}); remove the file or "
+                        "restore the manifest"
+                    )
+            else:
+                with atomic_open(path, "wb") as fh:
+                    fh.write(data)
             files[name] = {**request, "sha256": digest}
             atomic_write_json(directory / MANIFEST, {"files": dict(sorted(files.items()))})
         return SavedMask(mask, path, digest)

@@ -372,7 +372,8 @@ def _train_locked(
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
-        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None, weights_only=True)
+        # resume goes through SafeCheckpointIO: checksum verified, loaded weights-only whatever the environment
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
 
     best_path = Path(best_ckpt.best_model_path) if best_ckpt.best_model_path else last
     best_epoch = load_weights(module, best_path)
