@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -475,3 +477,46 @@ def test_binary_and_multilabel_outputs(runs) -> None:
         else:
             assert probs.shape == (len(out), p.task.num_classes) and out.labels.shape == probs.shape
         assert not math.isnan(float(probs.sum()))
+
+
+# --------------------------------------------------------------------------------------------------- README
+
+
+def _readme_blocks() -> tuple[str, str]:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Predict with a trained model", 1)[1].split("\n## ", 1)[0]
+    bash = re.search(r"```bash\n(.*?)```", section, re.S)
+    python = re.search(r"```python\n(.*?)```", section, re.S)
+    assert bash and python, "README: the prediction section needs a bash and a python block"
+    return bash.group(1), python.group(1)
+
+
+def test_readme_prediction_section_runs_as_printed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """The README's commands (training made tiny with extra --set options) and its Python block, as printed."""
+    bash, python = _readme_blocks()
+    lines = [line.split("#", 1)[0].strip() for line in bash.strip().splitlines()]
+    assert len(python.strip().splitlines()) <= 15
+    monkeypatch.chdir(tmp_path)
+    tiny = [a for opt in [*TINY, "dataset.options.n_samples=240"] for a in ("--set", opt)]
+    train, predict = (shlex.split(line) for line in lines)
+    assert train[:2] == ["robult", "train"] and predict[:2] == ["robult", "predict"]
+    result = runner.invoke(app, [*train[1:], *tiny])
+    assert result.exit_code == 0, result.output
+    new = tmp_path / "new_data"
+    new.mkdir()
+    g = np.random.default_rng(0)
+    for name, d in (("m0", 32), ("m1", 24), ("m2", 16)):
+        np.save(new / f"{name}.npy", g.standard_normal((5, d)).astype(np.float32))
+    (new / "dataset.yaml").write_text(
+        "modalities:\n" + "".join(f"  - {{name: m{i}, kind: vector, file: m{i}.npy}}\n" for i in range(3))
+    )
+    result = runner.invoke(app, predict[1:])
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "predictions.csv").read_text().splitlines()) == 6
+    capsys.readouterr()
+    scope: dict = {}
+    exec(compile(python, "README.md", "exec"), scope)  # the README's Python block, as printed
+    out = scope["out"]
+    assert out.labels.shape == (6,) and out.probabilities.shape == (6, 4)
+    assert np.isnan(out.per_modality()["m0"][3:]).all()
+    assert "[" in capsys.readouterr().out
