@@ -57,6 +57,9 @@ def train(
         list[str] | None, typer.Option("--set", help="Override a config key, e.g. --set train.lr=0.001 (repeatable).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Retrain the run from scratch, replacing a finished run's results.")
+    ] = False,
     dataset: Annotated[str | None, typer.Option(help="Dataset name (`robult datasets`); sets dataset.name.")] = None,
     method: Annotated[
         str | None, typer.Option(help="Method (`robult config show` lists them); sets train.method.")
@@ -84,7 +87,7 @@ def train(
         cfg = load_config(config, [*flags, *(set_ or [])])
         from robult.training.run import train_run
 
-        result = train_run(cfg, resume=resume)
+        result = train_run(cfg, resume=resume, overwrite=overwrite)
     except _user_errors() as err:
         _fail(str(err))
         return

@@ -333,3 +333,17 @@ def test_unlisted_mask_file_is_adopted_only_when_it_is_the_seeded_mask(tmp_path:
     np.save(directory / mask_filename(0.3, 0), ~random_rate_mask(30, 2, 0.3, 0).numpy(), allow_pickle=False)
     with pytest.raises(ValueError, match=r"not listed .* not that of the mask this seed generates"):
         store.get_or_create("synth", "test", 30, ["a", "b"], 0.3, 0)
+
+
+def test_cli_says_in_one_line_that_a_finished_run_is_not_retrained(reference) -> None:
+    from typer.testing import CliRunner
+
+    from robult.cli import app
+
+    out, expected = reference
+    args = ["train", *[a for s in [*FAST, f"out_dir={out}", "name=full"] for a in ("--set", s)], "--resume"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "the run is finished" in lines[0] and "--overwrite" in lines[0], res.output
+    assert _result(out, "full") == expected

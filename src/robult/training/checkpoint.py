@@ -36,8 +36,8 @@ class CheckpointError(ValueError):
     """A checkpoint that must not be loaded: unreadable, truncated, corrupted, or not weights-only."""
 
 
-class RunInUseError(RuntimeError):
-    """The run directory is locked by another process."""
+class RunInUseError(FileExistsError):
+    """The run directory is locked by another process (its lock file exists and is held)."""
 
 
 # ---------------------------------------------------------------------------------------------------- RNG states
