@@ -202,6 +202,35 @@ def _same_config(a: RunConfig, b: RunConfig) -> bool:
     return x == y
 
 
+def _check_labels(bundle: DatasetBundle, cfg: RunConfig) -> None:
+    """Refuse a training split that cannot train a model: no labeled sample, or (classification) labels of a
+    single class; warn about a modality that no training sample has but the test split scores."""
+    train = bundle.train
+    mask, indices, _ = _subset_indices(train, cfg)
+    where = f"{bundle.name} training split"
+    if not indices:
+        raise ValueError(
+            f"{where}: no labeled sample ({int(train.labeled.sum())} of {len(train)} rows carry a label, "
+            f"train.label_ratio={cfg.train.label_ratio}); training needs labels"
+        )
+    if bundle.task.kind.value in ("multiclass", "binary"):
+        classes = torch.unique(train.target[mask]).tolist()
+        if len(classes) < 2:
+            raise ValueError(
+                f"{where}: every labeled sample ({len(indices)}) has class {classes[0]}; a classifier needs labels "
+                "of at least two classes"
+            )
+    present = torch.as_tensor(train.present)
+    for m, name in enumerate(bundle.modality_names):
+        if not bool(present[:, m].any()):
+            warnings.warn(
+                f"{where}: modality {name!r} is absent from every training sample; its encoder stays untrained "
+                "and its test scores are meaningless",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
 def _check_run_state(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> None:
     """Raise unless ``run_dir`` may be trained as asked: a fresh run needs an empty place, ``resume`` an unfinished
     run with the same config; a finished run is only retrained with ``overwrite``."""
@@ -277,6 +306,9 @@ def train_run(
     # every row checked once here, before anything is written, so the steps need not check each batch again
     check_dataset(bundle.train, bundle.modalities, f"{bundle.name} training split")
     check_dataset(bundle.val, bundle.modalities, f"{bundle.name} validation split")
+    if evaluate_test:  # a bad test row is found now, not after hours of training
+        check_dataset(bundle.test, bundle.modalities, f"{bundle.name} test split")
+    _check_labels(bundle, cfg)
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir):

@@ -1,0 +1,63 @@
+"""Inputs that would train silently into nonsense are refused (or warned about) before anything is written."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from robult.config import load_config
+from robult.training.run import load_bundle, train_run
+
+TINY = [
+    "dataset.options.n_samples=300",
+    "train.max_epochs=1",
+    "train.batch_size=64",
+    "model.hidden_dim=32",
+    "model.encoder_hidden=[32]",
+    "model.projector_hidden=[32]",
+    "train.progress=false",
+    "eval.rates=[0.0]",
+]
+
+
+def _cfg(tmp_path: Path):
+    return load_config(None, [*TINY, f"out_dir={tmp_path / 'runs'}", "name=x"])
+
+
+def test_zero_labeled_samples_is_an_error_naming_the_split(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    bundle = load_bundle(cfg)
+    bundle = dataclasses.replace(bundle, train=bundle.train.with_labeled(torch.zeros(len(bundle.train), dtype=bool)))
+    with pytest.raises(ValueError, match=r"synthetic training split: no labeled sample \(0 of \d+ rows"):
+        train_run(cfg, bundle=bundle)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_single_class_is_an_error(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    bundle = load_bundle(cfg)
+    bundle.train.target[:] = 2
+    with pytest.raises(ValueError, match=r"training split: every labeled sample \(\d+\) has class 2"):
+        train_run(cfg, bundle=bundle)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_nan_in_the_test_split_is_found_before_training(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    bundle = load_bundle(cfg)
+    bundle.test.inputs["m2"][11, 3] = float("inf")
+    with pytest.raises(ValueError, match=r"synthetic test split: modality 'm2' holds NaN or Inf .*row 11"):
+        train_run(cfg, bundle=bundle)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_modality_no_training_sample_has_is_warned_about(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    bundle = load_bundle(cfg)
+    bundle.train.present[:, 0] = False
+    bundle.train.present[:, 1] = True
+    with pytest.warns(UserWarning, match="modality 'm0' is absent from every training sample"):
+        train_run(cfg, bundle=bundle, evaluate_test=False)
