@@ -52,6 +52,10 @@ def test_resume_after_crash_matches_uninterrupted(tmp_path: Path) -> None:
     assert resumed.best_score == full.best_score
     # bit for bit: the whole result.json (its checkpoint path is relative to the run directory)
     assert (run_dir / "result.json").read_bytes() == (tmp_path / "runs" / "full" / "result.json").read_bytes()
+    # the log parts of the resumed run, merged, are the uninterrupted run's log
+    from robult.diagnostics import read_metrics
+
+    assert read_metrics(run_dir) == read_metrics(tmp_path / "runs" / "full")
     # a finished run is not retrained by --resume
     with pytest.raises(FileExistsError, match=r"finished .* --overwrite"):
         train_run(cfg, resume=True)
