@@ -347,3 +347,14 @@ def test_cli_says_in_one_line_that_a_finished_run_is_not_retrained(reference) ->
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and "the run is finished" in lines[0] and "--overwrite" in lines[0], res.output
     assert _result(out, "full") == expected
+
+
+def test_only_the_global_rank_zero_process_locks(tmp_path: Path, monkeypatch) -> None:
+    """DDP ranks other than 0 run the same run: they must not find it 'in use' by rank 0."""
+    with run_lock(tmp_path):
+        monkeypatch.setenv("LOCAL_RANK", "1")
+        with run_lock(tmp_path):  # no RunInUseError
+            pass
+        monkeypatch.setenv("LOCAL_RANK", "0")
+        with pytest.raises(RunInUseError), run_lock(tmp_path):
+            pass

@@ -232,14 +232,27 @@ def safe_checkpoint_io() -> Any:
 # ------------------------------------------------------------------------------------------------- run lock
 
 
+def _launcher_rank_zero() -> bool:
+    """Whether this process is the global rank 0 by the launchers' environment (torchrun sets ``RANK``;
+    Lightning's launcher ``NODE_RANK`` and ``LOCAL_RANK``); true outside any distributed launch."""
+    env = os.environ
+    if "RANK" in env:
+        return env["RANK"].strip() in ("", "0")
+    return env.get("NODE_RANK", "0").strip() in ("", "0") and env.get("LOCAL_RANK", "0").strip() in ("", "0")
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``<run_dir>/.lock`` (which records the holder's pid); raise
     :class:`RunInUseError` at once when another process holds it. The kernel releases the lock when the holder
-    dies, so a killed run never leaves a stale lock."""
+    dies, so a killed run never leaves a stale lock. Under DDP only the global rank 0 process locks (the other
+    ranks are started by it, or by torchrun, for the same run)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    if not _launcher_rank_zero():
         yield
         return
     path = Path(run_dir) / LOCK_NAME
