@@ -56,12 +56,12 @@ def _user_dir(root: Path, kind: str, seed: int) -> dict:
     a = (5.0 + 3.0 * g.standard_normal((n, 6))).astype(np.float32)
     s = (-2.0 + 0.5 * g.standard_normal((n, 4, 3))).astype(np.float32)
     s_len = g.integers(1, 5, n)
-    score = (a[:, 0] - 5.0) / 3.0 + s[np.arange(n), 0, 0] * 2.0 + 4.0
+    score = (a[:, 0] - 5.0) / 3.0 + (s[:, 0, 0] + 2.0) / 0.5  # about N(0, 2): every class is frequent
     if kind == "regression":
-        labels = np.clip(score - 4.0, -3, 3).astype(np.float32)
+        labels = np.clip(score, -3, 3).astype(np.float32)
         task = {"kind": "regression", "target_range": [-3, 3]}
     else:
-        labels = np.digitize(score - 4.0, [-0.7, 0.0, 0.7]).astype(np.int64)
+        labels = np.digitize(score, [-1.0, 0.0, 1.0]).astype(np.int64)
         task = {"kind": "multiclass", "num_classes": 4, "label_names": ["low", "mid", "high", "top"]}
     present = g.random((n, 2)) > 0.25
     present[~present.any(1), 0] = True
@@ -113,7 +113,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
             opts = [*TINY, f"out_dir={root / kind}", f"name={kind}", *extra]
             if source == "user":
                 data = _user_dir(root, "regression" if kind == "regression" else "multiclass", seed=len(kind))
-                opts += ["dataset.name=user", f"dataset.options.path={data['dir']}"]
+                opts += ["dataset.name=user", f"dataset.options.path={data['dir']}", "train.label_ratio=0.3"]
             else:
                 opts += SYNTH
             cfg = load_config(None, opts)
