@@ -203,8 +203,8 @@ def _same_config(a: RunConfig, b: RunConfig) -> bool:
 
 
 def _check_labels(bundle: DatasetBundle, cfg: RunConfig) -> None:
-    """Refuse a training split that cannot train a model: no labeled sample, or (classification) labels of a
-    single class; warn about a modality that no training sample has but the test split scores."""
+    """Refuse a training split with no labeled sample; warn about labels of a single class (classification) and
+    about a modality that no training sample has but the test split scores."""
     train = bundle.train
     mask, indices, _ = _subset_indices(train, cfg)
     where = f"{bundle.name} training split"
@@ -216,9 +216,11 @@ def _check_labels(bundle: DatasetBundle, cfg: RunConfig) -> None:
     if bundle.task.kind.value in ("multiclass", "binary"):
         classes = torch.unique(train.target[mask]).tolist()
         if len(classes) < 2:
-            raise ValueError(
-                f"{where}: every labeled sample ({len(indices)}) has class {classes[0]}; a classifier needs labels "
-                "of at least two classes"
+            warnings.warn(
+                f"{where}: every labeled sample ({len(indices)}) has class {classes[0]}; the classifier learns a "
+                "single class and its scores are meaningless",
+                UserWarning,
+                stacklevel=3,
             )
     present = torch.as_tensor(train.present)
     for m, name in enumerate(bundle.modality_names):
