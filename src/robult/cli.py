@@ -93,6 +93,10 @@ def train(
         return
     ev = result.evaluation
     typer.echo(f"run: {result.run_dir}")
+    if result.labels:
+        from robult.training.run import describe_labels
+
+        typer.echo(describe_labels(result.labels, cfg))
     typer.echo(f"best validation score ({cfg.train.method}): {result.best_score:.4f} at epoch {result.best_epoch}")
     if ev is not None:
         from robult.evaluation.report import format_evaluation

@@ -101,7 +101,12 @@ class TrainSection(_Strict):
     method: str = "robult"
     """The method (``robult config show`` lists them; ``docs/baselines.md``)."""
     label_ratio: float = Field(0.05, gt=0.0, le=1.0)
-    """Share of the training split whose labels training may use (a seeded, stratified subset)."""
+    """Share of the training split whose labels training may use (a seeded, stratified subset). Applies to a
+    dataset whose training rows are all labeled; one that marks rows unlabeled (the user format's ``labeled:``
+    file) trains on its labeled rows as given, unless ``train.given_labels: subsample``."""
+    given_labels: Literal["use", "subsample"] = "use"
+    """When the dataset marks some training rows unlabeled: ``use`` trains on exactly its labeled rows (ignoring
+    ``label_ratio``); ``subsample`` keeps only a seeded ``label_ratio`` share of the training split among them."""
     labeled_share: float | None = Field(None, gt=0.0, le=1.0)
     """Share of labeled samples in every batch (default ``max(label_ratio, 0.25)``; ignored when the method trains
     on labeled data only)."""

@@ -47,8 +47,9 @@ class EvaluationResult:
     Attributes:
         subsets: subset key (``"a+b"``) -> metric -> value (all-subsets protocol).
         random_rate: rate key (``"0.0"`` ... ``"0.9"``) -> metric -> value (random-rate protocol).
-        counts: scored samples: ``"n"`` (samples in the split), ``"all-subsets/<key>"`` and ``"random-rate/<rate>"``
-            (labeled samples with at least one modality of the setting present).
+        counts: scored samples: ``"n"`` (samples in the split), ``"labeled"`` (those with a label; the others are
+            not scored), ``"all-subsets/<key>"`` and ``"random-rate/<rate>"`` (labeled samples with at least one
+            modality of the setting present).
         mask_files: rate key -> path of the saved mask (empty when no store was given).
         mask_sha256: rate key -> SHA-256 of that file.
     """
@@ -214,7 +215,8 @@ def evaluate(
                 model.to(home)
 
     target = torch.cat(targets)
-    scored = torch.cat(labeled)
+    scored = torch.cat(labeled)  # unlabeled rows (any label value, e.g. -1) are predicted but not scored
+    result.counts["labeled"] = int(scored.sum())
     if do_subsets:
         preds = torch.cat(sub_preds, dim=1)
         valid = torch.cat(sub_valid, dim=1) & scored[None]

@@ -272,6 +272,9 @@ def write_summary(path: str | Path, doc: dict[str, Any], extra_header: str = "")
 def format_evaluation(evaluation: Any, metric: str) -> str:
     """A short text table of one evaluation (``EvaluationResult``): ``metric`` per subset and per missing rate."""
     lines = [f"test {metric} per modality subset:"] if evaluation.subsets else []
+    n, labeled = evaluation.counts.get("n"), evaluation.counts.get("labeled")
+    if n is not None and labeled is not None and labeled < n:
+        lines.insert(0, f"test split: {labeled} of {n} samples labeled (only those are scored)")
     width = max((len(k) for k in evaluation.subsets), default=0)
     width = max(width, len("mean")) if evaluation.subsets else 0
     for key, vals in evaluation.subsets.items():

@@ -151,7 +151,9 @@ class MethodModule(L.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         output = self.model(batch, with_reconstruction=False, **self._forward_kwargs)
         preds = self.model.predict_subsets(output, self.subsets)
-        self._val_outputs.append((preds.predictions.float().cpu(), preds.valid.cpu(), batch.target.cpu()))
+        # only labeled rows are scored: an unlabeled validation row may hold any label value (e.g. -1)
+        valid = preds.valid & batch.labeled[None].to(preds.valid.device)
+        self._val_outputs.append((preds.predictions.float().cpu(), valid.cpu(), batch.target.cpu()))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_outputs:
@@ -165,6 +167,8 @@ class MethodModule(L.LightningModule):
             rows = valid[i]
             if rows.any():
                 scores["+".join(subset)] = compute_metrics(preds[i][rows], target[rows], self.task)[self.primary_metric]
+        if not scores:
+            raise ValueError("validation split: no labeled sample to score (model selection needs labels)")
         score = sum(scores.values()) / len(scores)
         self.log("val/score", score, prog_bar=True)
         self.log_dict({f"val/{k}": v for k, v in scores.items()})

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import shutil
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from robult.methods import build_method, get_method
 from robult.utils.io import atomic_write_json, atomic_write_text
 
 CHECKPOINT_DIR = "checkpoints"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,6 +53,7 @@ class RunResult:
     best_epoch: int
     evaluation: Any  # robult.evaluation.evaluate.EvaluationResult
     config: RunConfig
+    labels: dict[str, Any] = field(default_factory=dict)  # training labels used (see labels_used)
 
 
 def load_bundle(cfg: RunConfig, seed: int | None = None) -> DatasetBundle:
@@ -65,13 +68,47 @@ def load_bundle(cfg: RunConfig, seed: int | None = None) -> DatasetBundle:
     )
 
 
+def label_source(train: MultimodalDataset, cfg: RunConfig) -> str:
+    """Where a run's training labels come from: ``"given"`` (the dataset marks some training rows unlabeled, e.g.
+    the user format's ``labeled:`` file, and ``train.given_labels`` is ``use``: exactly its labeled rows) or
+    ``"label_ratio"`` (a seeded stratified ``train.label_ratio`` share of the training split, among the rows the
+    dataset marks labeled)."""
+    if cfg.train.given_labels == "use" and not bool(train.labeled.all()):
+        return "given"
+    return "label_ratio"
+
+
 def _subset_indices(train: MultimodalDataset, cfg: RunConfig) -> tuple[torch.Tensor, list[int], str]:
     """The labeled mask this code produces for ``cfg``, its indices and their SHA-256."""
-    mask = labeled_subset(train.target, train.task, cfg.train.label_ratio, cfg.train.seed)
-    # samples whose label the dataset itself marks unknown stay unlabeled
-    mask &= train.labeled
+    if label_source(train, cfg) == "given":
+        mask = train.labeled.clone()
+    else:
+        mask = labeled_subset(train.target, train.task, cfg.train.label_ratio, cfg.train.seed)
+        # samples whose label the dataset itself marks unknown stay unlabeled
+        mask &= train.labeled
     indices = mask.nonzero().flatten().tolist()
     return mask, indices, hashlib.sha256(json.dumps(indices).encode()).hexdigest()
+
+
+def labels_used(train: MultimodalDataset, cfg: RunConfig, mask: torch.Tensor) -> dict[str, Any]:
+    """What a run says about its training labels (log line, ``result.json``): how many it used and why."""
+    return {
+        "n_labeled": int(mask.sum()),
+        "n_train": len(train),
+        "source": label_source(train, cfg),
+        "dataset_labeled": int(train.labeled.sum()),
+    }
+
+
+def describe_labels(labels: Mapping[str, Any], cfg: RunConfig) -> str:
+    """One line: how many training labels a run used and where they come from."""
+    head = f"labels used: {labels['n_labeled']} of {labels['n_train']} training samples"
+    if labels["source"] == "given":
+        return (
+            f"{head} (the dataset's labeled rows as given; train.label_ratio={cfg.train.label_ratio:g} not applied, "
+            "set train.given_labels=subsample to apply it)"
+        )
+    return f"{head} (train.label_ratio={cfg.train.label_ratio:g}, seed {cfg.train.seed})"
 
 
 def check_reusable(run_dir: Path, train: MultimodalDataset, cfg: RunConfig, kind: str = "run") -> None:
@@ -105,6 +142,7 @@ def _labeled_mask(train: MultimodalDataset, cfg: RunConfig, run_dir: Path) -> to
             path,
             {
                 "label_ratio": cfg.train.label_ratio,
+                "source": label_source(train, cfg),
                 "seed": cfg.train.seed,
                 "n_train": len(train),
                 "n_labeled": len(indices),
@@ -115,8 +153,11 @@ def _labeled_mask(train: MultimodalDataset, cfg: RunConfig, run_dir: Path) -> to
     return mask
 
 
-def _data_module(train: MultimodalDataset, val: MultimodalDataset, cfg: RunConfig, uses_unlabeled: bool) -> Any:
-    """A LightningDataModule whose train loader shards batches by the trainer's rank (built after DDP starts)."""
+def _data_module(
+    train: MultimodalDataset, val: MultimodalDataset, cfg: RunConfig, uses_unlabeled: bool, given: bool = False
+) -> Any:
+    """A LightningDataModule whose train loader shards batches by the trainer's rank (built after DDP starts).
+    ``given``: the labels are the dataset's own (the default labeled share follows their share, not label_ratio)."""
     import lightning as L
 
     from robult.training.sampler import SemiSupervisedBatchSampler
@@ -124,7 +165,8 @@ def _data_module(train: MultimodalDataset, val: MultimodalDataset, cfg: RunConfi
     t = cfg.train
     labeled = train.labeled.nonzero().flatten().numpy()
     unlabeled = (~train.labeled).nonzero().flatten().numpy() if uses_unlabeled else np.array([], dtype=np.int64)
-    share = t.labeled_share if t.labeled_share is not None else max(t.label_ratio, 0.25)
+    ratio = len(labeled) / max(1, len(train)) if given else t.label_ratio
+    share = t.labeled_share if t.labeled_share is not None else max(ratio, 0.25)
 
     class RunData(L.LightningDataModule):
         def train_dataloader(self) -> torch.utils.data.DataLoader:
@@ -212,6 +254,11 @@ def _check_labels(bundle: DatasetBundle, cfg: RunConfig) -> None:
         raise ValueError(
             f"{where}: no labeled sample ({int(train.labeled.sum())} of {len(train)} rows carry a label, "
             f"train.label_ratio={cfg.train.label_ratio}); training needs labels"
+        )
+    if not bool(bundle.val.labeled.any()):
+        raise ValueError(
+            f"{bundle.name} validation split: no labeled sample among its {len(bundle.val)} rows; model selection "
+            "scores labeled validation rows (label some, or change the split)"
         )
     if bundle.task.kind.value in ("multiclass", "binary"):
         classes = torch.unique(train.target[mask]).tolist()
@@ -355,7 +402,9 @@ def _train_locked(
     maximize = higher_is_better(bundle.primary_metric)
     train = bundle.train.with_labeled(labeled)
     uses_unlabeled = cfg.train.use_unlabeled if cfg.train.use_unlabeled is not None else method.uses_unlabeled
-    data = _data_module(train, bundle.val, cfg, uses_unlabeled)
+    labels = labels_used(bundle.train, cfg, labeled)
+    data = _data_module(train, bundle.val, cfg, uses_unlabeled, given=labels["source"] == "given")
+    log.info(describe_labels(labels, cfg))
 
     module = MethodModule(
         model,
@@ -427,6 +476,7 @@ def _train_locked(
                 "dataset": bundle.name,
                 "method": cfg.train.method,
                 "label_ratio": cfg.train.label_ratio,
+                "labels": labels,
                 "seed": cfg.train.seed,
                 "metric": bundle.primary_metric,
                 "higher_is_better": maximize,
@@ -438,7 +488,7 @@ def _train_locked(
                 "test": evaluation.to_dict(),
             },
         )
-    return RunResult(run_dir, best_score, best_epoch, evaluation, cfg)
+    return RunResult(run_dir, best_score, best_epoch, evaluation, cfg, labels)
 
 
 def _relative(path: Path, root: Path) -> str:
