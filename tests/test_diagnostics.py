@@ -12,7 +12,7 @@ import torch
 from robult import Batch, TaskSpec
 from robult.config import load_config
 from robult.diagnostics import plot_diagnostics, read_metrics
-from robult.training.module import training_diagnostics
+from robult.losses.diagnostics import representation_diagnostics
 from robult.training.run import train_run
 
 
@@ -34,10 +34,10 @@ def test_values_on_a_crafted_output() -> None:
     shared = fused[:, None, :].repeat(1, 2, 1) * 7.0  # Z parallel to S: perfect alignment
     fused_logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
     batch = Batch({}, present, torch.tensor([0, 0, 0]), torch.tensor([True, False, False]))
-    d = training_diagnostics(
+    d = representation_diagnostics(
         _Out(specific, shared, fused, fused_logits, present),
-        batch,
-        None,
+        batch.target,
+        batch.labeled,
         TaskSpec("multiclass", num_classes=2),
         ["a", "b"],
     )

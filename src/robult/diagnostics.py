@@ -1,6 +1,6 @@
 """Training diagnostics: read the per-epoch logs of runs and plot the failure signatures of METHOD.md.
 
-Logged by the trainer under ``diag/`` (see :func:`robult.training.module.training_diagnostics`): ``‖U^m‖`` per
+Logged by the trainer under ``diag/`` (each loss reports them, see :mod:`robult.losses.diagnostics`): ``‖U^m‖`` per
 modality (collapse of the unique features), the soft PU weights (mean and the shares saturated at 0 or 1), the
 fused head's pseudo-label accuracy on the unlabeled samples, alignment of ``Z`` with ``S`` and uniformity of
 ``S``; plus the validation selection score.

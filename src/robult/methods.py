@@ -89,7 +89,9 @@ def _build_robult(modalities, task, model_options, loss_options, encoders=None):
 
     model_cfg = _dataclass_from(RobultConfig, model_options, "model")
     loss_cfg = _dataclass_from(RobultLossConfig, loss_options, "loss")
-    return RobultModel(modalities, task, model_cfg, encoders), RobultLoss(task, len(modalities), loss_cfg)
+    return RobultModel(modalities, task, model_cfg, encoders), RobultLoss(
+        task, len(modalities), loss_cfg, [m.name for m in modalities]
+    )
 
 
 def _build_late_fusion(modalities, task, model_options, loss_options, encoders=None):
@@ -129,7 +131,7 @@ def _build_contrastive(modalities, task, model_options, loss_options, encoders=N
     # no reconstruction loss: freeze the (training-only) reconstructors so that no parameter is left without a
     # gradient (DDP without find_unused_parameters) and the optimizer skips them
     model.reconstructors.requires_grad_(False)
-    return model, InstanceContrastiveLoss(task, loss_cfg)
+    return model, InstanceContrastiveLoss(task, loss_cfg, [m.name for m in modalities])
 
 
 def _build_shared_private(modalities, task, model_options, loss_options, encoders=None):
@@ -138,7 +140,7 @@ def _build_shared_private(modalities, task, model_options, loss_options, encoder
     model_cfg = _dataclass_from(RobultConfig, model_options, "model")
     loss_cfg = _dataclass_from(RobultLossConfig, loss_options, "loss")
     model = RobultModel(modalities, task, model_cfg, encoders)
-    return model, SharedPrivateLoss(task, model.reconstructors, loss_cfg)
+    return model, SharedPrivateLoss(task, model.reconstructors, loss_cfg, names=[m.name for m in modalities])
 
 
 # modality dropout rate of ``moddrop`` and ``pseudolabel`` (per present entry, at least one modality kept)

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robult.batch import Batch
+from robult.losses.diagnostics import default_names, representation_diagnostics
 from robult.losses.logging import fields_log
 from robult.losses.pseudo_label import PseudoLabelOutput, pseudo_label_loss
 from robult.losses.reconstruction import reconstruction_loss
@@ -55,6 +57,7 @@ class PseudoLabelLossOutput:
     pseudo_label: Tensor
     mask_rate: Tensor
     lambda_ulb: float
+    diagnostics: dict[str, float] = field(default_factory=dict)
 
     def log_dict(self, prefix: str = "") -> dict[str, float]:
         """Scalar parts for a logger."""
@@ -123,8 +126,7 @@ def instance_contrastive_loss(shared: Tensor, fused: Tensor, present: Tensor, te
 
 @dataclass
 class InstanceContrastiveLossOutput:
-    """``total = supervised + lambda_ulb · infonce`` and its parts (not named ``contrastive``: that attribute
-    of a loss result is the soft PU loss's ``ContrastiveLossOutput``, which the trainer's diagnostics read)."""
+    """``total = supervised + lambda_ulb · infonce`` and its parts, and the batch's diagnostics."""
 
     total: Tensor
     supervised: Tensor
@@ -132,6 +134,7 @@ class InstanceContrastiveLossOutput:
     supervised_fused: Tensor
     infonce: Tensor
     lambda_ulb: float
+    diagnostics: dict[str, float] = field(default_factory=dict)
 
     def log_dict(self, prefix: str = "") -> dict[str, float]:
         """Scalar parts for a logger."""
@@ -146,9 +149,12 @@ class InstanceContrastiveLoss(nn.Module):
         config: uses ``lambda_ulb``, ``warmup_epochs``, ``temperature`` and ``regression_loss``.
     """
 
-    def __init__(self, task: TaskSpec, config: RobultLossConfig | None = None) -> None:
+    def __init__(
+        self, task: TaskSpec, config: RobultLossConfig | None = None, names: Sequence[str] | None = None
+    ) -> None:
         super().__init__()
         self.task = task
+        self.names = list(names) if names is not None else None
         self.config = cfg = config or RobultLossConfig()
         if cfg.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {cfg.temperature}")
@@ -162,7 +168,9 @@ class InstanceContrastiveLoss(nn.Module):
         nce = instance_contrastive_loss(o.shared, o.fused, o.present, cfg.temperature)
         lam = ramp_weight(cfg.lambda_ulb, epoch, cfg.warmup_epochs)
         total = sup.total + lam * nce
-        return InstanceContrastiveLossOutput(total, sup.total, sup.unimodal, sup.fused, nce, lam)
+        names = self.names or default_names(o.present.shape[1])
+        diag = representation_diagnostics(o, batch.target, batch.labeled, self.task, names)
+        return InstanceContrastiveLossOutput(total, sup.total, sup.unimodal, sup.fused, nce, lam, diag)
 
 
 # ====================================================================== shared-private (MISA-style)
@@ -285,6 +293,7 @@ class SharedPrivateLossOutput:
     similarity: Tensor
     difference: Tensor
     reconstruction: Tensor
+    diagnostics: dict[str, float] = field(default_factory=dict)
 
     def log_dict(self, prefix: str = "") -> dict[str, float]:
         """Scalar parts for a logger."""
@@ -309,6 +318,7 @@ class SharedPrivateLoss(nn.Module):
             ``regression_loss``.
         sim_weight, diff_weight, rec_weight: MISA's weights (1.0, 0.3, 1.0).
         moments: ``K`` of the CMD (MISA: 5).
+        names: modality names (keys of the per-modality diagnostics).
     """
 
     def __init__(
@@ -320,9 +330,11 @@ class SharedPrivateLoss(nn.Module):
         diff_weight: float = MISA_DIFF_WEIGHT,
         rec_weight: float = MISA_RECON_WEIGHT,
         moments: int = MISA_CMD_MOMENTS,
+        names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.task = task
+        self.names = list(names) if names is not None else None
         self.config = cfg = config or RobultLossConfig()
         self.supervised = SupervisedLoss(task, cfg.regression_loss)
         self.reconstructors = reconstructors
@@ -350,7 +362,9 @@ class SharedPrivateLoss(nn.Module):
             recon = self.reconstructors(torch.cat([specific, shared], dim=-1))
             rec = reconstruction_loss(recon, o.hidden.detach(), present, feature_mean=True).total
         total = sup.total + self.sim_weight * sim + self.diff_weight * diff + self.rec_weight * rec
-        return SharedPrivateLossOutput(total, sup.total, sup.unimodal, sup.fused, sim, diff, rec)
+        names = self.names or default_names(present.shape[1])
+        diag = representation_diagnostics(o, batch.target, batch.labeled, self.task, names)
+        return SharedPrivateLossOutput(total, sup.total, sup.unimodal, sup.fused, sim, diff, rec, diag)
 
 
 __all__ = [

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -10,6 +11,7 @@ from torch import Tensor, nn
 
 from robult.batch import Batch
 from robult.losses.contrastive import ContrastiveLossOutput, SoftPUContrastiveLoss, contrastive_keys
+from robult.losses.diagnostics import default_names, pu_weight_diagnostics, representation_diagnostics
 from robult.losses.logging import fields_log
 from robult.losses.pseudo_label import pseudo_label_loss
 from robult.losses.reconstruction import reconstruction_loss
@@ -91,6 +93,7 @@ class RobultLossOutput:
     lambda_ulb: float
     contrastive: ContrastiveLossOutput | None = None
     pseudo_label: Tensor | None = None
+    diagnostics: dict[str, float] = field(default_factory=dict)
 
     def log_dict(self, prefix: str = "") -> dict[str, float]:
         """Scalar parts for a logger (``pseudo_label`` only when the self-training term is on)."""
@@ -111,11 +114,19 @@ class RobultLoss(nn.Module):
         task: the task spec.
         num_modalities: M.
         config: loss options.
+        names: modality names (keys of the per-modality diagnostics; default ``m0, m1, ...``).
     """
 
-    def __init__(self, task: TaskSpec, num_modalities: int, config: RobultLossConfig | None = None) -> None:
+    def __init__(
+        self,
+        task: TaskSpec,
+        num_modalities: int,
+        config: RobultLossConfig | None = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
         super().__init__()
         self.task = task
+        self.names = list(names) if names is not None else default_names(num_modalities)
         self.config = cfg = config or RobultLossConfig()
         self.supervised = SupervisedLoss(task, cfg.regression_loss)
         self.contrastive = SoftPUContrastiveLoss(
@@ -175,6 +186,10 @@ class RobultLoss(nn.Module):
             lambda_ulb=lam_ulb,
             contrastive=con,
             pseudo_label=pseudo,
+            diagnostics={
+                **representation_diagnostics(output, batch.target, batch.labeled, self.task, self.names),
+                **(pu_weight_diagnostics(con.mean_weight, con.saturation) if con is not None else {}),
+            },
         )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch.nn.functional as F
@@ -47,6 +47,7 @@ class SupervisedLossOutput:
     total: Tensor
     unimodal: Tensor
     fused: Tensor
+    diagnostics: dict[str, float] = field(default_factory=dict)
 
     def log_dict(self, prefix: str = "") -> dict[str, float]:
         """Scalar parts for a logger."""

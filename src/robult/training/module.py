@@ -17,60 +17,8 @@ from torch import nn
 
 from robult.batch import Batch
 from robult.evaluation.metrics import compute_metrics
-from robult.losses.contrastive import ContrastiveLossOutput
 from robult.specs import TaskSpec, all_subsets
 from robult.training.sampler import drop_modalities
-
-
-def _alignment(z: torch.Tensor, s: torch.Tensor) -> float:
-    """Wang & Isola (2020) alignment of positive pairs: ``E‖ẑ_j − ŝ_j‖²`` (normalised vectors)."""
-    zn, sn = torch.nn.functional.normalize(z, dim=-1), torch.nn.functional.normalize(s, dim=-1)
-    return float((zn - sn).pow(2).sum(-1).mean())
-
-
-def _uniformity(s: torch.Tensor) -> float:
-    """Wang & Isola (2020) uniformity: ``log E_{i≠j} exp(−2‖ŝ_i − ŝ_j‖²)`` (NaN for fewer than 2 vectors)."""
-    n = s.shape[0]
-    if n < 2:
-        return float("nan")
-    sn = torch.nn.functional.normalize(s, dim=-1)
-    d2 = torch.cdist(sn, sn).pow(2)
-    off = ~torch.eye(n, dtype=torch.bool, device=sn.device)
-    return float(torch.log(torch.exp(-2 * d2[off]).mean()))
-
-
-@torch.no_grad()
-def training_diagnostics(output: Any, batch: Batch, result: Any, task: TaskSpec, names: list[str]) -> dict[str, float]:
-    """Per-batch failure signatures (logged as epoch means under ``diag/``): ``‖U^m‖`` per modality (collapse),
-    the soft PU weights (mean, share saturated below 0.05 / above 0.95), the pseudo-label accuracy of the fused
-    head on the unlabeled samples (their labels are known in a benchmark; never used for training), and the
-    alignment of ``Z^m`` with ``S`` and uniformity of ``S``."""
-    out: dict[str, float] = {}
-    present = output.present
-    specific = getattr(output, "specific", None)
-    if specific is not None:
-        norms = specific.norm(dim=-1)
-        for m, name in enumerate(names):
-            rows = present[:, m]
-            if rows.any():
-                out[f"diag/u_norm/{name}"] = float(norms[rows, m].mean())
-    shared, fused = getattr(output, "shared", None), getattr(output, "fused", None)
-    if shared is not None and fused is not None:
-        rows, cols = present.nonzero(as_tuple=True)
-        out["diag/alignment_zs"] = _alignment(shared[rows, cols], fused[rows])
-        if fused.shape[0] >= 2:
-            out["diag/uniformity_s"] = _uniformity(fused)
-    con = getattr(result, "contrastive", None)
-    if isinstance(con, ContrastiveLossOutput) and con.mean_weight is not None:
-        out["diag/pu_weight_mean"] = float(con.mean_weight)
-        out["diag/pu_weight_low"] = float(con.saturation[0])
-        out["diag/pu_weight_high"] = float(con.saturation[1])
-    fused_logits = getattr(output, "fused_logits", None)
-    unl = ~batch.labeled
-    if fused_logits is not None and unl.any() and task.kind.value in ("multiclass", "binary"):
-        pred = fused_logits[unl].argmax(-1) if task.kind.value == "multiclass" else (fused_logits[unl, 0] > 0).long()
-        out["diag/pseudo_label_acc"] = float((pred == batch.target[unl].long()).float().mean())
-    return out
 
 
 class MethodModule(L.LightningModule):
@@ -145,7 +93,7 @@ class MethodModule(L.LightningModule):
         epoch = self.current_epoch + batch_idx / n_batches
         result = self.criterion(output, batch, epoch=epoch)
         self.log_dict(result.log_dict("train/"), on_step=False, on_epoch=True, batch_size=batch.size)
-        self.log_dict(training_diagnostics(output, batch, result, self.task, self.names), on_step=False, on_epoch=True)
+        self.log_dict(result.diagnostics, on_step=False, on_epoch=True)  # each loss reports its own
         return result.total
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
