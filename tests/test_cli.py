@@ -89,6 +89,13 @@ def test_tiny_benchmark_writes_results_summary_and_plots(tmp_path: Path) -> None
     assert run["random_rate"]["0.0"] == pytest.approx(run["subsets"]["m0+m1+m2"])
     summary = (out / "summary.md").read_text()
     assert "robult" in summary and "supervised" in summary and "m0+m1+m2" in summary
+    # provenance: package, commit (this is a git checkout), torch, device, date; each run keeps its own record
+    import torch
+
+    prov = doc["provenance"]
+    assert prov["torch"] == torch.__version__ and prov["device"].startswith("cpu (") and prov["date"]
+    assert f"Provenance: robult {prov['robult']}, commit {prov['git']['commit'][:12]}" in summary
+    assert all(r["provenance"]["torch"] == torch.__version__ for r in doc["runs"])
     for png in ("random_rate.png", "subsets.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a second invocation reuses every finished run (nothing retrained) and gives the same document

@@ -50,6 +50,7 @@ def _run_entry(result: dict[str, Any]) -> dict[str, Any]:
 
     entry = run_entry(result["method"], result["label_ratio"], result["seed"], result["test"], result["metric"])
     entry.update(best_epoch=result.get("best_epoch"), best_val_score=result.get("best_val_score"))
+    entry["provenance"] = result.get("provenance")  # None for a run finished before runs recorded it
     return entry
 
 
@@ -118,6 +119,12 @@ def run_benchmark(
         entries.append(_run_entry(result))
     elapsed = time.perf_counter() - start
     bundle = bundles.get(seeds[0]) or load_bundle(configs[0])
+    from robult.utils.provenance import provenance, provenance_line
+
+    info = provenance()  # this process; the device is the runs' (each run's own record is in its entry)
+    devices = sorted({e["provenance"]["device"] for e in entries if e.get("provenance")})
+    if devices:
+        info["device"] = ", ".join(devices)
     doc = results_document(
         dataset=bundle.name,
         task=bundle.task.kind.value,
@@ -125,6 +132,7 @@ def run_benchmark(
         higher_is_better=first["higher_is_better"],
         modalities=bundle.modality_names,
         runs=entries,
+        provenance=info,
     )
     write_results(out / "results.json", doc)
     command = (
@@ -132,7 +140,10 @@ def run_benchmark(
         f"--label-ratios {','.join(f'{r:g}' for r in label_ratios)} --seeds {len(seeds)}"
         + (f" --tuned {tuned}" if tuned is not None else "")
     )
-    header = f"Command: `{command}`  \nWall time: {elapsed:.0f} s for {len(configs)} runs.\n"
+    header = (
+        f"Command: `{command}`  \nWall time: {elapsed:.0f} s for {len(configs)} runs.  \n"
+        f"Provenance: {provenance_line(info)}.\n"
+    )
     write_summary(out / "summary.md", doc, extra_header=header)
     plot_random_rate(doc, out / "random_rate.png")
     plot_subset_heatmap(doc, out / "subsets.png")

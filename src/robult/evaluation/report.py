@@ -3,6 +3,8 @@
 ``results.json`` schema::
 
     {"dataset": str, "task": str, "metric": str, "higher_is_better": bool, "modalities": [str, ...],
+     "provenance": {"robult": str, "git": {"commit": str, "dirty": bool} | null, "torch": str, "python": str,
+                    "device": str, "date": str},            # optional: robult.utils.provenance
      "runs": [{"method": str, "label_ratio": float, "seed": int,
                "subsets": {"a": v, "a+b": v, ...},          # the primary metric per modality subset
                "mean_over_subsets": v,
@@ -112,6 +114,7 @@ def results_document(
     higher_is_better: bool,
     modalities: Sequence[str],
     runs: Sequence[dict[str, Any]],
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``results.json`` document (see the module docstring); runs are checked and NaN becomes ``null``.
 
@@ -122,6 +125,7 @@ def results_document(
         higher_is_better: its direction.
         modalities: modality names in the dataset's order.
         runs: one entry per (method, label ratio, seed), e.g. from :func:`run_entry`.
+        provenance: what produced the document (:func:`robult.utils.provenance.provenance`), kept when given.
     """
     doc = {
         "dataset": dataset,
@@ -131,6 +135,8 @@ def results_document(
         "modalities": list(modalities),
         "runs": _clean([dict(r) for r in runs]),
     }
+    if provenance is not None:
+        doc["provenance"] = dict(provenance)
     _validate(doc, "results document")
     return doc
 

@@ -7,7 +7,8 @@ Run directory layout (``<out_dir>/<name>/``)::
     checkpoints/       best.ckpt (selected on validation, see robult.training.module), last.ckpt (the last
                        finished epoch, for --resume), each with a .sha256 beside it
     logs/metrics.csv   per-epoch losses and validation scores
-    result.json        test scores under every protocol (written atomically when the run ends)
+    result.json        test scores under every protocol, labels used, provenance (package, git commit, torch,
+                       device, date); written atomically when the run ends
     .lock              held while a process trains the run (see robult.training.checkpoint.run_lock)
 
 A killed run resumed with ``--resume`` ends with the very same ``result.json`` as an uninterrupted one (see
@@ -469,6 +470,8 @@ def _train_locked(
 
     evaluation = None
     if evaluate_test and trainer.is_global_zero:
+        from robult.utils.provenance import provenance
+
         evaluation = evaluate_checkpointed(module.model, bundle, cfg, masks_dir)
         atomic_write_json(
             run_dir / "result.json",
@@ -486,6 +489,8 @@ def _train_locked(
                 # relative to the run directory, which stays valid when the directory is copied or moved
                 "checkpoint": _relative(best_path, run_dir),
                 "test": evaluation.to_dict(),
+                # what produced the result (differs between an interrupted-and-resumed run and an uninterrupted one)
+                "provenance": provenance(trainer.strategy.root_device, trainer.world_size),
             },
         )
     return RunResult(run_dir, best_score, best_epoch, evaluation, cfg, labels)
