@@ -61,6 +61,15 @@ class Batch:
         return replace(self, present=present.to(self.present.device, torch.bool))
 
 
+class NonFiniteInputError(ValueError):
+    """A present float input holds NaN or Inf; ``modality`` and ``sample`` (the row in the batch) say where."""
+
+    def __init__(self, message: str, modality: str, sample: int) -> None:
+        super().__init__(message)
+        self.modality = modality
+        self.sample = sample
+
+
 def validate_batch(batch: Batch, modalities: Sequence[ModalitySpec], task: TaskSpec | None = None) -> None:
     """Check a batch against the specs; raise ``ValueError`` naming the culprit.
 
@@ -118,9 +127,11 @@ def validate_batch(batch: Batch, modalities: Sequence[ModalitySpec], task: TaskS
             if not finite.all():
                 i = int(col.nonzero().flatten()[(~finite).nonzero().flatten()[0]])
                 row = "" if batch.index is None else f" (dataset row {int(batch.index[i])})"
-                raise ValueError(
+                raise NonFiniteInputError(
                     f"modality {spec.name!r} holds NaN or Inf in sample {i} of the batch{row}, which is marked "
-                    "present; mark it absent or clean the input"
+                    "present; mark it absent or clean the input",
+                    spec.name,
+                    i,
                 )
     if batch.labeled.shape != (b,):
         raise ValueError(f"labeled mask has shape {tuple(batch.labeled.shape)}, expected ({b},)")
@@ -132,11 +143,24 @@ def check_dataset(
     dataset: MultimodalDataset, modalities: Sequence[ModalitySpec], where: str, chunk: int = 1024
 ) -> None:
     """:func:`validate_batch` over every row of ``dataset`` once, in chunks (e.g. before training, so the
-    training steps need not check every batch again); errors name ``where`` and the dataset row."""
+    training steps need not check every batch again); errors name ``where`` and the row: the row of the file the
+    sample was read from where the dataset knows it (``source_rows``, ``sources``), else the row in ``dataset``."""
     for start in range(0, len(dataset), chunk):
         batch = dataset.__getitems__(range(start, min(start + chunk, len(dataset))))
         try:
             validate_batch(batch, modalities)
+        except NonFiniteInputError as err:
+            i = start + err.sample
+            source_rows = getattr(dataset, "source_rows", None)
+            file = getattr(dataset, "sources", {}).get(err.modality)
+            if source_rows is None:
+                row = f"row {i} of the split"
+            else:
+                row = f"row {int(source_rows[i])} of {file}" if file else f"input row {int(source_rows[i])}"
+            raise ValueError(
+                f"{where}: modality {err.modality!r} holds NaN or Inf in {row}, which is marked present; mark it "
+                "absent or clean the input"
+            ) from None
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
 

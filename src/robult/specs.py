@@ -134,6 +134,28 @@ class TaskSpec:
     def target_dtype(self) -> torch.dtype:
         return torch.long if self.kind == TaskKind.MULTICLASS else torch.float32
 
+    def check_label_rows(self, target: Tensor, labeled: Tensor, where: str = "") -> None:
+        """Raise ``ValueError`` naming the first row (of ``target`` as given) whose label is NaN / Inf or, for a
+        multiclass task, not an integer class id, among the ``labeled`` rows; call it before casting the target.
+
+        Unlabeled rows may hold anything. A NaN label is never turned into "unlabeled" and 1.5 is never rounded.
+        """
+        if not target.is_floating_point() or target.numel() == 0:
+            return
+        flat = target.reshape(target.shape[0], -1)
+        labeled = labeled.reshape(-1).bool()
+        bad = labeled & ~torch.isfinite(flat).all(dim=1)
+        reason = "a NaN or Inf label in a labeled row (mark rows without a label in the dataset's labeled mask)"
+        if not bool(bad.any()) and self.kind == TaskKind.MULTICLASS:
+            bad = labeled & (flat != flat.round()).any(dim=1)
+            reason = f"not a class id (multiclass labels are integers 0..{self.num_classes - 1})"
+        if bool(bad.any()):
+            rows = bad.nonzero().flatten()
+            i = int(rows[0])
+            value = flat[i].tolist()
+            shown = f"{value[0]:g}" if len(value) == 1 else str(value)
+            raise ValueError(f"{where}row {i} holds {shown}: {reason}; {len(rows)} such row(s)")
+
     def check_target(self, target: Tensor, where: str = "") -> None:
         """Raise ``ValueError`` when ``target`` (batched) does not fit the task."""
         kind = self.kind

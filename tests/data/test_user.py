@@ -320,3 +320,51 @@ def test_mapped_pages_are_released(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     np.testing.assert_array_equal(reader[7], _arrays()["audio"][7])
     np.testing.assert_array_equal(reader[2:4], _arrays()["audio"][2:4])
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [(1.5, r"row 7 holds 1\.5: not a class id"), (np.nan, r"row 7 holds nan: a NaN or Inf label in a labeled row")],
+)
+def test_float_and_nan_labels_are_errors_naming_the_file_row(tmp_path: Path, value: float, message: str) -> None:
+    _write(tmp_path)
+    bad = _labels().astype(np.float64)
+    bad[7] = value
+    bad[30] = value
+    np.save(tmp_path / "labels.npy", bad)
+    with pytest.raises(ValueError, match=rf"labels\.npy \(labels\): {message}.*2 such row"):
+        load_user_dataset(tmp_path)
+
+
+def test_nan_label_of_an_unlabeled_row_is_allowed_and_integral_floats_load(tmp_path: Path) -> None:
+    labeled = np.ones(N, dtype=bool)
+    labeled[7] = False
+    _write(tmp_path, labeled=labeled)
+    labels = _labels().astype(np.float32)
+    labels[7] = np.nan
+    np.save(tmp_path / "labels.npy", labels)
+    bundle = load_user_dataset(tmp_path)
+    loaded = torch.cat([p.target[p.labeled] for p in (bundle.train, bundle.val, bundle.test)])
+    assert loaded.dtype == torch.long and sorted(loaded.tolist()) == sorted(np.delete(_labels(), 7).tolist())
+
+
+def test_nan_label_is_an_error_for_every_task_kind(tmp_path: Path) -> None:
+    arrays = {"audio": _arrays()["audio"]}
+    for task, labels in (
+        (TaskSpec("binary"), (np.arange(N) % 2).astype(np.float32)),
+        (TaskSpec("regression"), np.linspace(-1, 1, N)),
+        (TaskSpec("multilabel", num_classes=3), (np.arange(3 * N).reshape(N, 3) % 2).astype(np.float32)),
+    ):
+        labels[11] = np.inf
+        write_user_dataset(tmp_path / task.kind.value, arrays, labels, task)
+        with pytest.raises(ValueError, match=r"labels\.npy \(labels\): row 11 holds .*inf.*: a NaN or Inf label"):
+            load_user_dataset(tmp_path / task.kind.value)
+
+
+def test_bundle_from_arrays_refuses_a_fractional_class_instead_of_truncating() -> None:
+    from robult.data.arrays import bundle_from_arrays
+
+    labels = (np.arange(N) % 3).astype(np.float32)
+    labels[9] = 1.5
+    with pytest.raises(ValueError, match=r"dataset: row 9 holds 1\.5: not a class id"):
+        bundle_from_arrays({"a": np.zeros((N, 2), np.float32)}, labels, TaskSpec("multiclass", num_classes=3))

@@ -60,3 +60,23 @@ def test_a_modality_no_training_sample_has_is_warned_about(tmp_path: Path) -> No
     bundle.train.present[:, 1] = True
     with pytest.warns(UserWarning, match="modality 'm0' is absent from every training sample"):
         train_run(cfg, bundle=bundle, evaluate_test=False)
+
+
+def test_nan_in_a_user_file_names_the_split_modality_and_file_row(tmp_path: Path) -> None:
+    import numpy as np
+
+    from robult.data.user import write_user_dataset
+    from robult.specs import TaskSpec
+
+    n = 200
+    audio = np.random.default_rng(0).standard_normal((n, 5)).astype(np.float32)
+    audio[185, 1] = np.inf  # file row 185 is row 25 of the test split
+    split = np.repeat(np.array([0, 1, 2], dtype=np.int8), [140, 20, 40])
+    task = TaskSpec("multiclass", num_classes=3)
+    modalities = {"audio": audio, "video": audio[:, :3].copy()}
+    write_user_dataset(tmp_path / "data", modalities, np.arange(n) % 3, task, split=split)
+    data = [f"dataset.options.path={tmp_path / 'data'}", "dataset.name=user", f"out_dir={tmp_path / 'runs'}"]
+    cfg = load_config(None, [*TINY[1:], *data])
+    with pytest.raises(ValueError, match=r"test split: modality 'audio' holds NaN or Inf in row 185 of \S*audio\.npy,"):
+        train_run(cfg)
+    assert not (tmp_path / "runs").exists()

@@ -49,7 +49,15 @@ def bundle_from_arrays(
                 raise ValueError(f"modality {key!r} has per-sample shape {shape}; pass `modalities` for non-vectors")
             modalities.append(ModalitySpec(key, "vector", shape))
     target_t = torch.as_tensor(np.asarray(target))
-    full = MultimodalDataset(modalities, task, dict(inputs), target_t, present=present, lengths=lengths)
+    full = MultimodalDataset(
+        modalities,
+        task,
+        dict(inputs),
+        target_t,
+        present=present,
+        lengths=lengths,
+        source_rows=torch.arange(len(target_t)),
+    )
     split = train_val_test_split(strata(full.target, task), seed, val_fraction, test_fraction=test_fraction)
     return DatasetBundle(
         name=name,

@@ -37,6 +37,9 @@ class MultimodalDataset(torch.utils.data.Dataset):
         lengths: modality name -> ``[N]`` lengths for sequential modalities.
         labeled: ``[N]`` bool: which targets training may use (default: all).
         validate: check shapes, labels and the presence mask up front.
+        source_rows: ``[N]`` the row of each sample in the files it was read from (kept by :meth:`subset`), so
+            errors name the file row, not the row inside a split; ``None``: unknown.
+        sources: modality name -> the file its rows come from (for error messages).
     """
 
     def __init__(
@@ -49,11 +52,20 @@ class MultimodalDataset(torch.utils.data.Dataset):
         lengths: Mapping[str, Any] | None = None,
         labeled: Any | None = None,
         validate: bool = True,
+        *,
+        source_rows: Any | None = None,
+        sources: Mapping[str, str] | None = None,
     ) -> None:
+        self.source_rows = None if source_rows is None else _as_tensor(source_rows).long()
+        self.sources = dict(sources or {})
         self.modalities = list(modalities)
         self.task = task
         self.inputs = dict(inputs)
         self.target = _as_tensor(target)
+        if validate and self.target.ndim:  # before the cast: NaN or 1.5 in a labeled multiclass row is an error
+            rows = torch.ones(self.target.shape[0], dtype=torch.bool) if labeled is None else _as_tensor(labeled)
+            if tuple(rows.shape) == (self.target.shape[0],):  # else _validate names the shape
+                task.check_label_rows(self.target, rows, where="dataset: ")
         if self.target.dtype != task.target_dtype:
             self.target = self.target.to(task.target_dtype)
         n = int(self.target.shape[0])
@@ -132,6 +144,8 @@ class MultimodalDataset(torch.utils.data.Dataset):
             lengths={k: v[idx] for k, v in self.lengths.items()},
             labeled=self.labeled[idx],
             validate=False,
+            source_rows=None if self.source_rows is None else self.source_rows[idx],
+            sources=self.sources,
         )
 
     def with_labeled(self, labeled: Any) -> MultimodalDataset:
@@ -140,7 +154,16 @@ class MultimodalDataset(torch.utils.data.Dataset):
         if tuple(mask.shape) != (len(self),):
             raise ValueError(f"labeled mask has shape {tuple(mask.shape)}, expected ({len(self)},)")
         out = MultimodalDataset(
-            self.modalities, self.task, self.inputs, self.target, self.present, self.lengths, mask, validate=False
+            self.modalities,
+            self.task,
+            self.inputs,
+            self.target,
+            self.present,
+            self.lengths,
+            mask,
+            validate=False,
+            source_rows=self.source_rows,
+            sources=self.sources,
         )
         return out
 
@@ -148,7 +171,16 @@ class MultimodalDataset(torch.utils.data.Dataset):
         """The same data with another presence mask (at least one modality per sample)."""
         mask = _as_tensor(present).bool()
         return MultimodalDataset(
-            self.modalities, self.task, self.inputs, self.target, mask, self.lengths, self.labeled, validate=True
+            self.modalities,
+            self.task,
+            self.inputs,
+            self.target,
+            mask,
+            self.lengths,
+            self.labeled,
+            validate=True,
+            source_rows=self.source_rows,
+            sources=self.sources,
         )
 
 

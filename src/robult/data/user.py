@@ -400,6 +400,8 @@ def load_user_dataset(path: str | Path, seed: int = 0, val_fraction: float = 0.1
         lengths={k: torch.from_numpy(v) for k, v in lengths.items()},
         labeled=torch.from_numpy(labeled),
         validate=False,  # checked above with file names; validating again would not read any data either
+        source_rows=torch.arange(n),  # errors in a split name the files' row
+        sources={name: str(readers[name].path) for name in names},
     )
     notes = {
         "split": split.rule,
@@ -444,6 +446,8 @@ def _read_labels(config: UserDatasetConfig, base: Path, task: TaskSpec) -> tuple
             raise ValueError(f"{labeled_path} (labeled): shape {lab.shape}, expected ({n},) (one flag per sample)")
         labeled = lab.astype(bool)
 
+    # before any cast: a NaN label of a labeled row is an error (not "-1 = unlabeled"), 1.5 is not rounded to 2
+    task.check_label_rows(torch.from_numpy(labels), torch.from_numpy(labeled), where=f"{labels_path} (labels): ")
     target = _target_array(labels, task)
     if labeled.any():
         task.check_target(torch.from_numpy(target[labeled]), where=f"{labels_path} (labels): ")
