@@ -134,7 +134,8 @@ def run_tuning(
             )
         record = json.loads(done.read_text())
         name, maximize = record["dataset"], record["higher_is_better"]
-        scores.setdefault((method, index), []).append(record["best_val_score"])
+        score = record["best_val_score"]  # null: undefined (NaN) validation score
+        scores.setdefault((method, index), []).append(math.nan if score is None else score)
         epochs.setdefault((method, index), []).append(record["best_epoch"])
 
     doc: dict[str, Any] = {

@@ -138,3 +138,26 @@ def test_format_evaluation() -> None:
         "test accuracy per random missing rate:",
         "  0.0:0.800  0.5:0.600",
     ]
+
+
+def _strict(text: str) -> object:
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_run_entry_reads_a_result_json_with_null_scores(tmp_path: Path) -> None:
+    from robult.utils.io import atomic_write_json
+
+    path = tmp_path / "result.json"
+    atomic_write_json(path, {"test": _evaluation(math.nan, 0.5, math.inf, math.nan, 0.5).to_dict()})
+    saved = _strict(path.read_text())["test"]  # type: ignore[index]
+    assert saved["subsets"]["a"]["accuracy"] is None and saved["subsets"]["a+b"]["accuracy"] is None
+    entry = run_entry("m", 0.1, 0, saved, "accuracy")  # null is missing: no TypeError summing None
+    assert math.isnan(entry["mean_over_subsets"]) and entry["subsets"]["b"] == 0.5
+    assert math.isnan(EvaluationResult.from_dict(saved).mean_over_subsets("accuracy"))
+    doc = results_document("toy", "multiclass", "accuracy", True, ["a", "b"], [entry])
+    write_results(tmp_path / "results.json", doc)
+    assert _strict((tmp_path / "results.json").read_text())["runs"][0]["mean_over_subsets"] is None  # type: ignore[index]
+    assert "n/a" in _row(summary_table(doc), "m")

@@ -80,3 +80,18 @@ def test_nan_in_a_user_file_names_the_split_modality_and_file_row(tmp_path: Path
     with pytest.raises(ValueError, match=r"test split: modality 'audio' holds NaN or Inf in row 185 of \S*audio\.npy,"):
         train_run(cfg)
     assert not (tmp_path / "runs").exists()
+
+
+def test_result_json_is_strict_json_when_every_test_row_is_unlabeled(tmp_path: Path) -> None:
+    import json
+
+    cfg = _cfg(tmp_path)
+    bundle = load_bundle(cfg)
+    bundle = dataclasses.replace(bundle, test=bundle.test.with_labeled(torch.zeros(len(bundle.test), dtype=bool)))
+    result = train_run(cfg, bundle=bundle)
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"result.json holds {name}, which is not JSON")
+
+    saved = json.loads((result.run_dir / "result.json").read_text(), parse_constant=refuse)
+    assert all(v[saved["metric"]] is None for v in saved["test"]["subsets"].values())

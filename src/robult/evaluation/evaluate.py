@@ -61,14 +61,15 @@ class EvaluationResult:
     mask_sha256: dict[str, str] = field(default_factory=dict)
 
     def mean_over_subsets(self, metric: str) -> float:
-        """The unweighted mean of ``metric`` over every evaluated subset (NaN propagates)."""
+        """The unweighted mean of ``metric`` over every evaluated subset (NaN and ``None``, i.e. undefined,
+        propagate as NaN)."""
         if not self.subsets:
             raise ValueError("no all-subsets results to average; evaluate with the 'all-subsets' protocol")
         values = []
         for key, vals in self.subsets.items():
             if metric not in vals:
                 raise ValueError(f"metric {metric!r} not among the results of subset {key!r}: {sorted(vals)}")
-            values.append(vals[metric])
+            values.append(math.nan if vals[metric] is None else vals[metric])
         return sum(values) / len(values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -64,7 +64,8 @@ def run_entry(method: str, label_ratio: float, seed: int, evaluation: Any, metri
     """
     ev = evaluation if isinstance(evaluation, dict) else evaluation.to_dict()
     subsets = {k: v[metric] for k, v in ev["subsets"].items()}
-    values = list(subsets.values())
+    # undefined scores (NaN in memory, null in a result.json) are missing: a mean over them is undefined too
+    values = [math.nan if v is None else float(v) for v in subsets.values()]
     return {
         "method": method,
         "label_ratio": float(label_ratio),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 import urllib.request
@@ -37,10 +38,22 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         fh.write(text)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, Inf: an undefined metric) replaced by ``None``, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as strict JSON (NaN / Inf become ``null``: ``NaN`` is not JSON) atomically."""
+    text = json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False)
     with atomic_open(path, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=False)
-        fh.write("\n")
+        fh.write(text + "\n")
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
