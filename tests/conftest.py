@@ -1,6 +1,15 @@
-"""Shared fixtures: tiny seeded specs and batches."""
+"""Shared fixtures: tiny seeded specs and batches.
+
+Tests run on the CPU, deterministically, even where a GPU is present (``train.accelerator`` defaults to ``auto``):
+GPUs are hidden unless ``ROBULT_TEST_GPU=1``.
+"""
 
 from __future__ import annotations
+
+import os
+
+if os.environ.get("ROBULT_TEST_GPU") != "1":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 import pytest
 import torch

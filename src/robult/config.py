@@ -126,14 +126,20 @@ class TrainSection(_Strict):
     """Training-time modality dropout rate (``None``: the method's default, 0 for most methods)."""
     use_unlabeled: bool | None = None
     """Feed unlabeled samples to training (``None``: the method decides)."""
-    accelerator: str = "cpu"
-    """Lightning accelerator: ``cpu``, ``gpu``, ``auto``, ..."""
+    accelerator: str = "auto"
+    """Lightning accelerator: ``auto`` (a GPU when one is present, else the CPU), ``cpu``, ``gpu``, ..."""
     devices: int | str = 1
     """Number of devices (or a Lightning device string); more than one trains with DDP."""
     precision: str = "32-true"
     """Lightning precision, e.g. ``32-true`` or ``bf16-mixed``."""
     num_workers: int = Field(0, ge=0)
     """DataLoader worker processes."""
+    num_threads: int | None = Field(None, ge=1)
+    """CPU threads torch uses in this process (``torch.set_num_threads``; ``None``: torch's default, one per core).
+    On a machine busy with other jobs, 1 can be several times faster (``docs/performance.md``)."""
+    logger: Literal["csv", "tensorboard"] = "csv"
+    """Per-epoch metrics log: ``csv`` (``<run>/logs/metrics.csv``) or ``tensorboard`` (``<run>/logs/``, needs
+    ``pip install 'robult[tensorboard]'``)."""
     progress: bool = True
     """Show progress bars."""
 
@@ -225,10 +231,33 @@ def _set_dotted(data: dict[str, Any], parts: list[str], value: Any, where: str) 
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Set dotted keys in a nested dict (creating sections as needed) from ``--set KEY=VALUE`` texts."""
+    """Set dotted keys in a nested dict (creating sections as needed) from ``--set KEY=VALUE`` texts; an error
+    names the ``--set`` at fault (``--set train=3`` itself, not a later ``--set train.lr=...``)."""
+    sections = {
+        k
+        for k, f in RunConfig.model_fields.items()
+        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)
+    }
+    set_by: dict[tuple[str, ...], str] = {}
     for text in overrides or []:
         parts, value = parse_override(text)
-        _set_dotted(data, parts, value, f"--set {text!r}")
+        if len(parts) == 1 and parts[0] in sections and not isinstance(value, dict):
+            raise ConfigError(
+                f"--set {text!r}: '{parts[0]}' is a section, not a value; set one of its keys, e.g. "
+                f"--set {parts[0]}.KEY=VALUE (`robult config show` lists them)"
+            )
+        try:
+            _set_dotted(data, parts, value, f"--set {text!r}")
+        except ConfigError:
+            earlier = [i for i in range(1, len(parts)) if tuple(parts[:i]) in set_by]
+            if not earlier:
+                raise
+            key = ".".join(parts[: earlier[-1]])
+            raise ConfigError(
+                f"--set {set_by[tuple(parts[: earlier[-1]])]!r}: sets '{key}' to a value, so --set {text!r} cannot "
+                f"set a key inside it"
+            ) from None
+        set_by[tuple(parts)] = text
     return data
 
 

@@ -17,13 +17,14 @@ docs/reliability.md).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,12 +237,19 @@ def load_weights(module: nn.Module, checkpoint: Path) -> int:
     return int(state.get("epoch", -1))
 
 
+# where and how a run executes, not what it computes: not part of a run's identity (a run saved with
+# ``accelerator: cpu``, the default before ``auto``, stays resumable and reusable)
+EXECUTION_KEYS = ("accelerator", "num_threads", "logger", "progress", "num_workers")
+
+
 def _same_config(a: RunConfig, b: RunConfig) -> bool:
-    """Whether two configs describe the same run; ``out_dir`` is not part of a run's identity, so a copied or moved
-    run directory stays resumable and reusable."""
+    """Whether two configs describe the same run; ``out_dir`` and the execution options (:data:`EXECUTION_KEYS`)
+    are not part of a run's identity, so a copied or moved run directory stays resumable and reusable."""
     x, y = a.model_dump(), b.model_dump()
-    x.pop("out_dir", None)
-    y.pop("out_dir", None)
+    for d in (x, y):
+        d.pop("out_dir", None)
+        for key in EXECUTION_KEYS:
+            d["train"].pop(key, None)
     return x == y
 
 
@@ -342,6 +350,7 @@ def train_run(
 
     run_dir = Path(cfg.out_dir) / cfg.run_name()
     _check_run_state(run_dir, cfg, resume, overwrite)  # fails fast, before the data is loaded
+    _check_logger(cfg)
 
     import lightning as L
 
@@ -373,9 +382,49 @@ def train_run(
             if created:
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
-        return _train_locked(
-            cfg, method, model, criterion, bundle, run_dir, labeled, resume, callbacks, masks_dir, evaluate_test
+        with _num_threads(cfg.train.num_threads):
+            return _train_locked(
+                cfg, method, model, criterion, bundle, run_dir, labeled, resume, callbacks, masks_dir, evaluate_test
+            )
+
+
+def _check_logger(cfg: RunConfig) -> None:
+    """``train.logger: tensorboard`` needs the ``tensorboard`` package (an optional extra): one line if missing."""
+    import importlib.util
+
+    if cfg.train.logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "train.logger: 'tensorboard' needs the tensorboard package: pip install 'robult[tensorboard]' "
+            "(or set train.logger=csv)"
         )
+
+
+def _loggers(cfg: RunConfig, run_dir: Path, resume: bool) -> list[Any]:
+    """The CSV log (always: diagnostics and resume read it) and, with ``train.logger: tensorboard``, TensorBoard
+    event files beside it (``tensorboard --logdir <run>/logs``)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    version = _log_version(run_dir, resume)
+    loggers: list[Any] = [CSVLogger(run_dir, name="logs", version=version)]
+    if cfg.train.logger == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(run_dir, name="logs", version=version, default_hp_metric=False))
+    return loggers
+
+
+@contextlib.contextmanager
+def _num_threads(n: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(n)`` for the duration of a run (``None``: unchanged); the previous value returns."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _train_locked(
@@ -394,7 +443,6 @@ def _train_locked(
     """The body of :func:`train_run`, run while holding the run directory's lock."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
-    from lightning.pytorch.loggers import CSVLogger
 
     from robult.training.checkpoint import resume_state_callback, safe_checkpoint_io
     from robult.training.module import MethodModule
@@ -442,7 +490,7 @@ def _train_locked(
         precision=cfg.train.precision,
         max_epochs=cfg.train.max_epochs,
         callbacks=cbs,
-        logger=CSVLogger(run_dir, name="logs", version=_log_version(run_dir, resume)),
+        logger=_loggers(cfg, run_dir, resume),
         plugins=[safe_checkpoint_io()],
         default_root_dir=run_dir,
         enable_progress_bar=cfg.train.progress,
