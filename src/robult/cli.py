@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from robult.config import RunConfig
 
 app = typer.Typer(
     name="robult",
@@ -39,15 +42,40 @@ def _main(
     """Multimodal learning with scarce labels and missing modalities (Robult)."""
 
 
-def _fail(message: str) -> None:
+def _method_names() -> str:
+    """The registered methods (robult.methods.METHODS), for help texts."""
+    from robult.methods import METHODS
+
+    return ", ".join(sorted(METHODS))
+
+
+METHODS_HELP = f"Comma-separated methods, any of: {_method_names()}."
+
+
+def _fail(message: str | BaseException) -> None:
+    if isinstance(message, BaseException):
+        message = _message(message)
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
 
 
+def _message(err: BaseException) -> str:
+    """One line: an ``OSError`` as ``FILE: reason`` (a full disk, a read-only or missing directory, a file where a
+    directory is expected), anything else as its text."""
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        target = f" -> {err.filename2}" if err.filename2 is not None else ""
+        return f"{err.filename}{target}: {err.strerror}"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
+    """What the commands report in one line instead of a traceback (``OSError`` includes ``FileNotFoundError``,
+    ``FileExistsError``, a full disk and a read-only file system)."""
     from robult.config import ConfigError
 
-    return (ConfigError, ValueError, FileNotFoundError, FileExistsError)
+    return (ConfigError, ValueError, OSError)
 
 
 @app.command()
@@ -61,16 +89,22 @@ def train(
         bool, typer.Option(help="Retrain the run from scratch, replacing a finished run's results.")
     ] = False,
     dataset: Annotated[str | None, typer.Option(help="Dataset name (`robult datasets`); sets dataset.name.")] = None,
-    method: Annotated[
-        str | None, typer.Option(help="Method (`robult config show` lists them); sets train.method.")
-    ] = None,
+    method: Annotated[str | None, typer.Option(help=f"Method, one of: {_method_names()}; sets train.method.")] = None,
     label_ratio: Annotated[
         float | None, typer.Option(help="Share of training labels used; sets train.label_ratio.")
     ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Root data directory; sets dataset.data_dir.")] = None,
+    tuned: Annotated[
+        Path | None,
+        typer.Option(
+            help="Tuned settings (`robult tune --write DIR`: DIR or DIR/<dataset>.yaml): the entry of this method and "
+            "label ratio applies over the config; --set and the flags above still win."
+        ),
+    ] = None,
 ) -> None:
     """Train one method on one dataset and score it under every missing-modality protocol; the trained model is
-    saved to <run>/model/ (use it with `robult predict` or `robult.load`)."""
+    saved to <run>/model/ (use it with `robult predict` or `robult.load`). Ctrl-C stops it; `--resume` continues."""
+    cfg: RunConfig | None = None
     try:
         from robult.config import load_config
 
@@ -84,13 +118,22 @@ def train(
             )
             if value is not None
         ]
+        if config is not None and config.is_file():
+            _refuse_tuned_file(config)
         cfg = load_config(config, [*flags, *(set_ or [])])
+        if tuned is not None:
+            cfg = _with_tuned(cfg, tuned, config, [*flags, *(set_ or [])])
         from robult.training.run import train_run
 
         result = train_run(cfg, resume=resume, overwrite=overwrite)
     except _user_errors() as err:
-        _fail(str(err))
+        _fail(err)
         return
+    except KeyboardInterrupt:
+        if cfg is None:
+            raise
+        typer.secho(_resume_hint(cfg, config, set_, dataset, method, label_ratio, data_dir, tuned), err=True)
+        raise typer.Exit(code=130) from None
     ev = result.evaluation
     typer.echo(f"run: {result.run_dir}")
     if result.labels:
@@ -102,6 +145,63 @@ def train(
         from robult.evaluation.report import format_evaluation
 
         typer.echo(format_evaluation(ev, _primary(result.run_dir)))
+
+
+def _refuse_tuned_file(path: Path) -> None:
+    """A tuned-settings file given as ``-c`` is one line saying to pass it with ``--tuned``."""
+    from robult.config import ConfigError, read_yaml
+
+    doc = read_yaml(path)
+    if isinstance(doc, dict) and "settings" in doc and isinstance(doc.get("dataset"), str):
+        raise ConfigError(
+            f"{path}: a tuned-settings file (`robult tune --write`), not a run config; pass --tuned {path}"
+        )
+
+
+def _with_tuned(cfg: RunConfig, tuned: Path, config: Path | None, overrides: list[str]) -> RunConfig:
+    """The run config with the tuned entry of its (dataset, method, label ratio) applied over the config file; the
+    command line's flags and --set are applied again on top."""
+    from robult.config import apply_overrides, apply_settings, load_config, validate_config
+    from robult.grid import tuned_overrides, tuned_path
+
+    dataset = cfg.dataset.name
+    settings = tuned_overrides(tuned, dataset, cfg.train.method, cfg.train.label_ratio)
+    data = load_config(config).model_dump(mode="json")
+    apply_settings(data, settings, str(tuned_path(tuned, dataset)))
+    return validate_config(apply_overrides(data, overrides), str(config or "command line"))
+
+
+def _resume_hint(
+    cfg: RunConfig,
+    config: Path | None,
+    set_: list[str] | None,
+    dataset: str | None,
+    method: str | None,
+    label_ratio: float | None,
+    data_dir: Path | None,
+    tuned: Path | None,
+) -> str:
+    """One line after Ctrl-C: the command that continues the run (or starts it again when nothing was saved)."""
+    import shlex
+
+    args = ["robult", "train"]
+    if config is not None:
+        args += ["-c", str(config)]
+    for flag, value in (
+        ("--dataset", dataset),
+        ("--method", method),
+        ("--label-ratio", label_ratio),
+        ("--data-dir", data_dir),
+        ("--tuned", tuned),
+    ):
+        if value is not None:
+            args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    for item in set_ or []:
+        args += ["--set", item]
+    run_dir = Path(cfg.out_dir) / cfg.run_name()
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return f"interrupted; continue with: {shlex.join([*args, '--resume'])}"
+    return f"interrupted before the first checkpoint; start again with: {shlex.join(args)}"
 
 
 def _primary(run_dir: Path) -> str:
@@ -139,7 +239,7 @@ def evaluate(
 
             atomic_write_json(out, {"run": str(run_dir), "metric": metric, **ev.to_dict()})
     except _user_errors() as err:
-        _fail(str(err))
+        _fail(err)
         return
     typer.echo(format_evaluation(ev, metric))
     if out is not None:
@@ -162,7 +262,7 @@ def predict(
 
         path, n = predict_to_file(run, input, out, batch_size=batch_size)
     except _user_errors() as err:
-        _fail(str(err))
+        _fail(err)
         return
     typer.echo(f"wrote {n} predictions to {path}")
 
@@ -196,7 +296,7 @@ def export(
         else:
             raise ValueError(f"unknown export format {format!r}; use torchscript or artefact")
     except _user_errors() as err:
-        _fail(str(err))
+        _fail(err)
         return
     typer.echo(f"wrote {path}")
 
@@ -218,7 +318,7 @@ def config_show(
 
         rows = describe_config(method)
     except _user_errors() as err:
-        _fail(str(err))
+        _fail(err)
         return
     width = max(len(k) for k, _, _ in rows)
     for key, value, meaning in rows:
@@ -234,7 +334,7 @@ def benchmark(
     data_dir: Annotated[
         Path | None, typer.Option(help="Root data directory (default: $ROBULT_DATA_DIR or ../shared/data).")
     ] = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = "robult,supervised",
+    methods: Annotated[str, typer.Option(help=METHODS_HELP)] = "robult,supervised",
     label_ratios: Annotated[str, typer.Option(help="Comma-separated label ratios.")] = "0.05",
     seeds: Annotated[int, typer.Option(help="Seeds per (method, ratio): 0..N-1.")] = 3,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("robult_runs/benchmark"),
@@ -270,7 +370,7 @@ def benchmark(
             tuned=tuned,
         )
     except _user_errors() as err:
-        _fail(str(err))
+        _fail(err)
         return
     typer.echo(summary)
 
@@ -279,7 +379,7 @@ def benchmark(
 def tune(
     dataset: Annotated[str | None, typer.Option(help="Dataset name; default: the config's, else synthetic.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Root data directory.")] = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = "robult,supervised",
+    methods: Annotated[str, typer.Option(help=METHODS_HELP)] = "robult,supervised",
     label_ratio: Annotated[float, typer.Option(help="Label ratio to tune at.")] = 0.05,
     trials: Annotated[int, typer.Option(help="Trials per method (the same budget for all; trial 0 = defaults).")] = 8,
     seeds: Annotated[int, typer.Option(help="Training seeds per trial: 0..N-1 (validation scores averaged).")] = 1,
@@ -312,7 +412,7 @@ def tune(
             overrides=set_,
         )
     except _user_errors() as err:
-        _fail(str(err))
+        _fail(err)
         return
     typer.echo(text)
 

@@ -229,12 +229,17 @@ def load_weights(module: nn.Module, checkpoint: Path) -> int:
     try:
         module.load_state_dict(state["state_dict"])
     except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        raise ValueError(
-            f"{checkpoint}: does not fit this run's model (another dataset, modality set or model config?): "
-            f"{' '.join(line.strip() for line in first[:3])}"
-        ) from None
+        raise ValueError(_misfit(checkpoint, err)) from None
     return int(state.get("epoch", -1))
+
+
+def _misfit(checkpoint: Path, err: RuntimeError) -> str:
+    """One line for a checkpoint whose tensors do not fit the model (``load_state_dict``'s multi-line error)."""
+    first = str(err).strip().splitlines()
+    return (
+        f"{checkpoint}: does not fit this run's model (another dataset, modality set or model config?): "
+        f"{' '.join(line.strip() for line in first[:3])}"
+    )
 
 
 # where and how a run executes, not what it computes: not part of a run's identity (a run saved with
@@ -382,10 +387,20 @@ def train_run(
             if created:
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
-        with _num_threads(cfg.train.num_threads):
-            return _train_locked(
-                cfg, method, model, criterion, bundle, run_dir, labeled, resume, callbacks, masks_dir, evaluate_test
-            )
+        try:
+            with _num_threads(cfg.train.num_threads):
+                return _train_locked(
+                    cfg, method, model, criterion, bundle, run_dir, labeled, resume, callbacks, masks_dir, evaluate_test
+                )
+        except RuntimeError as err:  # resuming a last.ckpt of another dataset / modality set: one line, no dump
+            if not (resume and "Error(s) in loading state_dict" in str(err)):
+                raise
+            raise ValueError(_misfit(run_dir / CHECKPOINT_DIR / "last.ckpt", err)) from None
+        except OSError as err:  # e.g. a full disk while a log is written: name at least the run directory
+            if err.filename is not None or err.errno is None:
+                raise
+            why = f"{err.strerror or type(err).__name__} (while writing the run)"
+            raise OSError(err.errno, why, str(run_dir)) from err
 
 
 def _check_logger(cfg: RunConfig) -> None:
@@ -411,6 +426,26 @@ def _loggers(cfg: RunConfig, run_dir: Path, resume: bool) -> list[Any]:
 
         loggers.append(TensorBoardLogger(run_dir, name="logs", version=version, default_hp_metric=False))
     return loggers
+
+
+@contextlib.contextmanager
+def _interrupt_as_keyboard_interrupt(trainer: Any) -> Iterator[None]:
+    """Lightning answers Ctrl-C inside ``fit`` with ``sys.exit(1)`` and leaves SIGINT ignored; raise
+    ``KeyboardInterrupt`` instead (callers, e.g. ``robult train``, say how to resume) and restore the handler."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    except SystemExit as err:
+        if not trainer.interrupted:
+            raise
+        raise KeyboardInterrupt from err
+    finally:
+        if main and handler is not None and signal.getsignal(signal.SIGINT) != handler:
+            signal.signal(signal.SIGINT, handler)
 
 
 @contextlib.contextmanager
@@ -505,7 +540,8 @@ def _train_locked(
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
         # resume goes through SafeCheckpointIO: checksum verified, loaded weights-only whatever the environment
-        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
+        with _interrupt_as_keyboard_interrupt(trainer):
+            trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
 
     best_path = Path(best_ckpt.best_model_path) if best_ckpt.best_model_path else last
     best_epoch = load_weights(module, best_path)
