@@ -190,4 +190,9 @@ def load_dataset(
     opts = LoadOptions(
         data_dir=Path(data_dir) if data_dir is not None else None, seed=seed, val_fraction=val_fraction, extra=extra
     )
-    return datasets[name].loader(opts)
+    try:
+        return datasets[name].loader(opts)
+    except TypeError as err:  # an option of the wrong type reaching the loader: one line, not a traceback
+        if not extra:
+            raise
+        raise ValueError(f"dataset {name!r} with options {extra}: {err} (is an option's type wrong?)") from err

@@ -32,6 +32,7 @@ each pair is better, and only all three together see everything.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -286,6 +287,28 @@ _CONFIG_KEYS = {f for f in SyntheticConfig.__dataclass_fields__ if f != "mix"}
 CLUSTERS = SyntheticConfig(num_classes=10, redundant_dim=3, nuisance_dim=0, cluster_std=0.4)
 
 
+def _check_option_type(key: str, value: Any, default: Any) -> None:
+    """A registry option must have the type of the field's default (e.g. ``n_samples=abc`` is an error naming it)."""
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, expected = is_int(value), "an integer"
+    elif isinstance(default, float):
+        ok, expected = is_int(value) or isinstance(value, float), "a number"
+    elif isinstance(default, str):
+        ok, expected = isinstance(value, str), "a string"
+    elif isinstance(default, tuple):
+        ok, expected = isinstance(value, list | tuple) and all(is_int(v) for v in value), "a list of integers"
+    else:
+        return
+    if not ok:
+        raise ValueError(f"dataset option {key!r}: expected {expected}, got {value!r}")
+
+
 def _config_from_options(base: SyntheticConfig, options: dict) -> SyntheticConfig:
     """``base`` with the registry options (any :class:`SyntheticConfig` field; ``mix`` as a dict) applied."""
     extra = dict(options)
@@ -293,10 +316,19 @@ def _config_from_options(base: SyntheticConfig, options: dict) -> SyntheticConfi
     if unknown:
         raise ValueError(f"unknown synthetic dataset option {unknown[0]!r}; known: {sorted(_CONFIG_KEYS | {'mix'})}")
     mix = extra.pop("mix", None)
+    for key, value in extra.items():
+        _check_option_type(key, value, getattr(base, key))
     for key in ("modality_dims", "synergy_modalities"):
         if key in extra:
             extra[key] = tuple(extra[key])
+    if mix is not None and not isinstance(mix, dict):
+        raise ValueError(f"dataset option 'mix': expected a mapping of LabelMix weights, got {mix!r}")
     if isinstance(mix, dict):
+        unknown = sorted(set(mix) - set(LabelMix.__dataclass_fields__))
+        if unknown:
+            raise ValueError(
+                f"dataset option 'mix': unknown key {unknown[0]!r}; known: {sorted(LabelMix.__dataclass_fields__)}"
+            )
         if "unique" in mix and isinstance(mix["unique"], list):
             mix = {**mix, "unique": tuple(mix["unique"])}
         mix = LabelMix(**mix)

@@ -272,13 +272,20 @@ class MappedArray:
         self.__init__(state["path"], state["dtype"], state["mean"], state["std"])  # type: ignore[misc]
 
 
+def _describe_read_error(err: BaseException) -> str:
+    """Why ``np.load`` failed, in words (numpy says only "No data left in file" for an empty file)."""
+    if isinstance(err, EOFError):
+        return f"the file is empty or truncated: {err}"
+    return str(err)
+
+
 def _open_npy(path: Path) -> np.ndarray:
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
         raise MissingFileError(f"{path}: file not found") from None
-    except (ValueError, OSError) as err:
-        raise ValueError(f"{path}: cannot read as a .npy array ({err})") from None
+    except (ValueError, OSError, EOFError) as err:  # EOFError: an empty file
+        raise ValueError(f"{path}: cannot read as a .npy array ({_describe_read_error(err)})") from None
     if not isinstance(arr, np.ndarray):
         raise ValueError(f"{path}: expected a .npy array, got {type(arr).__name__} (an .npz archive?)")
     return arr
@@ -290,8 +297,8 @@ def _load_small(path: Path, key: str) -> np.ndarray:
         raise MissingFileError(f"{path}: file not found (named by {key!r} in {YAML_NAME})")
     try:
         arr = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise ValueError(f"{path} ({key}): cannot read as a .npy array ({err})") from None
+    except (ValueError, EOFError) as err:  # EOFError: an empty file
+        raise ValueError(f"{path} ({key}): cannot read as a .npy array ({_describe_read_error(err)})") from None
     if not isinstance(arr, np.ndarray):
         raise ValueError(f"{path} ({key}): expected a .npy array, got {type(arr).__name__}")
     return arr

@@ -257,8 +257,8 @@ class MaskStore:
             )
         try:
             arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{path}: cannot read the mask ({err})") from None
+        except (OSError, ValueError, EOFError) as err:  # EOFError: an empty file
+            raise ValueError(f"{path}: cannot read the mask ({err or type(err).__name__})") from None
         expected = (request["n"], len(request["modalities"]))
         if arr.dtype != np.bool_ or arr.shape != expected:
             raise ValueError(f"{path}: mask is {arr.dtype} {arr.shape}, expected bool {expected}")

@@ -39,8 +39,9 @@ def _open(path: Path, what: str, mmap: bool) -> np.ndarray:
         raise FileNotFoundError(f"{path}: file not found ({what})")
     try:
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise ValueError(f"{path} ({what}): cannot read as a .npy array ({err})") from None
+    except (ValueError, OSError, EOFError) as err:  # EOFError: an empty file
+        why = f"the file is empty or truncated: {err}" if isinstance(err, EOFError) else str(err)
+        raise ValueError(f"{path} ({what}): cannot read as a .npy array ({why})") from None
     if not isinstance(arr, np.ndarray) or arr.ndim == 0:
         raise ValueError(f"{path} ({what}): expected an array with one row per sample")
     return arr

@@ -43,8 +43,8 @@ def cached(path: Path, rows: int, compute: Callable[[], np.ndarray]) -> tuple[np
             arr = np.load(path, allow_pickle=False)
             if arr.ndim == 2 and arr.shape[0] == rows:
                 return arr, True
-        except (OSError, ValueError):
-            pass  # a corrupt cache file is recomputed
+        except (OSError, ValueError, EOFError):
+            pass  # a corrupt (or empty) cache file is recomputed
     arr = np.asarray(compute(), dtype=np.float32)
     if arr.ndim != 2 or arr.shape[0] != rows:
         raise ValueError(f"encoder returned shape {arr.shape} for {rows} inputs, expected ({rows}, d)")

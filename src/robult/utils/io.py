@@ -17,7 +17,7 @@ from typing import IO, Any
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success it is fsynced and renamed onto ``path``, on error it is
-    removed and ``path`` is untouched."""
+    removed and ``path`` is untouched (an ``OSError`` naming no file, e.g. a full disk, is raised naming ``path``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -27,9 +27,12 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
+            # e.g. ENOSPC from write() or fsync() names no file: name the one being written
+            raise OSError(err.errno, err.strerror or os.strerror(err.errno), str(path)) from err
         raise
 
 
