@@ -82,3 +82,59 @@ def test_loss_dataclass_checks_the_same_bounds() -> None:
         RobultLossConfig(sigma_min=-0.1)
     with pytest.raises(ValueError, match=r"temperature must be > 0\.0, got 0"):
         RobultLossConfig(temperature=0)
+
+
+def test_loss_section_is_the_union_of_the_loss_configs() -> None:
+    """Every loss config's keys are in the ``loss`` section with their type, default, bounds and a meaning; a key
+    two configs share is declared identically in both."""
+    import dataclasses
+    import typing
+
+    from robult.config import LossSection
+    from robult.losses.options import LOSS_CONFIGS, loss_fields
+    from robult.utils.bounds import field_bounds
+
+    union = loss_fields()
+    assert list(LossSection.model_fields) == list(union)
+    for cls in LOSS_CONFIGS:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            info = LossSection.model_fields[f.name]
+            assert info.default == f.default and info.annotation == hints[f.name], (cls.__name__, f.name)
+            assert field_bounds(union[f.name].field) == field_bounds(f), (cls.__name__, f.name)
+            assert info.description, f.name
+    # the baselines' weights are their own keys, not Robult's
+    assert {"lambda_pl", "lambda_nce", "lambda_sim", "lambda_diff"} <= set(union)
+    assert union["lambda_rec"].owners[0].__name__ == "RobultLossConfig" and len(union["lambda_rec"].owners) == 2
+    with pytest.raises(ConfigError, match=r"key 'loss\.lambda_diff': Input should be greater than or equal to 0"):
+        load_config(None, ["loss.lambda_diff=-1"])
+
+
+@pytest.mark.parametrize(
+    ("annotation", "default", "metadata", "what"),
+    [(int, 1, {"ge": 0.0}, "type"), (float, 2.0, {"ge": 0.0}, "default"), (float, 1.0, {"gt": 0.0}, "bounds")],
+)
+def test_a_key_shared_by_two_loss_configs_must_match(annotation: type, default: object, metadata: dict, what: str):
+    import dataclasses
+
+    from robult.losses.options import loss_fields
+
+    first = dataclasses.make_dataclass(
+        "First", [("weight", float, dataclasses.field(default=1.0, metadata={"ge": 0.0}))]
+    )
+    second = dataclasses.make_dataclass(
+        "Second", [("weight", annotation, dataclasses.field(default=default, metadata=metadata))]
+    )
+    assert loss_fields((first, first))["weight"].default == 1.0
+    with pytest.raises(TypeError, match=rf"loss option 'weight' has {what} .* in First but .* in Second"):
+        loss_fields((first, second))
+
+
+def test_config_show_marks_the_loss_keys_a_method_does_not_use() -> None:
+    from robult.config import describe_config
+
+    rows = {k: m for k, _, m in describe_config("shared_private")}
+    assert "[not used by method 'shared_private']" in rows["loss.lambda_lb"]
+    assert "not used" not in rows["loss.lambda_sim"] and "not used" not in rows["loss.lambda_rec"]
+    assert "not used" not in {k: m for k, _, m in describe_config("robult")}["loss.lambda_lb"]
+    assert all("not used" not in m for _, _, m in describe_config())

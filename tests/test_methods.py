@@ -79,7 +79,8 @@ def test_every_method_gets_identical_encoders(specs, task) -> None:
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_train_step_all_parameters_learn(specs, task, name: str) -> None:
     torch.manual_seed(0)
-    model, loss = build_method(name, specs, task, MODEL, {"warmup_epochs": 0.0})
+    ramped = "warmup_epochs" in {f.name for f in dataclasses.fields(METHODS[name].loss_config)}
+    model, loss = build_method(name, specs, task, MODEL, {"warmup_epochs": 0.0} if ramped else {})
     batch = make_batch(b=16, seed=7)
     result = loss(model(batch, with_reconstruction=True), batch, epoch=3.0)
     result.total.backward()
@@ -169,3 +170,150 @@ def test_registry_entries_carry_search_space_and_colour() -> None:
     assert get_method("robult_paper").fixed_loss == {"contrastive_grad_to_fusion": True}
     assert "loss.lambda_rec" in get_method("robult").search
     assert "loss.sigma_min" not in get_method("robult_supcon").search  # no soft weights: σ_min is dead there
+
+
+# ------------------------------------------------------------------------------------------ one config per loss
+def test_every_method_declares_its_loss_config_and_searches_only_its_keys() -> None:
+    from robult.config import LossSection, RunConfig
+
+    for method in METHODS.values():
+        cls = method.loss_config
+        assert cls is not None, method.name
+        own = {f.name for f in dataclasses.fields(cls)}
+        assert own <= set(LossSection.model_fields), method.name
+        assert set(method.fixed_loss or {}) <= own, method.name
+        for key in method.search:
+            section, _, name = key.partition(".")
+            assert name in RunConfig.model_fields[section].annotation.model_fields, key
+            if section == "loss":
+                assert name in own, f"{method.name} searches {key}, which its loss does not use"
+    assert get_method("pseudolabel").search["loss.lambda_pl"] == [0.3, 1.0]
+    assert get_method("contrastive").search["loss.lambda_nce"] == [0.3, 1.0]
+    shared_private = get_method("shared_private").search
+    assert shared_private["loss.lambda_sim"] == [0.3, 1.0] and shared_private["loss.lambda_rec"] == [0.3, 1.0]
+    assert shared_private["loss.lambda_diff"] == [0.09, 0.3]
+    assert not any(
+        k in m.search
+        for m in METHODS.values()
+        for k in ("loss.lambda_ulb", "loss.lambda_lb")
+        if not m.name.startswith("robult")
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "cls", "values"),
+    [
+        ("robult", RobultLossConfig, {"lambda_lb": 0.7, "temperature": 0.2, "lambda_pseudo": 0.4}),
+        ("supervised", "SupervisedLossConfig", {"regression_loss": "mse"}),
+        ("moddrop", "SupervisedLossConfig", {"regression_loss": "mse"}),
+        ("pseudolabel", "PseudoLabelLossConfig", {"lambda_pl": 0.3, "pseudo_confidence": 0.8, "warmup_epochs": 2.0}),
+        ("contrastive", "InstanceContrastiveLossConfig", {"lambda_nce": 0.3, "temperature": 0.2}),
+        ("shared_private", "SharedPrivateLossConfig", {"lambda_sim": 0.3, "lambda_diff": 0.09, "lambda_rec": 0.3}),
+    ],
+)
+def test_each_builder_gets_its_own_config(specs, task, name: str, cls, values: dict) -> None:
+    """From a whole ``loss`` section (every key, as a run config holds it) each loss gets its own config with the
+    section's values for its keys."""
+    import warnings
+
+    from robult.config import validate_config
+    from robult.losses import baselines, supervised
+
+    if isinstance(cls, str):
+        cls = getattr(baselines, cls, None) or getattr(supervised, cls)
+    section = validate_config({"loss": values}).loss.model_dump()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the section's other keys are at their defaults: nothing to warn about
+        _, loss = build_method(name, specs, task, MODEL, section)
+    assert type(loss.config) is cls
+    assert loss.config == cls(**{k: section[k] for k in (f.name for f in dataclasses.fields(cls))})
+    for key, value in values.items():
+        assert getattr(loss.config, key) == value
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "value"),
+    [
+        ("shared_private", "lambda_lb", 0.3),
+        ("shared_private", "lambda_ulb", 0.3),
+        ("pseudolabel", "lambda_ulb", 0.3),
+        ("pseudolabel", "lambda_pseudo", 1.0),
+        ("contrastive", "lambda_ulb", 0.3),
+        ("supervised", "lambda_rec", 0.0),
+        ("robult", "lambda_sim", 0.3),
+    ],
+)
+def test_a_foreign_non_default_key_warns_naming_it_and_the_method(specs, task, name: str, key: str, value) -> None:
+    import warnings
+
+    with pytest.warns(UserWarning, match=rf"loss\.{key} = {value!r} is ignored: method '{name}' does not use it"):
+        _, loss = build_method(name, specs, task, MODEL, {key: value})
+    assert not hasattr(loss.config, key)
+    assert type(loss.config)() == loss.config  # ignored: the method runs with its defaults
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_method(name, specs, task, MODEL, {key: get_loss_default(key)})  # at its default: silent
+
+
+def get_loss_default(key: str):
+    from robult.config import LossSection
+
+    return LossSection.model_fields[key].default
+
+
+def _old_baseline_total(name: str, parts, old: dict, epoch: float) -> float:
+    """The baselines' totals as the code computed them before each loss had its own config (from the old
+    ``RobultLossConfig`` keys: ``lambda_ulb`` weighed the pseudo-label and InfoNCE terms, ramped over
+    ``warmup_epochs``; MISA's 1.0 / 0.3 / 1.0 were scaled by ``lambda_lb`` / ``lambda_rec`` / ``lambda_rec``)."""
+    from robult.losses.robult import ramp_weight
+
+    if name == "pseudolabel":
+        return parts.supervised + ramp_weight(old["lambda_ulb"], epoch, old["warmup_epochs"]) * parts.pseudo_label
+    if name == "contrastive":
+        return parts.supervised + ramp_weight(old["lambda_ulb"], epoch, old["warmup_epochs"]) * parts.infonce
+    assert name == "shared_private"
+    lb, rec = old["lambda_lb"], old["lambda_rec"]
+    return (
+        parts.supervised + 1.0 * lb * parts.similarity + 0.3 * rec * parts.difference + 1.0 * rec * parts.reconstruction
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new"),
+    [
+        ("pseudolabel", {"lambda_ulb": 1.0, "warmup_epochs": 5.0}, {"pseudo_confidence": 0.3}),
+        (
+            "pseudolabel",
+            {"lambda_ulb": 0.3, "warmup_epochs": 2.0, "pseudo_confidence": 0.3},
+            {"lambda_pl": 0.3, "warmup_epochs": 2.0, "pseudo_confidence": 0.3},
+        ),
+        ("contrastive", {"lambda_ulb": 1.0, "warmup_epochs": 5.0}, {}),
+        (
+            "contrastive",
+            {"lambda_ulb": 0.3, "warmup_epochs": 5.0, "temperature": 0.2},
+            {"lambda_nce": 0.3, "temperature": 0.2},
+        ),
+        ("shared_private", {"lambda_lb": 1.0, "lambda_rec": 1.0}, {}),
+        (
+            "shared_private",
+            {"lambda_lb": 0.3, "lambda_rec": 0.3},
+            {"lambda_sim": 0.3, "lambda_rec": 0.3, "lambda_diff": 0.09},
+        ),
+        (
+            "shared_private",
+            {"lambda_lb": 1.0, "lambda_rec": 0.1},
+            {"lambda_sim": 1.0, "lambda_rec": 0.1, "lambda_diff": 0.3 * 0.1},
+        ),
+    ],
+)
+def test_baseline_losses_equal_the_old_keys_computation(specs, task, name: str, old: dict, new: dict) -> None:
+    """Converted keys (as configs/tuned/ was converted) give the loss the old keys gave, on a fixed seeded batch."""
+    torch.manual_seed(0)
+    model, loss = build_method(name, specs, task, MODEL, new)
+    batch = make_batch(seed=3)
+    torch.manual_seed(1)
+    epoch = 1.0
+    parts = loss(model(batch), batch, epoch=epoch)
+    expected = _old_baseline_total(name, parts, old, epoch).detach()
+    assert parts.total.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert parts.total.item() > parts.supervised.item()  # the unlabeled / auxiliary terms take part

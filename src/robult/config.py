@@ -1,8 +1,9 @@
 """Validated run configuration (pydantic), read from YAML with ``--set key=value`` overrides.
 
 Every section forbids unknown keys; errors become one :class:`ConfigError` line naming the file and the key.
-The ``model`` and ``loss`` sections mirror :class:`robult.models.RobultConfig` and
-:class:`robult.losses.RobultLossConfig` field by field (same names, types and defaults).
+The ``model`` section mirrors :class:`robult.models.RobultConfig` field by field (same names, types and defaults);
+the ``loss`` section is the union of every loss's config (:data:`robult.losses.options.LOSS_CONFIGS`; a key shared by
+two of them has one type, default and meaning), and each method takes its own loss's keys from it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from robult.losses.robult import RobultLossConfig
+from robult.losses.options import loss_fields
 from robult.models.robult import RobultConfig
 from robult.utils.bounds import field_bounds
 
@@ -73,8 +74,24 @@ def _section_from_dataclass(cls: type, name: str) -> type[BaseModel]:
     return create_model(name, __config__=ConfigDict(extra="forbid"), **spec)
 
 
+def _loss_section() -> type[BaseModel]:
+    """The union of every loss config's fields; a shared key's meaning is its first config's, plus another config's
+    own wording when it has one."""
+    spec: dict[str, Any] = {}
+    for name, lf in loss_fields().items():
+        texts: dict[str, str] = {}  # meaning -> the first config that words it so
+        for owner in lf.owners:
+            text = docstring_attributes(owner).get(name)
+            if text:
+                texts.setdefault(text, owner.__name__)
+        parts = [text if i == 0 else f"[{owner}: {text}]" for i, (text, owner) in enumerate(texts.items())]
+        meaning = " ".join(parts) or None
+        spec[name] = (lf.type, Field(lf.default, description=meaning, **field_bounds(lf.field)))
+    return create_model("LossSection", __config__=ConfigDict(extra="forbid"), **spec)
+
+
 ModelSection = _section_from_dataclass(RobultConfig, "ModelSection")
-LossSection = _section_from_dataclass(RobultLossConfig, "LossSection")
+LossSection = _loss_section()
 
 
 class _Strict(BaseModel):
@@ -318,13 +335,18 @@ def config_to_yaml(cfg: RunConfig) -> str:
 def describe_config(method: str | None = None) -> list[tuple[str, Any, str]]:
     """``(dotted key, default, meaning)`` for every key of the run config, in schema order; the meanings are the
     fields' docstrings. With ``method``, ``train.method`` is that method, the loss options the method fixes show
-    their fixed value and the ``train`` options it falls back to show that value (both noted in the meaning)."""
+    their fixed value, the ``train`` options it falls back to show that value and the loss options its loss does not
+    use are marked (all noted in the meaning)."""
     from robult.methods import get_method
 
     fixed: dict[str, Any] = {}
     fallbacks: dict[str, Any] = {}
+    unused: set[str] = set()
     if method is not None:
         m = get_method(method)
+        if m.loss_config is not None:
+            own = {f.name for f in dataclasses.fields(m.loss_config)}
+            unused = {f"loss.{k}" for k in LossSection.model_fields if k not in own}
         fixed = {f"loss.{k}": v for k, v in (m.fixed_loss or {}).items()}
         fixed["train.method"] = method
         fallbacks = {f"train.{k}": v for k, v in (m.train_fallbacks or {}).items()}
@@ -347,6 +369,8 @@ def describe_config(method: str | None = None) -> list[tuple[str, Any, str]]:
             elif dotted in fallbacks and value is None:
                 value = fallbacks[dotted]
                 meaning = f"{meaning} [method {method!r} uses {value!r} when unset]"
+            elif dotted in unused:
+                meaning = f"{meaning} [not used by method {method!r}]"
             rows.append((dotted, value, meaning))
 
     walk(RunConfig, defaults, "")

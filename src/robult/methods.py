@@ -1,9 +1,10 @@
 """Methods: a method is a model plus a loss, trained by the one trainer (``robult.training``).
 
 Each entry builds ``(model, loss)`` from the modality specs, the task, and the ``model`` / ``loss`` option dicts
-of a run config. Models return an output with ``present`` and per-modality ``logits`` and implement
-``predict_subsets``; losses are ``loss(output, batch, epoch) -> result`` with ``result.total`` and
-``result.log_dict(prefix)``.
+of a run config; the builder declares its loss's config dataclass (``loss_config``) and :func:`build_method` hands it
+only that config's keys (a foreign key set to a non-default value is ignored with a warning naming it). Models
+return an output with ``present`` and per-modality ``logits`` and implement ``predict_subsets``; losses are
+``loss(output, batch, epoch) -> result`` with ``result.total`` and ``result.log_dict(prefix)``.
 
 Every method uses the same encoders (:class:`robult.modules.encoders.ModalityEncoders` built from the ``model``
 section) and the same one-pass subset prediction (per-modality logits averaged by
@@ -19,9 +20,17 @@ from typing import Any
 
 from torch import nn
 
-from robult.losses.baselines import InstanceContrastiveLoss, PseudoLabelLoss, SharedPrivateLoss
+from robult.losses.baselines import (
+    InstanceContrastiveLoss,
+    InstanceContrastiveLossConfig,
+    PseudoLabelLoss,
+    PseudoLabelLossConfig,
+    SharedPrivateLoss,
+    SharedPrivateLossConfig,
+)
+from robult.losses.options import loss_defaults
 from robult.losses.robult import RobultLoss, RobultLossConfig
-from robult.losses.supervised import SupervisedOnlyLoss
+from robult.losses.supervised import SupervisedLossConfig, SupervisedOnlyLoss
 from robult.specs import ModalitySpec, TaskSpec
 
 # searched for every method (dotted config keys -> candidate values)
@@ -75,6 +84,33 @@ class Method:
         """:data:`COMMON_SEARCH` plus the method's own keys."""
         return {**COMMON_SEARCH, **self.search}
 
+    @property
+    def loss_config(self) -> type | None:
+        """The config dataclass of the method's loss (its builder's ``loss_config``; ``None``: not declared, the
+        builder gets every option)."""
+        return getattr(self.build, "loss_config", None)
+
+    def loss_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options of ``options`` (a ``loss`` section) that the method's loss uses. A key of another loss's
+        config is dropped, with a warning when its value is not the default (config dumps list every key); a key of
+        no loss config is kept, so that the builder rejects it."""
+        cls = self.loss_config
+        if cls is None:
+            return dict(options)
+        own = {f.name for f in fields(cls)}
+        defaults = loss_defaults()
+        kept: dict[str, Any] = {}
+        for key, value in options.items():
+            if key in own or key not in defaults:
+                kept[key] = value
+            elif value != defaults[key]:
+                warnings.warn(
+                    f"loss.{key} = {value!r} is ignored: method {self.name!r} does not use it (its loss's options: "
+                    f"{', '.join(sorted(own))})",
+                    stacklevel=3,
+                )
+        return kept
+
 
 def _dataclass_from(cls: type, options: Mapping[str, Any], what: str) -> Any:
     known = {f.name for f in fields(cls)}
@@ -84,6 +120,17 @@ def _dataclass_from(cls: type, options: Mapping[str, Any], what: str) -> Any:
     return cls(**options)
 
 
+def _loss_config(cls: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare the config dataclass of a builder's loss (``build.loss_config``)."""
+
+    def mark(build: Callable[..., Any]) -> Callable[..., Any]:
+        build.loss_config = cls  # type: ignore[attr-defined]
+        return build
+
+    return mark
+
+
+@_loss_config(RobultLossConfig)
 def _build_robult(modalities, task, model_options, loss_options, encoders=None):
     from robult.models.robult import RobultConfig, RobultModel
 
@@ -94,6 +141,7 @@ def _build_robult(modalities, task, model_options, loss_options, encoders=None):
     )
 
 
+@_loss_config(SupervisedLossConfig)
 def _build_late_fusion(modalities, task, model_options, loss_options, encoders=None):
     from robult.models.late_fusion import LateFusionModel
     from robult.models.robult import RobultConfig
@@ -101,17 +149,18 @@ def _build_late_fusion(modalities, task, model_options, loss_options, encoders=N
     # the same encoder options as Robult; Robult-only options are accepted and ignored so that one config
     # serves every method (identical encoders)
     model_cfg = _dataclass_from(RobultConfig, model_options, "model")
-    loss_cfg = _dataclass_from(RobultLossConfig, loss_options, "loss")
-    return LateFusionModel(modalities, task, model_cfg, encoders), SupervisedOnlyLoss(task, loss_cfg.regression_loss)
+    loss_cfg = _dataclass_from(SupervisedLossConfig, loss_options, "loss")
+    return LateFusionModel(modalities, task, model_cfg, encoders), SupervisedOnlyLoss(task, loss_cfg)
 
 
+@_loss_config(PseudoLabelLossConfig)
 def _build_pseudolabel(modalities, task, model_options, loss_options, encoders=None):
     from robult.models.late_fusion import LateFusionModel
     from robult.models.robult import RobultConfig
     from robult.specs import TaskKind
 
     model_cfg = _dataclass_from(RobultConfig, model_options, "model")
-    loss_cfg = _dataclass_from(RobultLossConfig, loss_options, "loss")
+    loss_cfg = _dataclass_from(PseudoLabelLossConfig, loss_options, "loss")
     if task.kind == TaskKind.REGRESSION:
         warnings.warn(
             "method 'pseudolabel' has no confident pseudo-labels for a regression task: its pseudo-label loss is 0 "
@@ -119,14 +168,15 @@ def _build_pseudolabel(modalities, task, model_options, loss_options, encoders=N
             stacklevel=2,
         )
     model = LateFusionModel(modalities, task, model_cfg, encoders)
-    return model, PseudoLabelLoss(task, loss_cfg, threshold=loss_cfg.pseudo_confidence)
+    return model, PseudoLabelLoss(task, loss_cfg)
 
 
+@_loss_config(InstanceContrastiveLossConfig)
 def _build_contrastive(modalities, task, model_options, loss_options, encoders=None):
     from robult.models.robult import RobultConfig, RobultModel
 
     model_cfg = _dataclass_from(RobultConfig, model_options, "model")
-    loss_cfg = _dataclass_from(RobultLossConfig, loss_options, "loss")
+    loss_cfg = _dataclass_from(InstanceContrastiveLossConfig, loss_options, "loss")
     model = RobultModel(modalities, task, model_cfg, encoders)
     # no reconstruction loss: freeze the (training-only) reconstructors so that no parameter is left without a
     # gradient (DDP without find_unused_parameters) and the optimizer skips them
@@ -134,11 +184,12 @@ def _build_contrastive(modalities, task, model_options, loss_options, encoders=N
     return model, InstanceContrastiveLoss(task, loss_cfg, [m.name for m in modalities])
 
 
+@_loss_config(SharedPrivateLossConfig)
 def _build_shared_private(modalities, task, model_options, loss_options, encoders=None):
     from robult.models.robult import RobultConfig, RobultModel
 
     model_cfg = _dataclass_from(RobultConfig, model_options, "model")
-    loss_cfg = _dataclass_from(RobultLossConfig, loss_options, "loss")
+    loss_cfg = _dataclass_from(SharedPrivateLossConfig, loss_options, "loss")
     model = RobultModel(modalities, task, model_cfg, encoders)
     return model, SharedPrivateLoss(task, model.reconstructors, loss_cfg, names=[m.name for m in modalities])
 
@@ -244,7 +295,7 @@ register_method(
         search={
             **_DROPOUT_SEARCH,
             "loss.pseudo_confidence": [0.8, 0.9, 0.95],
-            "loss.lambda_ulb": [0.3, 1.0],
+            "loss.lambda_pl": [0.3, 1.0],
             **_LABELED_SHARE,
         },
         color="tab:green",
@@ -256,7 +307,7 @@ register_method(
         "Robult's encoders and fusion with instance-level InfoNCE between Z^m and S (no label-aware positives, "
         "no reconstruction)",
         _build_contrastive,
-        search={"loss.temperature": [0.1, 0.2, 0.5, 1.0], "loss.lambda_ulb": [0.3, 1.0], **_LABELED_SHARE},
+        search={"loss.temperature": [0.1, 0.2, 0.5, 1.0], "loss.lambda_nce": [0.3, 1.0], **_LABELED_SHARE},
         color="tab:gray",
     )
 )
@@ -265,7 +316,13 @@ register_method(
         "shared_private",
         "MISA-style shared/private spaces: CMD similarity, soft orthogonality, reconstruction with full gradient",
         _build_shared_private,
-        search={"loss.lambda_lb": [0.3, 1.0], "loss.lambda_rec": [0.3, 1.0], **_LABELED_SHARE},
+        # the effective weights the old (λ_lb, λ_rec) grid gave (λ_diff was 0.3 λ_rec), now searched separately
+        search={
+            "loss.lambda_sim": [0.3, 1.0],
+            "loss.lambda_rec": [0.3, 1.0],
+            "loss.lambda_diff": [0.09, 0.3],
+            **_LABELED_SHARE,
+        },
         color="black",
     )
 )
@@ -290,7 +347,8 @@ def build_method(
     loss_options: Mapping[str, Any] | None = None,
     encoders: Mapping[str, nn.Module] | None = None,
 ) -> tuple[nn.Module, nn.Module]:
-    """Build ``(model, loss)`` of a registered method; the method's fixed loss options override the config."""
+    """Build ``(model, loss)`` of a registered method; the method's fixed loss options override the config, and the
+    builder gets only its loss's options (:meth:`Method.loss_options`)."""
     method = get_method(name)
-    loss = {**dict(loss_options or {}), **dict(method.fixed_loss or {})}
+    loss = method.loss_options({**dict(loss_options or {}), **dict(method.fixed_loss or {})})
     return method.build(modalities, task, dict(model_options or {}), loss, dict(encoders or {}))

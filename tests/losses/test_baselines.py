@@ -11,8 +11,11 @@ import torch.nn.functional as F
 from robult import Batch, TaskSpec
 from robult.losses.baselines import (
     InstanceContrastiveLoss,
+    InstanceContrastiveLossConfig,
     PseudoLabelLoss,
+    PseudoLabelLossConfig,
     SharedPrivateLoss,
+    SharedPrivateLossConfig,
     central_moment_discrepancy,
     difference_loss,
     instance_contrastive_loss,
@@ -23,7 +26,6 @@ from robult.losses.baselines import (
     soft_orthogonality,
 )
 from robult.losses.contrastive import soft_pu_contrastive_loss
-from robult.losses.robult import RobultLossConfig
 from robult.losses.supervised import supervised_loss
 from robult.models.robult import RobultConfig, RobultModel
 
@@ -226,7 +228,7 @@ def test_pseudo_label_module_ramps_from_zero() -> None:
     out.logits, out.present, out.fused_logits = logits, present, None
     batch = Batch({}, present, torch.tensor([1, 0, 0, 0]), labeled)
     task = TaskSpec("multiclass", num_classes=3)
-    loss = PseudoLabelLoss(task, RobultLossConfig(lambda_ulb=2.0, warmup_epochs=4.0))
+    loss = PseudoLabelLoss(task, PseudoLabelLossConfig(lambda_pl=2.0, warmup_epochs=4.0))
     sup = supervised_loss(logits, None, present, batch.target, labeled, task).total
     start = loss(out, batch, epoch=0.0)
     assert start.lambda_ulb == 0.0 and start.pseudo_label > 0
@@ -249,7 +251,9 @@ def robult_output(specs, task):
 
 def test_instance_contrastive_module_total(robult_output, task) -> None:
     _, out, batch = robult_output
-    loss = InstanceContrastiveLoss(task, RobultLossConfig(temperature=0.3, warmup_epochs=2.0, lambda_ulb=1.5))
+    loss = InstanceContrastiveLoss(
+        task, InstanceContrastiveLossConfig(temperature=0.3, warmup_epochs=2.0, lambda_nce=1.5)
+    )
     sup = supervised_loss(out.logits, out.fused_logits, out.present, batch.target, batch.labeled, task).total
     nce = instance_contrastive_loss(out.shared, out.fused, out.present, 0.3)
     r0, r1 = loss(out, batch, epoch=0.0), loss(out, batch, epoch=3.0)
@@ -270,12 +274,15 @@ def test_shared_private_module_total_and_weights(robult_output, task) -> None:
     expected = sup + 1.0 * sim + 0.3 * diff + 1.0 * rec
     assert parts.total.item() == pytest.approx(expected.item(), rel=1e-5)
     assert parts.reconstruction.item() == pytest.approx(rec.item(), rel=1e-5)
-    # λ_lb scales the similarity, λ_rec the difference and the reconstruction
-    scaled = SharedPrivateLoss(task, model.reconstructors, RobultLossConfig(lambda_lb=2.0, lambda_rec=0.5))(out, batch)
+    # each key weighs its own term
+    cfg = SharedPrivateLossConfig(lambda_sim=2.0, lambda_diff=0.15, lambda_rec=0.5)
+    scaled = SharedPrivateLoss(task, model.reconstructors, cfg)(out, batch)
     expected = sup + 2.0 * sim + 0.15 * diff + 0.5 * rec
     assert scaled.total.item() == pytest.approx(expected.item(), rel=1e-5)
-    with pytest.raises(ValueError, match="diff_weight"):
-        SharedPrivateLoss(task, model.reconstructors, diff_weight=-1.0)
+    with pytest.raises(ValueError, match="lambda_diff"):
+        SharedPrivateLossConfig(lambda_diff=-1.0)
+    with pytest.raises(ValueError, match="lambda_sim must be finite"):
+        SharedPrivateLossConfig(lambda_sim=math.inf)
 
 
 def test_shared_private_reconstruction_reaches_shared_branch(specs, task) -> None:

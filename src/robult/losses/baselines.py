@@ -1,16 +1,21 @@
 """Losses of the comparison methods (``docs/baselines.md``): each a pure function plus a thin module.
 
-- **pseudolabel** (:class:`PseudoLabelLoss`): ``L_sup + λ_ulb(t) · L_pl``; ``L_pl`` is FixMatch's confidence-masked
+Each loss takes its own config dataclass (:class:`PseudoLabelLossConfig`, :class:`InstanceContrastiveLossConfig`,
+:class:`SharedPrivateLossConfig`); a key means one thing in every config that has it (the run config's ``loss``
+section is their union, :mod:`robult.losses.options`).
+
+- **pseudolabel** (:class:`PseudoLabelLoss`): ``L_sup + λ_pl(t) · L_pl``; ``L_pl`` is FixMatch's confidence-masked
   pseudo-label loss without augmentation: a sample's pseudo-label is the argmax of its own prediction (the mean of
   its present modalities' logits, detached), kept where the confidence reaches ``threshold``, and every unimodal
   prediction of the sample is trained towards it.
-- **contrastive** (:class:`InstanceContrastiveLoss`): ``L_sup + λ_ulb(t) · L_nce``; ``L_nce`` is instance-level
+- **contrastive** (:class:`InstanceContrastiveLoss`): ``L_sup + λ_nce(t) · L_nce``; ``L_nce`` is instance-level
   InfoNCE between each unimodal ``Z^m_j`` (anchor) and the fused ``S_k`` (targets) over every sample of the batch,
   with ``k = j`` the only positive (no label-aware positives, no reconstruction).
-- **shared_private** (:class:`SharedPrivateLoss`, MISA-style): ``L_sup + w_sim λ_lb L_sim + w_diff λ_rec L_diff +
-  w_rec λ_rec L_rec`` with the central moment discrepancy between modalities' shared features, soft orthogonality
-  between shared and private features and between private features of different modalities, and a reconstruction
-  of ``H^m`` from ``[U^m; Z^m]`` whose gradient reaches every branch (no stop-gradient routing).
+- **shared_private** (:class:`SharedPrivateLoss`, MISA-style): ``L_sup + λ_sim L_sim + λ_diff L_diff + λ_rec L_rec``
+  (MISA's weights 1.0, 0.3, 1.0 by default) with the central moment discrepancy between modalities' shared
+  features, soft orthogonality between shared and private features and between private features of different
+  modalities, and a reconstruction of ``H^m`` from ``[U^m; Z^m]`` whose gradient reaches every branch (no
+  stop-gradient routing).
 
 Absent modalities are never scored: every per-modality term is masked with ``present``.
 """
@@ -21,7 +26,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,11 +37,12 @@ from robult.losses.diagnostics import default_names, representation_diagnostics
 from robult.losses.logging import fields_log
 from robult.losses.pseudo_label import PseudoLabelOutput, pseudo_label_loss
 from robult.losses.reconstruction import reconstruction_loss
-from robult.losses.robult import RobultLossConfig, ramp_weight
+from robult.losses.robult import ramp_weight
 from robult.losses.supervised import SupervisedLoss, SupervisedLossOutput
 from robult.models.robult import RobultOutput
 from robult.specs import TaskSpec
 from robult.utils import distributed as dist_utils
+from robult.utils.bounds import check_bounds
 
 # MISA's loss weights (declare-lab/MISA, ``config.py``: ``sim_weight 1.0``, ``diff_weight 0.3``,
 # ``recon_weight 1.0``; CMD with 5 moments)
@@ -48,8 +54,30 @@ MISA_CMD_MOMENTS = 5
 
 # ====================================================================== pseudo-labels
 @dataclass
+class PseudoLabelLossConfig:
+    """Options of :class:`PseudoLabelLoss` (the ``pseudolabel`` baseline).
+
+    Attributes:
+        lambda_pl: weight of the pseudo-label term ``L_pl`` (ramped over ``warmup_epochs``).
+        pseudo_confidence: confidence threshold of the pseudo-labels (FixMatch's 0.95).
+        warmup_epochs: the weight of the unlabeled term ramps linearly from 0 to its value over these epochs
+            (0: no ramp).
+        regression_loss: ``l1`` or ``mse``.
+    """
+
+    lambda_pl: float = field(default=1.0, metadata={"ge": 0.0})
+    pseudo_confidence: float = field(default=0.95, metadata={"gt": 0.0, "le": 1.0})
+    warmup_epochs: float = field(default=5.0, metadata={"ge": 0.0})
+    regression_loss: Literal["l1", "mse"] = "l1"
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+
+
+@dataclass
 class PseudoLabelLossOutput:
-    """``total = supervised + lambda_ulb · pseudo_label`` and its parts."""
+    """``total = supervised + lambda_ulb · pseudo_label`` and its parts (``lambda_ulb``: the ramped ``λ_pl(t)``, under
+    the log key the baselines share for the weight of their unlabeled term)."""
 
     total: Tensor
     supervised: Tensor
@@ -65,21 +93,19 @@ class PseudoLabelLossOutput:
 
 
 class PseudoLabelLoss(nn.Module):
-    """``L_sup + λ_ulb(t) · L_pl`` (see :func:`pseudo_label_loss`).
+    """``L_sup + λ_pl(t) · L_pl`` (see :func:`pseudo_label_loss`).
 
     Args:
         task: the task spec.
-        config: uses ``lambda_ulb``, ``warmup_epochs`` (linear ramp of ``λ_ulb``) and ``regression_loss``.
-        threshold: confidence threshold (FixMatch's 0.95).
+        config: ``lambda_pl``, ``pseudo_confidence`` (the threshold), ``warmup_epochs`` (linear ramp of ``λ_pl``)
+            and ``regression_loss``.
     """
 
-    def __init__(self, task: TaskSpec, config: RobultLossConfig | None = None, threshold: float = 0.95) -> None:
+    def __init__(self, task: TaskSpec, config: PseudoLabelLossConfig | None = None) -> None:
         super().__init__()
-        if not 0.0 < threshold <= 1.0:
-            raise ValueError(f"pseudo-label threshold must lie in (0, 1], got {threshold}")
         self.task = task
-        self.config = cfg = config or RobultLossConfig()
-        self.threshold = threshold
+        self.config = cfg = config or PseudoLabelLossConfig()
+        self.threshold = cfg.pseudo_confidence
         self.supervised = SupervisedLoss(task, cfg.regression_loss)
 
     def forward(self, output: Any, batch: Batch, epoch: float = 0.0) -> PseudoLabelLossOutput:
@@ -89,7 +115,7 @@ class PseudoLabelLoss(nn.Module):
         fused = getattr(output, "fused_logits", None)
         sup: SupervisedLossOutput = self.supervised(logits, fused, present, batch.target, batch.labeled)
         pl = pseudo_label_loss(logits, present, batch.labeled, self.task, self.threshold)
-        lam = ramp_weight(cfg.lambda_ulb, epoch, cfg.warmup_epochs)
+        lam = ramp_weight(cfg.lambda_pl, epoch, cfg.warmup_epochs)
         total = sup.total + lam * pl.loss
         return PseudoLabelLossOutput(total, sup.total, sup.unimodal, pl.loss, pl.mask_rate, lam)
 
@@ -125,8 +151,30 @@ def instance_contrastive_loss(shared: Tensor, fused: Tensor, present: Tensor, te
 
 
 @dataclass
+class InstanceContrastiveLossConfig:
+    """Options of :class:`InstanceContrastiveLoss` (the ``contrastive`` baseline).
+
+    Attributes:
+        lambda_nce: weight of the instance-level InfoNCE term ``L_nce`` (ramped over ``warmup_epochs``).
+        temperature: ``τ`` of the contrastive logits.
+        warmup_epochs: the weight of the unlabeled term ramps linearly from 0 to its value over these epochs
+            (0: no ramp).
+        regression_loss: ``l1`` or ``mse``.
+    """
+
+    lambda_nce: float = field(default=1.0, metadata={"ge": 0.0})
+    temperature: float = field(default=0.5, metadata={"gt": 0.0})
+    warmup_epochs: float = field(default=5.0, metadata={"ge": 0.0})
+    regression_loss: Literal["l1", "mse"] = "l1"
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+
+
+@dataclass
 class InstanceContrastiveLossOutput:
-    """``total = supervised + lambda_ulb · infonce`` and its parts, and the batch's diagnostics."""
+    """``total = supervised + lambda_ulb · infonce`` and its parts, and the batch's diagnostics (``lambda_ulb``: the
+    ramped ``λ_nce(t)``, under the log key the baselines share for the weight of their unlabeled term)."""
 
     total: Tensor
     supervised: Tensor
@@ -142,22 +190,21 @@ class InstanceContrastiveLossOutput:
 
 
 class InstanceContrastiveLoss(nn.Module):
-    """``L_sup + λ_ulb(t) · L_nce`` on a :class:`robult.models.RobultModel` output (no reconstruction).
+    """``L_sup + λ_nce(t) · L_nce`` on a :class:`robult.models.RobultModel` output (no reconstruction).
 
     Args:
         task: the task spec.
-        config: uses ``lambda_ulb``, ``warmup_epochs``, ``temperature`` and ``regression_loss``.
+        config: ``lambda_nce``, ``warmup_epochs``, ``temperature`` and ``regression_loss``.
+        names: modality names (keys of the per-modality diagnostics).
     """
 
     def __init__(
-        self, task: TaskSpec, config: RobultLossConfig | None = None, names: Sequence[str] | None = None
+        self, task: TaskSpec, config: InstanceContrastiveLossConfig | None = None, names: Sequence[str] | None = None
     ) -> None:
         super().__init__()
         self.task = task
         self.names = list(names) if names is not None else None
-        self.config = cfg = config or RobultLossConfig()
-        if cfg.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {cfg.temperature}")
+        self.config = cfg = config or InstanceContrastiveLossConfig()
         self.supervised = SupervisedLoss(task, cfg.regression_loss)
 
     def forward(self, output: RobultOutput, batch: Batch, epoch: float = 0.0) -> InstanceContrastiveLossOutput:
@@ -166,7 +213,7 @@ class InstanceContrastiveLoss(nn.Module):
         o = output
         sup = self.supervised(o.logits, o.fused_logits, o.present, batch.target, batch.labeled)
         nce = instance_contrastive_loss(o.shared, o.fused, o.present, cfg.temperature)
-        lam = ramp_weight(cfg.lambda_ulb, epoch, cfg.warmup_epochs)
+        lam = ramp_weight(cfg.lambda_nce, epoch, cfg.warmup_epochs)
         total = sup.total + lam * nce
         names = self.names or default_names(o.present.shape[1])
         diag = representation_diagnostics(o, batch.target, batch.labeled, self.task, names)
@@ -283,8 +330,31 @@ def difference_loss(shared: Tensor, specific: Tensor, present: Tensor) -> Tensor
 
 
 @dataclass
+class SharedPrivateLossConfig:
+    """Options of :class:`SharedPrivateLoss` (the ``shared_private`` baseline); the weights default to MISA's.
+
+    Attributes:
+        lambda_sim: weight of the similarity term ``L_sim`` (CMD between the modalities' shared features).
+        lambda_diff: weight of the difference term ``L_diff`` (soft orthogonality of shared and private features).
+        lambda_rec: weight of the reconstruction term.
+        regression_loss: ``l1`` or ``mse``.
+    """
+
+    lambda_sim: float = field(default=MISA_SIM_WEIGHT, metadata={"ge": 0.0})
+    lambda_diff: float = field(default=MISA_DIFF_WEIGHT, metadata={"ge": 0.0})
+    lambda_rec: float = field(default=MISA_RECON_WEIGHT, metadata={"ge": 0.0})
+    regression_loss: Literal["l1", "mse"] = "l1"
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+        for name in ("lambda_sim", "lambda_diff", "lambda_rec"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
+
+
+@dataclass
 class SharedPrivateLossOutput:
-    """``total = supervised + sim_weight·similarity + diff_weight·difference + rec_weight·reconstruction``."""
+    """``total = supervised + λ_sim·similarity + λ_diff·difference + λ_rec·reconstruction``."""
 
     total: Tensor
     supervised: Tensor
@@ -303,7 +373,7 @@ class SharedPrivateLossOutput:
 class SharedPrivateLoss(nn.Module):
     """MISA-style objective on a :class:`robult.models.RobultModel` output (``Z`` shared, ``U`` private).
 
-    ``L = L_sup + w_sim λ_lb L_sim + w_diff λ_rec L_diff + w_rec λ_rec L_rec``: ``L_sup`` on labeled samples,
+    ``L = L_sup + λ_sim L_sim + λ_diff L_diff + λ_rec L_rec``: ``L_sup`` on labeled samples,
     the other terms on every sample. ``L_rec = mean_{(j, m) present} ‖r_m([U^m_j; Z^m_j]) − sg H^m_j‖² / d_h`` uses
     the model's reconstructors on the *un-detached* ``[U; Z]``, so its gradient reaches the specific and shared
     projectors and the encoders (unlike Robult's stop-gradient routing); the target ``H`` is detached so that the
@@ -314,9 +384,8 @@ class SharedPrivateLoss(nn.Module):
         reconstructors: the model's ``r_m`` (``RobultModel.reconstructors``, a grouped MLP ``[B, M, d_u + d_z] →
             [B, M, d_h]``); registered here too, so its parameters appear once in ``parameters()`` of a module
             holding both model and loss.
-        config: uses ``lambda_lb`` (scales ``L_sim``), ``lambda_rec`` (scales ``L_diff`` and ``L_rec``) and
-            ``regression_loss``.
-        sim_weight, diff_weight, rec_weight: MISA's weights (1.0, 0.3, 1.0).
+        config: ``lambda_sim``, ``lambda_diff``, ``lambda_rec`` (the weights of ``L_sim``, ``L_diff``, ``L_rec``;
+            MISA's 1.0, 0.3, 1.0 by default) and ``regression_loss``.
         moments: ``K`` of the CMD (MISA: 5).
         names: modality names (keys of the per-modality diagnostics).
     """
@@ -325,28 +394,21 @@ class SharedPrivateLoss(nn.Module):
         self,
         task: TaskSpec,
         reconstructors: nn.Module,
-        config: RobultLossConfig | None = None,
-        sim_weight: float = MISA_SIM_WEIGHT,
-        diff_weight: float = MISA_DIFF_WEIGHT,
-        rec_weight: float = MISA_RECON_WEIGHT,
+        config: SharedPrivateLossConfig | None = None,
         moments: int = MISA_CMD_MOMENTS,
         names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.task = task
         self.names = list(names) if names is not None else None
-        self.config = cfg = config or RobultLossConfig()
+        self.config = cfg = config or SharedPrivateLossConfig()
         self.supervised = SupervisedLoss(task, cfg.regression_loss)
         self.reconstructors = reconstructors
         if moments < 1:
             raise ValueError(f"CMD needs at least one moment, got {moments}")
-        weights = {"sim_weight": sim_weight, "diff_weight": diff_weight, "rec_weight": rec_weight}
-        bad = [k for k, v in weights.items() if not (math.isfinite(v) and v >= 0)]
-        if bad:
-            raise ValueError(f"shared_private {bad[0]} must be finite and non-negative, got {weights[bad[0]]}")
-        self.sim_weight = sim_weight * cfg.lambda_lb
-        self.diff_weight = diff_weight * cfg.lambda_rec
-        self.rec_weight = rec_weight * cfg.lambda_rec
+        self.sim_weight = cfg.lambda_sim
+        self.diff_weight = cfg.lambda_diff
+        self.rec_weight = cfg.lambda_rec
         self.moments = moments
 
     def forward(self, output: RobultOutput, batch: Batch, epoch: float = 0.0) -> SharedPrivateLossOutput:
@@ -373,11 +435,14 @@ __all__ = [
     "MISA_RECON_WEIGHT",
     "MISA_SIM_WEIGHT",
     "InstanceContrastiveLoss",
+    "InstanceContrastiveLossConfig",
     "InstanceContrastiveLossOutput",
     "PseudoLabelLoss",
+    "PseudoLabelLossConfig",
     "PseudoLabelLossOutput",
     "PseudoLabelOutput",
     "SharedPrivateLoss",
+    "SharedPrivateLossConfig",
     "SharedPrivateLossOutput",
     "central_moment_discrepancy",
     "difference_loss",

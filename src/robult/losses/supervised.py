@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -106,13 +106,30 @@ class SupervisedLoss(nn.Module):
         return supervised_loss(logits, fused_logits, present, target, labeled, self.task, self.regression_loss)
 
 
+@dataclass
+class SupervisedLossConfig:
+    """Options of :class:`SupervisedOnlyLoss` (the ``supervised`` and ``moddrop`` baselines).
+
+    Attributes:
+        regression_loss: ``l1`` or ``mse``.
+    """
+
+    regression_loss: Literal["l1", "mse"] = "l1"
+
+
 class SupervisedOnlyLoss(nn.Module):
     """``L_sup`` alone as a method's loss: per-modality predictions of labeled samples (plus the fused head when the
-    model has one); the loss of the ``supervised`` and ``moddrop`` baselines."""
+    model has one); the loss of the ``supervised`` and ``moddrop`` baselines.
 
-    def __init__(self, task: TaskSpec, regression_loss: str = "l1") -> None:
+    Args:
+        task: the task spec.
+        config: uses ``regression_loss``.
+    """
+
+    def __init__(self, task: TaskSpec, config: SupervisedLossConfig | None = None) -> None:
         super().__init__()
-        self.supervised = SupervisedLoss(task, regression_loss)
+        self.config = cfg = config or SupervisedLossConfig()
+        self.supervised = SupervisedLoss(task, cfg.regression_loss)
 
     def forward(self, output: Any, batch: Any, epoch: float = 0.0) -> SupervisedLossOutput:
         """Args: a model output with ``logits``, ``fused_logits``, ``present``; its batch; the epoch (unused)."""
