@@ -43,6 +43,7 @@ from robult.methods import build_method, get_method
 from robult.utils.io import atomic_write_json, atomic_write_text
 
 CHECKPOINT_DIR = "checkpoints"
+IN_MEMORY = "arrays"  # DatasetBundle.source of data made in Python (robult.data.arrays.bundle_from_arrays)
 log = logging.getLogger(__name__)
 
 
@@ -342,7 +343,8 @@ def train_run(
         resume: continue from ``checkpoints/last.ckpt`` of an interrupted run with the same config; the result is
             the one an uninterrupted run gives. A finished run is not retrained (``FileExistsError``).
         overwrite: retrain from scratch whatever the run directory holds, replacing its results.
-        bundle: an already loaded dataset (default: load ``cfg.dataset``).
+        bundle: an already loaded dataset (default: load ``cfg.dataset``); data made in Python
+            (``bundle_from_arrays``) names the run and becomes its ``dataset.name``.
         encoders: user encoders by modality name (Python API).
         callbacks: extra Lightning callbacks.
         masks_dir: where test masks are stored (default ``cfg.eval.masks_dir`` or ``<out_dir>/masks``).
@@ -353,6 +355,9 @@ def train_run(
     """
     from robult.training.checkpoint import run_lock
 
+    if bundle is not None and bundle.source == IN_MEMORY and bundle.name != cfg.dataset.name:
+        # data made in Python (bundle_from_arrays): the run is named after it and its config says which data it was
+        cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"name": bundle.name})})
     run_dir = Path(cfg.out_dir) / cfg.run_name()
     _check_run_state(run_dir, cfg, resume, overwrite)  # fails fast, before the data is loaded
     _check_logger(cfg)
@@ -631,6 +636,19 @@ def find_checkpoint(path: Path) -> tuple[Path, Path]:
     return run_dir, path
 
 
+def _check_reloadable(cfg: RunConfig, cfg_path: Path) -> None:
+    """A run trained on data made in Python cannot be reloaded by name: one line saying what works instead."""
+    from robult.data.registry import registered_datasets
+
+    name = cfg.dataset.name
+    if name not in registered_datasets():
+        raise ValueError(
+            f"{cfg_path}: dataset.name {name!r} is not a registered dataset (data passed to train_run from Python?), "
+            "so it cannot be reloaded by name; predict with `robult predict RUN --input DIR` or `robult.load(RUN)`, "
+            "or write the data with robult.data.user.write_bundle and train with dataset.name=user"
+        )
+
+
 def evaluate_run(path: Path, protocols: Sequence[str] | None = None, masks_dir: Path | None = None) -> Any:
     """Rebuild a run's model from its ``config.yaml``, load its checkpoint, evaluate on the test split."""
     from robult.training.module import MethodModule
@@ -640,6 +658,7 @@ def evaluate_run(path: Path, protocols: Sequence[str] | None = None, masks_dir: 
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path}: missing; `robult evaluate` needs the run's resolved config")
     cfg = load_config(cfg_path)
+    _check_reloadable(cfg, cfg_path)
     bundle = load_bundle(cfg)
     model, criterion = build_method(
         cfg.train.method, bundle.modalities, bundle.task, cfg.model.model_dump(), cfg.loss.model_dump()
