@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from robult.losses.contrastive import (
     KERNELS,
     SoftPUContrastiveLoss,
+    _soft_pu_contrastive_loss_dense,
     contrastive_keys,
     kernel_weights,
     key_similarity,
@@ -360,3 +361,113 @@ def test_fallback_none_drops_candidates_until_a_labeled_pair_is_seen() -> None:
     )
     with pytest.raises(ValueError, match="unknown PU fallback 'zero'"):
         soft_pu_contrastive_loss(*args, fallback="zero")
+
+
+# ---- the chunked loss against the dense formulation (today's reference), values and gradients, float64
+
+
+def _dense_case(seed: int, b: int = 13, m: int = 3, d: int = 5, multilabel: bool = False, all_labeled: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(b, m, d, generator=g, dtype=torch.float64)
+    s = torch.randn(b, d, generator=g, dtype=torch.float64)
+    # a few near-duplicates so that weights near 1 (and saturation counts) occur
+    s[:3] = z[:3, 0] + 0.01 * torch.randn(3, d, generator=g, dtype=torch.float64)
+    present = torch.rand(b, m, generator=g) > 0.25
+    present[~present.any(1), 0] = True
+    multi = (torch.rand(b, 4, generator=g) > 0.5).double()
+    keys = multi if multilabel else torch.randint(0, 3, (b,), generator=g)
+    labeled = torch.ones(b, dtype=torch.bool) if all_labeled else torch.rand(b, generator=g) < 0.4
+    return z, s, present, keys, labeled
+
+
+def _run(fn, z, s, *args, coef=(0.7, 1.3), **kwargs):
+    z, s = z.clone().requires_grad_(True), s.clone().requires_grad_(True)
+    out = fn(z, s, *args, **kwargs)
+    gz, gs = torch.autograd.grad(coef[0] * out.labeled + coef[1] * out.unlabeled, (z, s))
+    return out, gz, gs
+
+
+def _assert_same(new, dense) -> None:
+    (o1, gz1, gs1), (o2, gz2, gs2) = new, dense
+    for name in ("labeled", "unlabeled", "mu", "sigma", "pair_mu", "pair_sigma", "mean_weight", "saturation"):
+        torch.testing.assert_close(getattr(o1, name), getattr(o2, name), rtol=1e-10, atol=1e-12, equal_nan=True)
+    assert o1.weights.shape == o2.weights.shape
+    torch.testing.assert_close(o1.weights, o2.weights, rtol=1e-10, atol=1e-12)
+    assert (o1.num_labeled_anchors, o1.num_unlabeled_anchors) == (o2.num_labeled_anchors, o2.num_unlabeled_anchors)
+    torch.testing.assert_close(gz1, gz2, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(gs1, gs2, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("chunk_rows", [1, 4, None])
+@pytest.mark.parametrize(
+    ("fallback", "soft_weights", "initialized"),
+    [("prior", True, False), ("prior", True, True), ("none", True, False), ("prior", False, True)],
+)
+def test_chunked_equals_dense(kernel: str, chunk_rows: int | None, fallback: str, soft_weights: bool, initialized):
+    """Values, diagnostics, kept weights (same order) and gradients of both parts equal today's dense loss."""
+    z, s, present, keys, labeled = _dense_case(seed=len(kernel) + (chunk_rows or 0))
+    mu0, sigma0 = torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64), torch.tensor([0.3, 0.4, 0.2])
+    init = torch.full((3,), initialized)
+    if fallback == "none":  # one modality without any labeled pair so far and none in this batch
+        present[labeled, 2] = False
+        present[~present.any(1), 0] = True
+    args = (present, keys, labeled, mu0, sigma0, 0.4, kernel, 0.8, init, 0.05)
+    kw = {"keep_weights": True, "fallback": fallback, "soft_weights": soft_weights}
+    new = _run(soft_pu_contrastive_loss, z, s, *args, chunk_rows=chunk_rows, **kw)
+    dense = _run(_soft_pu_contrastive_loss_dense, z, s, *args, **kw)
+    _assert_same(new, dense)
+    assert new[0].weights.numel() > 0
+    if soft_weights:
+        assert 0 < new[0].saturation.sum() < 1  # both regimes present: the counts are exercised
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("chunk_rows", [2, 5, None])
+def test_chunked_equals_dense_multilabel(kernel: str, chunk_rows: int | None) -> None:
+    z, s, present, keys, labeled = _dense_case(seed=7, multilabel=True)
+    args = (present, keys, labeled, torch.zeros(3, dtype=torch.float64), torch.ones(3), 0.3, kernel, 0.0, None)
+    new = _run(soft_pu_contrastive_loss, z, s, *args, chunk_rows=chunk_rows, keep_weights=True)
+    _assert_same(new, _run(_soft_pu_contrastive_loss_dense, z, s, *args, keep_weights=True))
+
+
+@pytest.mark.parametrize("labels", ["all", "none"])
+def test_chunked_equals_dense_without_unlabeled_or_labeled_anchors(labels: str) -> None:
+    z, s, present, keys, _ = _dense_case(seed=11, all_labeled=True)
+    labeled = torch.full((13,), labels == "all")
+    args = (present, keys, labeled, torch.zeros(3), torch.ones(3), 0.5, "rbf", 0.9, None)
+    for coef in ((1.0, 0.0), (0.0, 1.0)):
+        new = _run(soft_pu_contrastive_loss, z, s, *args, chunk_rows=3, keep_weights=True, coef=coef)
+        _assert_same(new, _run(_soft_pu_contrastive_loss_dense, z, s, *args, keep_weights=True, coef=coef))
+
+
+def test_chunked_gradient_through_a_model_and_no_grad_path() -> None:
+    """Gradients reach parameters through the normalisation and the labeled-first reordering; under no_grad the
+    values are the same and nothing is recorded."""
+    z, s, present, keys, labeled = _dense_case(seed=3, b=16, d=6)
+    torch.manual_seed(0)
+    proj = torch.nn.Linear(6, 6).double()
+    args = (present, keys, labeled, torch.zeros(3), torch.ones(3))
+    grads = []
+    for fn in (soft_pu_contrastive_loss, _soft_pu_contrastive_loss_dense):
+        out = fn(proj(z), proj(s), *args)
+        grads.append(torch.autograd.grad(out.labeled + 2 * out.unlabeled, list(proj.parameters())))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    with torch.no_grad():
+        out = soft_pu_contrastive_loss(proj(z), proj(s), *args, chunk_rows=5)
+    assert not out.labeled.requires_grad
+    dense = _soft_pu_contrastive_loss_dense(proj(z), proj(s), *args)
+    torch.testing.assert_close(out.unlabeled, dense.unlabeled.detach(), rtol=1e-10, atol=0)
+
+
+def test_chunked_float32_close_to_float64() -> None:
+    """In float32 the chunked loss stays as close to the float64 value as the dense one does."""
+    z, s, present, keys, labeled = _dense_case(seed=5, b=64, d=16)
+    args = (present, keys, labeled, torch.zeros(3), torch.ones(3), 0.5, "rbf", 0.0)
+    exact = soft_pu_contrastive_loss(z, s, *args)
+    for fn in (soft_pu_contrastive_loss, _soft_pu_contrastive_loss_dense):
+        low = fn(z.float(), s.float(), *args)
+        assert low.labeled.dtype == torch.float32
+        assert abs(low.labeled.item() - exact.labeled.item()) < 1e-5
+        assert abs(low.unlabeled.item() - exact.unlabeled.item()) < 1e-5
