@@ -23,7 +23,7 @@ UNUSED = {"robult_no_rec": ("reconstructors.",)}
 
 
 def test_registry_holds_the_baselines_and_the_robult_variants() -> None:
-    expected = {"robult", "robult_paper", "robult_labeled_only", "robult_no_rec", "robult_supcon", "robult_st"}
+    expected = {"robult", "robult_paper", "robult_no_st", "robult_labeled_only", "robult_no_rec", "robult_supcon"}
     assert set(METHODS) == expected | set(BASELINES)
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         get_method("nope")
@@ -167,7 +167,10 @@ def test_registry_entries_carry_search_space_and_colour() -> None:
         assert set(COMMON_SEARCH) <= set(space)
         validate_config({k.split(".")[0]: {k.split(".")[1]: v[0]} for k, v in space.items() if "." in k})
     assert RobultLossConfig().contrastive_grad_to_fusion is False
-    assert get_method("robult_paper").fixed_loss == {"contrastive_grad_to_fusion": True}
+    assert get_method("robult_paper").fixed_loss == {"contrastive_grad_to_fusion": True, "lambda_pseudo": 0.0}
+    assert RobultLossConfig().lambda_pseudo == 1.0 and RobultLossConfig().pseudo_source == "fused"
+    assert get_method("robult_no_st").fixed_loss == {"lambda_pseudo": 0.0}
+    assert {"loss.lambda_pseudo", "loss.pseudo_confidence"} <= set(get_method("robult").search)
     assert "loss.lambda_rec" in get_method("robult").search
     assert "loss.sigma_min" not in get_method("robult_supcon").search  # no soft weights: σ_min is dead there
 
@@ -237,7 +240,7 @@ def test_each_builder_gets_its_own_config(specs, task, name: str, cls, values: d
         ("shared_private", "lambda_lb", 0.3),
         ("shared_private", "lambda_ulb", 0.3),
         ("pseudolabel", "lambda_ulb", 0.3),
-        ("pseudolabel", "lambda_pseudo", 1.0),
+        ("pseudolabel", "lambda_pseudo", 0.3),
         ("contrastive", "lambda_ulb", 0.3),
         ("supervised", "lambda_rec", 0.0),
         ("robult", "lambda_sim", 0.3),

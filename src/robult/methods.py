@@ -47,6 +47,8 @@ _ROBULT_SEARCH: dict[str, list[Any]] = {
     "loss.lambda_ulb": [0.3, 1.0],
     "loss.sigma_min": [0.05, 0.3],
     "loss.lambda_rec": [0.01, 0.1, 1.0],
+    "loss.lambda_pseudo": [0.3, 1.0],
+    "loss.pseudo_confidence": [0.8, 0.9, 0.95],
     **_LABELED_SHARE,
 }
 _DROPOUT_SEARCH = {"train.modality_dropout": [0.3, 0.5, 0.7]}
@@ -210,7 +212,8 @@ def register_method(method: Method) -> Method:
 register_method(
     Method(
         "robult",
-        "Robult (METHOD.md v2): shared/specific projectors, soft PU contrastive towards sg(S), latent reconstruction",
+        "Robult (METHOD.md v2, the one recipe): shared/specific projectors, soft PU contrastive towards the "
+        "stop-gradient fused teacher sg(S), latent reconstruction, self-training on the teacher's confident labels",
         _build_robult,
         search=_ROBULT_SEARCH,
         color="tab:red",
@@ -219,11 +222,21 @@ register_method(
 register_method(
     Method(
         "robult_paper",
-        "Robult with the paper-literal live fused targets S in the contrastive loss (ablation)",
+        "Robult as the paper describes it (METHOD.md v1): live fused targets S, no self-training (ablation)",
         _build_robult,
-        fixed_loss={"contrastive_grad_to_fusion": True},
-        search=_ROBULT_SEARCH,
+        fixed_loss={"contrastive_grad_to_fusion": True, "lambda_pseudo": 0.0},
+        search={k: v for k, v in _ROBULT_SEARCH.items() if "pseudo" not in k},
         color="tab:brown",
+    )
+)
+register_method(
+    Method(
+        "robult_no_st",
+        "Robult without the self-training term (loss.lambda_pseudo = 0; ablation)",
+        _build_robult,
+        fixed_loss={"lambda_pseudo": 0.0},
+        search={k: v for k, v in _ROBULT_SEARCH.items() if "pseudo" not in k},
+        color="tab:purple",
     )
 )
 register_method(
@@ -254,16 +267,6 @@ register_method(
         fixed_loss={"soft_weights": False},
         search={k: v for k, v in _ROBULT_SEARCH.items() if k != "loss.sigma_min"},
         color="tab:olive",
-    )
-)
-register_method(
-    Method(
-        "robult_st",
-        "Robult + self-training of the unimodal heads on confident pseudo-labels (loss.lambda_pseudo = 1)",
-        _build_robult,
-        fixed_loss={"lambda_pseudo": 1.0},
-        search={**_ROBULT_SEARCH, "loss.pseudo_confidence": [0.8, 0.9, 0.95]},
-        color="tab:purple",
     )
 )
 register_method(

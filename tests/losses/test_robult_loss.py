@@ -49,14 +49,21 @@ def test_switches_and_self_training_term(specs, task) -> None:
         model(batch, with_reconstruction=False), batch
     )
     assert no_rec.reconstruction.item() == 0.0
-    base = RobultLoss(task, 3, RobultLossConfig()).eval()(output, batch, epoch=10)
-    st = RobultLoss(task, 3, RobultLossConfig(lambda_pseudo=0.5, pseudo_confidence=0.01)).eval()(
-        output, batch, epoch=10
-    )
-    pl = pseudo_label_loss(output.logits, output.present, batch.labeled, task, 0.01).loss
-    assert pl.item() > 0
-    assert st.total.item() == pytest.approx((base.total + 0.5 * pl).item(), rel=1e-6)
-    assert st.log_dict()["pseudo_label"] == pytest.approx(pl.item())
+    base = RobultLoss(task, 3, RobultLossConfig(lambda_pseudo=0.0)).eval()(output, batch, epoch=10)
+    assert base.pseudo_label is None
+    for source, teacher in (("unimodal_mean", None), ("fused", output.fused_logits)):
+        cfg = RobultLossConfig(lambda_pseudo=0.5, pseudo_confidence=0.01, pseudo_source=source)
+        st = RobultLoss(task, 3, cfg).eval()(output, batch, epoch=10)
+        pl = pseudo_label_loss(output.logits, output.present, batch.labeled, task, 0.01, teacher).loss
+        assert pl.item() > 0
+        assert st.total.item() == pytest.approx((base.total + 0.5 * pl).item(), rel=1e-6)
+        assert st.log_dict()["pseudo_label"] == pytest.approx(pl.item())
+    # the two sources differ: the fused teacher's labels are not the unimodal average's
+    fused_pl = pseudo_label_loss(output.logits, output.present, batch.labeled, task, 0.01, output.fused_logits).loss
+    mean_pl = pseudo_label_loss(output.logits, output.present, batch.labeled, task, 0.01).loss
+    assert fused_pl.item() != pytest.approx(mean_pl.item())
+    default = RobultLoss(task, 3, RobultLossConfig()).eval()(output, batch, epoch=10)  # the recipe: st on, fused
+    assert default.pseudo_label is not None
 
 
 def test_contrastive_grad_to_fusion_off_keeps_the_alignment_off_the_fusion(specs, task) -> None:

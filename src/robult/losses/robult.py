@@ -23,10 +23,11 @@ from robult.utils.bounds import check_bounds
 
 @dataclass
 class RobultLossConfig:
-    """Loss options (defaults from METHOD.md).
+    """Loss options of Robult (defaults: METHOD.md version 2, the one recipe ``robult`` runs).
 
     Attributes:
-        lambda_lb, lambda_ulb, lambda_rec: weights of the labeled contrastive, PU and reconstruction parts.
+        lambda_lb, lambda_ulb, lambda_rec: weights of the labeled contrastive, PU and reconstruction parts
+            (``L_rec`` is a squared norm summed over the ``d_h`` features: 0.01 is about a per-feature mean at 1).
         temperature: ``τ`` of the contrastive logits.
         kernel: soft PU weighting kernel: ``rbf``, ``laplace``, ``cauchy`` or ``one_sided``.
         ema: EMA factor of the positive-pair statistics ``μ, σ``.
@@ -36,13 +37,14 @@ class RobultLossConfig:
         regression_bins: contrastive keys of regression labels: ``sign`` or ``7class``.
         pseudo_label_threshold: unlabeled samples whose fused-head confidence is below it keep only themselves as
             positive (multiclass / binary; 0 = trust every pseudo-label, METHOD.md's definition).
-        lambda_pseudo: weight of an optional self-training term (not in METHOD.md; 0 = off): every present
-            unimodal prediction of an unlabeled sample is trained towards the sample's confident pseudo-label (mean
-            of its unimodal predictions, detached, kept when its confidence is at least ``pseudo_confidence``),
-            ramped like ``λ_ulb``. See :func:`robult.losses.pseudo_label.pseudo_label_loss`.
-        pseudo_confidence: confidence threshold of that term (and of the ``pseudolabel`` baseline's pseudo-labels).
-        pseudo_source: where the self-training pseudo-labels come from: ``unimodal_mean`` (the mean of the sample's
-            unimodal predictions) or ``fused`` (the fused head ``c_S(S)``, the teacher that keys the PU loss).
+        lambda_pseudo: weight of the self-training term ``L_pseudo`` (METHOD.md v2, loss 4; default 1, chosen by
+            measurement): every present unimodal prediction of an unlabeled sample is trained towards the sample's
+            confident pseudo-label (kept when its confidence is at least ``pseudo_confidence``), ramped like
+            ``λ_ulb``. See :func:`robult.losses.pseudo_label.pseudo_label_loss`. 0 turns it off (``robult_no_st``).
+        pseudo_confidence: confidence threshold of that term.
+        pseudo_source: where the self-training pseudo-labels come from: ``fused`` (default: the fused head
+            ``c_S(S)``, the stop-gradient teacher that also keys the PU loss) or ``unimodal_mean`` (the mean of the
+            sample's unimodal predictions, the student's own average).
         pu_fallback: PU weights of a modality before any labeled positive pair has been seen (e.g. all training
             with one label per class): ``prior`` (kernel around the initial ``μ = 0.5, σ = 0.25``) or ``none``
             (candidates weigh 0, only ``k = j`` is a positive).
@@ -71,9 +73,9 @@ class RobultLossConfig:
     pu_fallback: Literal["prior", "none"] = "prior"
     contrastive_grad_to_fusion: bool = False
     pseudo_label_threshold: float = field(default=0.0, metadata={"ge": 0.0, "le": 1.0})
-    lambda_pseudo: float = field(default=0.0, metadata={"ge": 0.0})
+    lambda_pseudo: float = field(default=1.0, metadata={"ge": 0.0})
     pseudo_confidence: float = field(default=0.95, metadata={"gt": 0.0, "le": 1.0})
-    pseudo_source: Literal["unimodal_mean", "fused"] = "unimodal_mean"
+    pseudo_source: Literal["fused", "unimodal_mean"] = "fused"
 
     def __post_init__(self) -> None:
         check_bounds(self)
