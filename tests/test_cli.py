@@ -79,7 +79,8 @@ def test_tiny_benchmark_writes_results_summary_and_plots(tmp_path: Path) -> None
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "results.json").read_text())
-    assert doc["dataset"] == "synthetic" and doc["metric"] == "accuracy" and doc["higher_is_better"] is True
+    # no --dataset: the embedded synthetic_clusters (the set where unlabeled data can help)
+    assert doc["dataset"] == "synthetic_clusters" and doc["metric"] == "accuracy" and doc["higher_is_better"] is True
     assert doc["modalities"] == ["m0", "m1", "m2"]
     assert len(doc["runs"]) == 4
     run = doc["runs"][0]

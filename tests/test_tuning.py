@@ -115,6 +115,7 @@ def test_tune_selects_on_validation_and_benchmark_applies_the_winner(tmp_path: P
     write_tuned(tuned, "synthetic", "supervised", 0.05, chosen)
     write_tuned(tuned, "synthetic", "moddrop", 0.05, {"overrides": {}})
     bench = ["benchmark", "--methods", "supervised,moddrop", "--seeds", "1", "--out", str(tmp_path / "b")]
+    bench += ["--dataset", "synthetic"]
     no_entry = runner.invoke(app, [*bench[:2], "supervised,pseudolabel", *bench[3:], "--tuned", str(tuned), *TINY])
     assert no_entry.exit_code != 0 and "no tuned settings for pseudolabel" in no_entry.output
     result = runner.invoke(app, [*bench, "--tuned", str(tuned), *TINY])
