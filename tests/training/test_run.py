@@ -109,8 +109,8 @@ def test_bad_rows_are_found_before_training_and_steps_skip_the_check(tmp_path: P
     cfg = _cfg(tmp_path, "train.max_epochs=1", "dataset.options.n_samples=300")
     bundle = load_bundle(cfg)
     bundle.train.inputs["m1"][7, 0] = float("nan")
-    with pytest.raises(ValueError, match=r"synthetic training split: modality 'm1' holds NaN or Inf in sample 7 "
-                       r"of the batch \(dataset row 7\)"):  # fmt: skip
+    with pytest.raises(ValueError, match=r"synthetic training split: modality 'm1' holds NaN or Inf in row 7 of "
+                       r"the split"):  # fmt: skip
         train_run(cfg, bundle=bundle)
     assert not (tmp_path / "runs").exists()  # found before the run directory is created
 
