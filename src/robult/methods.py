@@ -44,7 +44,7 @@ _LABELED_SHARE = {"train.labeled_share": [0.1, 0.25, 0.5]}
 _ROBULT_SEARCH: dict[str, list[Any]] = {
     "loss.temperature": [0.1, 0.2, 0.5, 1.0],
     "loss.lambda_lb": [0.3, 1.0],
-    "loss.lambda_ulb": [0.3, 1.0],
+    "loss.lambda_ulb": [0.0, 0.3, 1.0],
     "loss.sigma_min": [0.05, 0.3],
     "loss.lambda_rec": [0.01, 0.1, 1.0],
     "loss.lambda_pseudo": [0.3, 1.0],
