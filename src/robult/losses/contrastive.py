@@ -157,8 +157,11 @@ class ContrastiveLossOutput:
 
 
 # Elements of one chunk's [rows, M, N] tensors: a handful of them (logits, softmax, weights, masks) live at once,
-# so the loss's extra memory is a few times this many floats whatever the batch (2^20 floats = 4 MB in float32).
-CHUNK_ELEMENTS = 1 << 20
+# so the loss's extra memory is a few times this many floats whatever the batch (2^22 floats = 16 MB in float32).
+CHUNK_ELEMENTS = 1 << 22
+# At most this many anchors per chunk: a chunk smaller than a key's share of the batch computes the kernel weights
+# on that key's targets only (see _Plan.key_columns).
+CHUNK_ROWS = 128
 
 
 def soft_pu_contrastive_loss(
@@ -210,7 +213,8 @@ def soft_pu_contrastive_loss(
             proximity to compare with — e.g. with one label per class.
         soft_weights: weight PU candidates by ``K(π)``; ``False`` gives every candidate weight 0, so ``L_ulb`` keeps
             only the ``k = j`` instance term of every anchor (the ``robult_supcon`` ablation).
-        chunk_rows: anchors per chunk (default: as many as keep a chunk near ``CHUNK_ELEMENTS`` elements).
+        chunk_rows: anchors per chunk (default: ``CHUNK_ROWS``, fewer where a chunk would exceed
+            ``CHUNK_ELEMENTS`` elements).
     """
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; use one of {KERNELS}")
@@ -230,7 +234,7 @@ def soft_pu_contrastive_loss(
     n = targets.shape[0]
     # everything in at least float32 (μ, σ and the weights must be, METHOD.md), whatever the autocast dtype
     dtype = torch.promote_types(torch.promote_types(shared.dtype, fused.dtype), torch.float32)
-    rows = chunk_rows if chunk_rows is not None else max(1, CHUNK_ELEMENTS // max(1, m * n))
+    rows = chunk_rows if chunk_rows is not None else max(1, min(CHUNK_ROWS, CHUNK_ELEMENTS // max(1, m * n)))
     if rows < 1:
         raise ValueError(f"chunk_rows must be positive, got {rows}")
 
