@@ -18,7 +18,10 @@ class SemiSupervisedBatchSampler(Sampler[list[int]]):
     them. An epoch is one pass over the unlabeled samples; the labeled ones are drawn from reshuffled passes over
     the labeled set, cycled as often as needed. With no unlabeled samples (or no labeled ones) it is a plain
     shuffle. The order depends only on ``(seed, epoch)`` (``set_epoch`` is called by the trainer), so a resumed
-    run sees the same batches. Under DDP each rank takes every ``world``-th batch.
+    run sees the same batches. Under DDP the batches are drawn as one process with batch size
+    ``world · batch_size`` would draw them, and rank ``r`` takes every ``world``-th labeled and every ``world``-th
+    unlabeled sample of each, starting at the ``r``-th: together the ranks train on exactly the batches of a
+    one-process run with the global batch size (a global batch with fewer than ``world`` samples is dropped).
 
     Args:
         labeled: indices of labeled samples.
@@ -45,31 +48,38 @@ class SemiSupervisedBatchSampler(Sampler[list[int]]):
             raise ValueError("cannot sample batches from an empty training set")
         if batch_size < 2:
             raise ValueError(f"batch_size must be at least 2, got {batch_size}")
-        self.batch_size = batch_size
+        if not 0 <= rank < world:
+            raise ValueError(f"rank must lie in [0, world), got rank {rank} of {world}")
+        self.batch_size = batch_size * world  # the global batch, split over the ranks
         self.seed, self.rank, self.world = seed, rank, world
         self.epoch = 0
         self.mixed = len(self.labeled) > 0 and len(self.unlabeled) > 0
+        size = self.batch_size
         if self.mixed:
-            self.n_labeled = min(batch_size - 1, max(1, round(labeled_share * batch_size)))
-            self.n_unlabeled = batch_size - self.n_labeled
+            self.n_labeled = min(size - 1, max(1, round(labeled_share * size)))
+            self.n_unlabeled = size - self.n_labeled
             total = math.ceil(len(self.unlabeled) / self.n_unlabeled)
+            last = self.n_labeled + len(self.unlabeled) - (total - 1) * self.n_unlabeled
         else:
-            total = math.ceil((len(self.labeled) + len(self.unlabeled)) / batch_size)
-        self.num_batches = max(1, total // world)
+            n = len(self.labeled) + len(self.unlabeled)
+            total = math.ceil(n / size)
+            last = n - (total - 1) * size
+        self.num_batches = total - 1 if last < world and total > 1 else total
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _all_batches(self) -> list[list[int]]:
+    def _all_batches(self) -> list[tuple[list[int], list[int]]]:
+        """The global batches as (labeled part, unlabeled part); a plain shuffle has everything in the first."""
         rng = np.random.default_rng([self.seed, self.epoch])
         if not self.mixed:
             pool = self.labeled if len(self.labeled) else self.unlabeled
             perm = pool[rng.permutation(len(pool))]
-            return [perm[i : i + self.batch_size].tolist() for i in range(0, len(perm), self.batch_size)]
+            return [(perm[i : i + self.batch_size].tolist(), []) for i in range(0, len(perm), self.batch_size)]
         unl = self.unlabeled[rng.permutation(len(self.unlabeled))]
         n_batches = math.ceil(len(unl) / self.n_unlabeled)
         lab = self._labeled_slices(rng, n_batches)
-        return [lab[b] + unl[b * self.n_unlabeled : (b + 1) * self.n_unlabeled].tolist() for b in range(n_batches)]
+        return [(lab[b], unl[b * self.n_unlabeled : (b + 1) * self.n_unlabeled].tolist()) for b in range(n_batches)]
 
     def _labeled_slices(self, rng: np.random.Generator, n_batches: int) -> list[list[int]]:
         """Consecutive slices of reshuffled passes over the labeled set (every labeled sample is used equally
@@ -97,9 +107,9 @@ class SemiSupervisedBatchSampler(Sampler[list[int]]):
         return out
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self._all_batches()
-        mine = batches[self.rank :: self.world][: self.num_batches]
-        yield from mine
+        r, w = self.rank, self.world
+        for lab, unl in self._all_batches()[: self.num_batches]:
+            yield lab[r::w] + unl[r::w]
 
     def __len__(self) -> int:
         return self.num_batches

@@ -1,0 +1,122 @@
+"""Multi-process training end to end: ``robult train --set train.devices=2`` (CPU, gloo) against one process with
+the same global batch, and the semi-supervised sampler's split over ranks."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+
+from robult.config import load_config
+from robult.training.run import train_run
+from robult.training.sampler import SemiSupervisedBatchSampler
+
+# Tiny and exact: no dropout (each rank would draw its own masks), every modality present (the synthetic data),
+# and every global batch of 32 splits evenly over the 2 ranks (8 labeled per batch; 248 unlabeled = 10 x 24 + 8):
+# the supervised, reconstruction and pseudo-label terms are per-rank means that DDP averages, which equals the
+# global mean only when the ranks hold as many (sample, modality) pairs. The soft PU loss is exact regardless.
+TINY = [
+    "dataset.options.n_samples=362",
+    "train.max_epochs=2",
+    "train.patience=0",
+    "train.progress=false",
+    "train.accelerator=cpu",
+    "train.num_threads=1",
+    "model.hidden_dim=16",
+    "model.encoder_hidden=[16]",
+    "model.dropout=0.0",
+    "eval.rates=[0.0, 0.5]",
+]
+PER_RANK_BATCH = 16
+
+
+@pytest.mark.parametrize(("n_lab", "n_unl", "batch", "world"), [(40, 200, 16, 2), (7, 95, 10, 3), (30, 0, 8, 2)])
+def test_ranks_split_the_global_batches_of_one_process(n_lab: int, n_unl: int, batch: int, world: int) -> None:
+    """Rank ``r`` of ``world`` gets a ``1/world`` share of every batch that one process with batch size
+    ``world · batch`` draws, labeled samples spread evenly; every rank has as many batches."""
+    labeled, unlabeled = np.arange(n_lab), np.arange(n_lab, n_lab + n_unl)
+    one = SemiSupervisedBatchSampler(labeled, unlabeled, batch * world, 0.25, seed=3)
+    ranks = [
+        SemiSupervisedBatchSampler(labeled, unlabeled, batch, 0.25, seed=3, rank=r, world=world) for r in range(world)
+    ]
+    for s in (one, *ranks):
+        s.set_epoch(2)
+    whole = list(one)
+    parts = [list(s) for s in ranks]
+    assert all(len(p) == len(s) == len(whole) for p, s in zip(parts, ranks, strict=True))
+    for g, batch_ in enumerate(whole):
+        shares = [p[g] for p in parts]
+        assert sorted(i for share in shares for i in share) == sorted(batch_)
+        assert all(shares)
+        n_labeled = [sum(i < n_lab for i in share) for share in shares]
+        assert max(n_labeled) - min(n_labeled) <= 1
+
+
+def _cfg_args(tmp_path: Path, name: str, batch: int, devices: int) -> list[str]:
+    return [
+        *TINY,
+        f"out_dir={tmp_path}",
+        f"name={name}",
+        f"train.batch_size={batch}",
+        f"train.devices={devices}",
+    ]
+
+
+def _numbers(tree: object, prefix: str = "") -> dict[str, float]:
+    """Every number of a JSON tree by its path."""
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _numbers(sub, f"{prefix}/{key}").items()}
+    if isinstance(tree, list):
+        return {k: v for i, sub in enumerate(tree) for k, v in _numbers(sub, f"{prefix}/{i}").items()}
+    if isinstance(tree, bool) or not isinstance(tree, int | float):
+        return {}
+    return {prefix: float(tree)}
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(run_dir / "model" / "weights.safetensors")
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available in this build")
+def test_two_process_training_equals_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
+    """The whole pipeline on 2 CPU processes (gloo): sampler shards, gathered contrastive targets, EMA statistics,
+    validation and best checkpoint, evaluation and artefacts on rank 0; result.json and the saved weights equal a
+    one-process run whose batch is both ranks' batches together."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "robult", "train"]
+    for arg in _cfg_args(tmp_path, "ddp", PER_RANK_BATCH, 2):
+        cmd += ["--set", arg]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    one = train_run(load_config(None, _cfg_args(tmp_path, "one", 2 * PER_RANK_BATCH, 1)))
+
+    ddp_dir = tmp_path / "ddp"
+    got = json.loads((ddp_dir / "result.json").read_text())
+    want = json.loads((one.run_dir / "result.json").read_text())
+    assert got["provenance"]["device"].startswith("2 x cpu")
+    assert got["best_epoch"] == want["best_epoch"]
+    assert got["best_val_score"] == pytest.approx(want["best_val_score"], abs=1e-6)
+    got_n, want_n = _numbers(got["test"]), _numbers(want["test"])
+    assert got_n.keys() == want_n.keys() and got_n
+    for key, value in want_n.items():
+        assert math.isclose(got_n[key], value, rel_tol=1e-5, abs_tol=1e-6), (key, got_n[key], value)
+    # the soft PU loss's EMA state (criterion buffers, in the checkpoints) follows the one-process run
+    ema = [torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for d in (ddp_dir, one.run_dir)]
+    keys = [k for k in ema[1] if k.startswith("criterion.")]
+    assert any(k.endswith(".mu") for k in keys)
+    for key in keys:
+        torch.testing.assert_close(ema[0][key], ema[1][key], rtol=1e-5, atol=1e-6, msg=key)
+    w_got, w_want = _weights(ddp_dir), _weights(one.run_dir)
+    assert w_got.keys() == w_want.keys()
+    for key, value in w_want.items():
+        torch.testing.assert_close(w_got[key], value, rtol=1e-4, atol=1e-5, msg=key)
