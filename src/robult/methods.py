@@ -65,6 +65,7 @@ class Method:
         uses_unlabeled: whether training feeds unlabeled samples (``False``: labeled samples only).
         fixed_loss: loss options that *define* the method (e.g. an ablation's switch): applied over the config, so
             a config value for the same key is overridden.
+        fixed_model: ``model`` options that define the method, applied over the config like ``fixed_loss``.
         train_fallbacks: ``train`` options this method uses when the config leaves them unset (``None``), e.g.
             ``{"modality_dropout": 0.5}``; the config's value wins whenever it is set (an explicit ``0.0`` too),
             else this, else the trainer's fallback (``robult.training.run._train_option``).
@@ -78,6 +79,7 @@ class Method:
     build: Callable[..., tuple[nn.Module, nn.Module]]
     uses_unlabeled: bool = True
     fixed_loss: Mapping[str, Any] | None = None
+    fixed_model: Mapping[str, Any] | None = None
     train_fallbacks: Mapping[str, Any] | None = None
     search: Mapping[str, list[Any]] = field(default_factory=dict)
     color: str = "tab:gray"
@@ -222,9 +224,11 @@ register_method(
 register_method(
     Method(
         "robult_paper",
-        "Robult as the paper describes it (METHOD.md v1): live fused targets S, no self-training (ablation)",
+        "Robult as the paper describes it (METHOD.md v1): live fused targets S, no self-training, plain subset mean "
+        "(ablation)",
         _build_robult,
         fixed_loss={"contrastive_grad_to_fusion": True, "lambda_pseudo": 0.0},
+        fixed_model={"subset_weights": "uniform"},
         search={k: v for k, v in _ROBULT_SEARCH.items() if "pseudo" not in k},
         color="tab:brown",
     )
@@ -311,6 +315,7 @@ register_method(
         "no reconstruction)",
         _build_contrastive,
         search={"loss.temperature": [0.1, 0.2, 0.5, 1.0], "loss.lambda_nce": [0.3, 1.0], **_LABELED_SHARE},
+        fixed_model={"subset_weights": "uniform"},  # its published definition: the plain mean
         color="tab:gray",
     )
 )
@@ -326,6 +331,7 @@ register_method(
             "loss.lambda_diff": [0.09, 0.3],
             **_LABELED_SHARE,
         },
+        fixed_model={"subset_weights": "uniform"},  # its published definition: the plain mean
         color="black",
     )
 )
@@ -354,4 +360,5 @@ def build_method(
     builder gets only its loss's options (:meth:`Method.loss_options`)."""
     method = get_method(name)
     loss = method.loss_options({**dict(loss_options or {}), **dict(method.fixed_loss or {})})
-    return method.build(modalities, task, dict(model_options or {}), loss, dict(encoders or {}))
+    model = {**dict(model_options or {}), **dict(method.fixed_model or {})}
+    return method.build(modalities, task, model, loss, dict(encoders or {}))

@@ -291,3 +291,25 @@ def test_reconstruction_loss_is_a_squared_norm() -> None:
     present = torch.tensor([[True, False]])
     assert reconstruction_loss(rec, tgt, present).total.item() == pytest.approx(30.0)
     assert reconstruction_loss(rec, tgt, present, feature_mean=True).total.item() == pytest.approx(7.5)
+
+
+def test_subset_weights_are_saved_and_old_checkpoints_load_as_the_plain_mean(specs, task) -> None:
+    torch.manual_seed(0)
+    model = RobultModel(specs, task, RobultConfig(hidden_dim=32)).eval()
+    assert model.modality_weights.tolist() == [1.0, 1.0, 1.0]
+    batch = make_batch(seed=31)
+    out = model(batch, with_reconstruction=False)
+    plain = model.predict_subsets(out, all_subsets(model.names))
+    model.modality_weights.copy_(torch.tensor([1.0, 0.1, 0.3]))
+    weighted = model.predict_subsets(out, all_subsets(model.names))
+    for i, key in enumerate(plain.keys):  # a single modality is never rescaled; mixed subsets change
+        same = torch.allclose(weighted.predictions[i], plain.predictions[i], equal_nan=True)
+        assert same == ("+" not in key), key
+    state = model.state_dict()
+    assert "modality_weights" in state
+    fresh = RobultModel(specs, task, RobultConfig(hidden_dim=32))
+    fresh.load_state_dict(state)
+    assert fresh.modality_weights.tolist() == pytest.approx([1.0, 0.1, 0.3])
+    del state["modality_weights"]  # a checkpoint written before the weights existed
+    fresh.load_state_dict(state)
+    assert fresh.modality_weights.tolist() == [1.0, 1.0, 1.0]

@@ -47,6 +47,11 @@ class RobultConfig:
         fusion_grad_to_encoder: let the fused branch (``c_S(S)`` supervision and the contrastive targets ``S``)
             reach the encoders (METHOD.md; off: the fusion sees ``sg(H)``, so each encoder is trained only through
             its own modality's ``Z^m, U^m`` — not in METHOD.md, an experiment against modality competition).
+        subset_weights: the per-modality weights of the subset average. ``validation`` (default): after training,
+            each modality's weight is chosen from {0.1, 0.3, 1} on the validation split (the selection score, by
+            coordinate ascent from all-1, kept only where it improves), so a view that is near chance alone stops
+            diluting the others; ``uniform``: the plain mean. Only :class:`RobultModel` has the weights (saved with
+            it); the late-fusion baselines average uniformly.
     """
 
     hidden_dim: int = 128
@@ -62,6 +67,7 @@ class RobultConfig:
     use_fused_when_complete: bool = False
     rec_grad_to_encoder: bool = False
     fusion_grad_to_encoder: bool = True
+    subset_weights: Literal["validation", "uniform"] = "validation"
 
     def __post_init__(self) -> None:
         if self.aggregate not in AGGREGATES:
@@ -136,6 +142,13 @@ class RobultModel(nn.Module):
         self.fused_head = MLP(d_z, cfg.head_hidden, k, dropout=0.0)
         self.head = MLP(d_z + d_u, cfg.head_hidden, k, dropout=0.0)
         self.reconstructors = GroupedMLP(len(self.names), d_u + d_z, (d_h,), d_h)
+        # per-modality weights of the subset average (all 1 until fitted on validation, see subset_weights)
+        self.register_buffer("modality_weights", torch.ones(len(self.names)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        # checkpoints written before the weights existed load as the plain mean
+        state_dict.setdefault(prefix + "modality_weights", torch.ones(len(self.names)))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ encoding
     def encode(self, batch: Batch) -> Tensor:
@@ -202,6 +215,7 @@ class RobultModel(nn.Module):
             features=features,
             head=head,
             fused_logits=output.fused_logits if fused_complete else None,
+            weights=self.modality_weights,
         )
 
     @torch.no_grad()

@@ -62,6 +62,7 @@ def aggregate_subsets(
     features: Tensor | None = None,
     head: nn.Module | None = None,
     fused_logits: Tensor | None = None,
+    weights: Tensor | None = None,
 ) -> SubsetPredictions:
     """Aggregate per-modality predictions over every subset at once (no encoder pass).
 
@@ -75,6 +76,8 @@ def aggregate_subsets(
         features, head: for ``feature_mean``: per-modality features ``[B, M, D]`` and the head applied to their
             subset mean (``logits`` is then unused).
         fused_logits: ``[B, K]``; when given, samples whose effective subset is every modality use it.
+        weights: ``[M]`` positive per-modality weights of the average (``None``: all 1, the plain mean); a subset's
+            prediction is ``Σ_{m ∈ A} w_m x_m / Σ_{m ∈ A} w_m``, so a single modality is never rescaled.
     """
     masks = masks.to(present.device)
     eff = masks[:, None, :] & present[None]  # [S, B, M]
@@ -85,9 +88,12 @@ def aggregate_subsets(
     # select, don't multiply by zero: a modality outside the subset (or absent) must not reach its prediction even
     # when its values are inf or NaN (0 · inf = NaN)
     total = values.new_zeros((masks.shape[0], *values.shape[:1], values.shape[-1]))  # [S, B, K or D]
+    norm = values.new_zeros(count.shape)  # [S, B]: the summed weights of each sample's effective modalities
     for m in range(values.shape[1]):
-        total = total + torch.where(eff[:, :, m, None], values[None, :, m], 0.0)
-    mean = total / count.clamp(min=1)[..., None].to(values.dtype)
+        w = 1.0 if weights is None else weights[m].to(values.dtype)
+        total = total + torch.where(eff[:, :, m, None], w * values[None, :, m], 0.0)
+        norm = norm + eff[:, :, m].to(values.dtype) * w
+    mean = total / norm.clamp(min=torch.finfo(values.dtype).tiny)[..., None]
     preds = mean if features is None else head(mean)
     if fused_logits is not None:
         complete = eff.all(-1)

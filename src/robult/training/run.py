@@ -551,6 +551,7 @@ def _train_locked(
     best_path = Path(best_ckpt.best_model_path) if best_ckpt.best_model_path else last
     best_epoch = load_weights(module, best_path)
     best_score = float(best_ckpt.best_model_score) if best_ckpt.best_model_score is not None else math.nan
+    fit_weights(module.model, bundle)  # the subset weights (model.subset_weights), before anything is saved/scored
 
     if trainer.is_global_zero:  # the self-contained model artefact <run>/model/ (robult.load, robult predict)
         from robult.inference import write_run_model
@@ -583,6 +584,17 @@ def _train_locked(
             },
         )
     return RunResult(run_dir, best_score, best_epoch, evaluation, cfg, labels)
+
+
+def fit_weights(model: nn.Module, bundle: DatasetBundle) -> None:
+    """Choose a Robult model's per-modality subset weights on the validation split when its config asks for it
+    (``model.subset_weights = validation``); other models keep the plain mean."""
+    from robult.models.robult import RobultModel
+
+    if isinstance(model, RobultModel) and model.config.subset_weights == "validation":
+        from robult.evaluation.subset_weights import fit_subset_weights
+
+        fit_subset_weights(model, bundle.val, bundle.task, bundle.modality_names, bundle.primary_metric)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -665,4 +677,5 @@ def evaluate_run(path: Path, protocols: Sequence[str] | None = None, masks_dir: 
     )
     module = MethodModule(model, criterion, bundle.task, bundle.modality_names, bundle.primary_metric)
     load_weights(module, ckpt)
+    fit_weights(module.model, bundle)  # deterministic: the same weights as when the run was scored
     return evaluate_checkpointed(module.model, bundle, cfg, masks_dir, protocols, progress=True)
