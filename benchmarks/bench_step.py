@@ -1,10 +1,12 @@
 """Training-step cost of Robult vs a plain late-fusion model with the same encoders, and the soft PU loss alone.
 
-    python benchmarks/bench_step.py [--threads 2] [--repeats 30]
+    python benchmarks/bench_step.py [--threads 2] [--repeats 30] [--dense-loss] [--skip-loss]
 
 Prints (1) the time of one training step (forward + all losses + backward + AdamW step) for Robult and for the
 late-fusion baseline (M = 3 MLP encoders, batch 256) and their ratio; (2) the soft PU contrastive loss
 (forward + backward) at batch 256, 1024 and 4096 with d = 128, M = 3, and its share of a Robult step at that batch.
+``--dense-loss`` runs everything with the dense soft PU loss that the chunked one replaced (to compare the two in one
+session); ``--skip-loss`` prints (1) only.
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ import time
 import torch
 
 from robult import Batch, ModalitySpec, TaskSpec
-from robult.losses import RobultLoss, contrastive_keys
-from robult.losses.contrastive import soft_pu_contrastive_loss
+from robult.losses import RobultLoss, contrastive, contrastive_keys
 from robult.losses.supervised import SupervisedOnlyLoss
 from robult.models import RobultConfig, RobultModel
 from robult.models.late_fusion import LateFusionModel
@@ -49,7 +50,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--dims", type=str, default="256,256,256", help="input width per modality")
     ap.add_argument("--encoder-hidden", type=str, default="256", help="hidden widths of the MLP encoders")
+    ap.add_argument("--dense-loss", action="store_true", help="use the dense soft PU loss (the pre-chunking one)")
+    ap.add_argument("--skip-loss", action="store_true", help="only the training-step comparison")
     args = ap.parse_args()
+    if args.dense_loss:
+        contrastive.soft_pu_contrastive_loss = contrastive._soft_pu_contrastive_loss_dense
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dims = tuple(int(d) for d in args.dims.split(","))
@@ -75,7 +80,13 @@ def main() -> None:
     t_r = time_it(robult, args.repeats)
     t_l = time_it(late, args.repeats)
     print(f"threads={args.threads} M={len(dims)} dims={dims} encoder_hidden={hidden} batch=256 d_h=d_z=d_u=128")
-    print(f"training step: robult {t_r * 1e3:.2f} ms, late fusion {t_l * 1e3:.2f} ms, ratio {t_r / t_l:.2f}x")
+    loss_kind = "dense" if args.dense_loss else "chunked"
+    print(
+        f"training step ({loss_kind} soft PU loss): robult {t_r * 1e3:.2f} ms, "
+        f"late fusion {t_l * 1e3:.2f} ms, ratio {t_r / t_l:.2f}x"
+    )
+    if args.skip_loss:
+        return
 
     print("soft PU contrastive loss (forward + backward), d=128, M=3:")
     for b in (256, 1024, 4096):
@@ -95,7 +106,7 @@ def contrastive_share(b, specs, task, cfg, dims, repeats) -> tuple[float, float]
     mu, sigma = torch.zeros(3), torch.ones(3)
 
     def loss_only() -> None:
-        out = soft_pu_contrastive_loss(z, s, present, keys, labeled, mu, sigma)
+        out = contrastive.soft_pu_contrastive_loss(z, s, present, keys, labeled, mu, sigma)
         (out.labeled + out.unlabeled).backward()
 
     model, loss = RobultModel(specs, task, cfg), RobultLoss(task, len(dims))
