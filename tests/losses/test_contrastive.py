@@ -471,3 +471,18 @@ def test_chunked_float32_close_to_float64() -> None:
         assert low.labeled.dtype == torch.float32
         assert abs(low.labeled.item() - exact.labeled.item()) < 1e-5
         assert abs(low.unlabeled.item() - exact.unlabeled.item()) < 1e-5
+
+
+def test_chunked_runs_in_float32_under_autocast() -> None:
+    """Under bfloat16 autocast the chunked loss's products stay in float32: values, statistics and gradients equal
+    the run without autocast (the dense loss formed its cosines in bfloat16 there)."""
+    z, s, present, keys, labeled = _dense_case(seed=9, b=32, d=8)
+    args = (present, keys, labeled, torch.zeros(3), torch.ones(3), 0.5, "rbf", 0.0)
+    z, s = z.float(), s.float()
+    exact = _run(soft_pu_contrastive_loss, z, s, *args, chunk_rows=8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = _run(soft_pu_contrastive_loss, z, s, *args, chunk_rows=8)
+    for name in ("labeled", "unlabeled", "mu", "sigma"):
+        torch.testing.assert_close(getattr(auto[0], name), getattr(exact[0], name), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(auto[1], exact[1], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(auto[2], exact[2], rtol=1e-4, atol=1e-6)

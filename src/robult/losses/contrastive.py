@@ -26,6 +26,7 @@ on the concatenated batch; without a process group the same code runs unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -259,7 +260,7 @@ def soft_pu_contrastive_loss(
     )
 
     # ---- μ, σ over labeled same-key pairs (j ≠ k), per modality, summed over ranks
-    with torch.no_grad():
+    with torch.no_grad(), _full_precision(device):
         moments = dist_utils.all_reduce_sum(_pair_moments(z.detach(), s.detach(), plan))
     cnt, s1, s2 = moments[0], moments[1], moments[2]
     has = cnt > 0
@@ -347,6 +348,13 @@ class _Plan:
         return None if count > 0.75 * len(mask) else mask.nonzero().squeeze(1)
 
 
+def _full_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off: the products run in the loss's dtype (at least float32), not in the autocast dtype."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def _pair_moments(z: Tensor, s: Tensor, plan: _Plan) -> Tensor:
     """``[3, M]`` count, sum and sum of squares of ``π`` over labeled same-key pairs (j ≠ k) of present anchors."""
     m = z.shape[1]
@@ -381,7 +389,8 @@ class _SoftPUChunks(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: Tensor, s: Tensor, plan: _Plan):  # type: ignore[override]
-        sum_lb, sum_ulb, diag, kept, grads = _soft_pu_chunks(z, s, plan)
+        with _full_precision(z.device):
+            sum_lb, sum_ulb, diag, kept, grads = _soft_pu_chunks(z, s, plan)
         ctx.save_for_backward(*grads)
         ctx.mark_non_differentiable(diag, kept)
         return sum_lb, sum_ulb, diag, kept
