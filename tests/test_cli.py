@@ -115,9 +115,10 @@ def test_tiny_benchmark_writes_results_summary_and_plots(tmp_path: Path) -> None
 
 
 def test_benchmark_keeps_the_config_dataset_unless_given(tmp_path: Path) -> None:
-    from robult.benchmark import _run_config
     from robult.config import load_config
+    from robult.grid import grid_config
 
     base = load_config(None, ["dataset.name=handwritten"])
-    assert _run_config(base, None, None, "robult", 0.05, 0, tmp_path).dataset.name == "handwritten"
-    assert _run_config(base, "cub", None, "robult", 0.05, 0, tmp_path).dataset.name == "cub"
+    cell = {"name": "robult-r0.05-s0", "out_dir": tmp_path}
+    assert grid_config(base, None, None, "robult", 0.05, 0, **cell).dataset.name == "handwritten"
+    assert grid_config(base, "cub", None, "robult", 0.05, 0, **cell).dataset.name == "cub"

@@ -9,39 +9,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from robult.config import RunConfig, load_config
+from robult.config import load_config
 from robult.grid import grid_config, tuned_overrides, tuned_path
-
-
-def _run_config(
-    base: RunConfig,
-    dataset: str | None,
-    data_dir: Path | None,
-    method: str,
-    ratio: float,
-    seed: int,
-    out: Path,
-    settings: Mapping[str, Any] | None = None,
-    where: str = "benchmark",
-) -> RunConfig:
-    """A benchmark run's config; ``settings`` are the method's tuned overrides, read from ``where``."""
-    return grid_config(
-        base,
-        dataset,
-        data_dir,
-        method,
-        ratio,
-        seed,
-        name=f"{method}-r{ratio:g}-s{seed}",
-        out_dir=out / "runs",
-        masks_dir=out / "masks",
-        overrides=settings,
-        where=where,
-    )
 
 
 def _run_entry(result: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +66,19 @@ def run_benchmark(
             for r in label_ratios:
                 tuned_settings[m, r] = (tuned_overrides(tuned, name, m, r), str(tuned_path(tuned, name)))
     configs = [
-        _run_config(base, dataset, data_dir, m, r, s, out, *tuned_settings.get((m, r), ({}, "benchmark")))
+        grid_config(
+            base,
+            dataset,
+            data_dir,
+            m,
+            r,
+            s,
+            name=f"{m}-r{r:g}-s{s}",
+            out_dir=out / "runs",
+            masks_dir=out / "masks",
+            overrides=tuned_settings.get((m, r), ({}, ""))[0],
+            where=tuned_settings.get((m, r), ({}, "benchmark"))[1],
+        )
         for m, r, s in grid
     ]  # validates every method
     out.mkdir(parents=True, exist_ok=True)
