@@ -520,3 +520,101 @@ def test_readme_prediction_section_runs_as_printed(tmp_path: Path, monkeypatch: 
     assert out.labels.shape == (6,) and out.probabilities.shape == (6, 4)
     assert np.isnan(out.per_modality()["m0"][3:]).all()
     assert "[" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------- evaluate --input
+
+
+def _labeled_dir(root: Path, data: dict, task: str | None = None) -> Path:
+    """The raw test arrays of a run as a user-format directory with labels (the first 3 rows unlabeled)."""
+    root.mkdir()
+    for name, arr in data["inputs"].items():
+        np.save(root / f"{name}.npy", arr)
+    for name, arr in data["lengths"].items():
+        np.save(root / f"{name}_len.npy", arr)
+    labeled = np.ones(len(data["target"]), dtype=bool)
+    labeled[:3] = False
+    target = data["target"].copy()
+    if target.dtype.kind == "i":
+        target[:3] = -1  # unlabeled rows may hold anything
+    np.save(root / "labels.npy", target)
+    np.save(root / "labeled.npy", labeled)
+    np.save(root / "present.npy", data["present"])
+    (root / "dataset.yaml").write_text(
+        "name: other\n" + (f"task: {task}\n" if task else "") + "modalities:\n"
+        "  - {name: a, kind: vector, file: a.npy}\n"
+        "  - {name: s, kind: sequence, file: s.npy, lengths: s_len.npy}\n"
+        "labels: labels.npy\nlabeled: labeled.npy\npresent: present.npy\nsplit: nosuch.npy\n"
+    )
+    return root
+
+
+@pytest.mark.parametrize("kind", ["user_multiclass", "regression"])
+def test_cli_evaluate_on_another_dataset(runs, tmp_path: Path, kind: str) -> None:
+    """`robult evaluate RUN --input DIR --out FILE`: every subset and every seeded random-rate mask scores what the
+    predictor's predictions on the same raw arrays and masks score with robult.evaluation.metrics."""
+    from robult.evaluation.protocols import random_rate_mask
+
+    run_dir, data = runs(kind)
+    task = "{kind: multiclass, num_classes: 4}" if kind == "user_multiclass" else None
+    inp = _labeled_dir(tmp_path / "other", data, task)
+    out = tmp_path / "result.json"
+    result = runner.invoke(app, ["evaluate", str(run_dir), "--input", str(inp), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    predictor = robult.load(run_dir)
+    n = len(data["target"])
+    assert written["counts"]["n"] == n and written["counts"]["labeled"] == n - 3
+    assert written["metric"] == ("accuracy" if kind == "user_multiclass" else "mae")
+    names = predictor.modality_names
+    scored = dict(data, target=data["target"][3:], inputs={k: v[3:] for k, v in data["inputs"].items()})
+    scored["lengths"] = {k: v[3:] for k, v in data["lengths"].items()}
+    for subset in all_subsets(names):
+        key = "+".join(subset)
+        present = data["present"][3:] & np.array([m in subset for m in names])[None]
+        _check_metrics(predictor, scored, present, written["subsets"][key], written["counts"][f"all-subsets/{key}"])
+    assert list(written["random_rate"]) == ["0.0", "0.5"] and written["mask_seed"] == 0
+    for rate in (0.0, 0.5):
+        mask = random_rate_mask(n, len(names), rate, 0).numpy()[3:]
+        key = str(rate)
+        count = written["counts"][f"random-rate/{key}"]
+        _check_metrics(predictor, scored, data["present"][3:] & mask, written["random_rate"][key], count)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("shape", r"s\.npy: modality 's' has per-sample shape \(4, 2\), expected \(4, 3\)"),
+        ("name", r"dataset\.yaml: modality 'b' is not one of the model's \['a', 's'\]"),
+        ("lacking", r"dataset\.yaml: modality 's' of the model is not listed"),
+        ("task", r"dataset\.yaml: task is binary, the model was trained on multiclass with 4 classes"),
+        ("classes", r"dataset\.yaml: task is multiclass with 3 classes, the model was trained on multiclass with 4"),
+        ("labels", r"dataset\.yaml: labels: required to score"),
+        ("rows", r"labels\.npy: 5 labels, but modality 'a' has \d+ rows"),
+    ],
+)
+def test_cli_evaluate_input_errors_are_one_line(runs, tmp_path: Path, change: str, message: str) -> None:
+    run_dir, data = runs("user_multiclass")
+    inp = _labeled_dir(tmp_path / "other", data, "{kind: multiclass, num_classes: 4}")
+    yaml_file = inp / "dataset.yaml"
+    text = yaml_file.read_text()
+    if change == "shape":
+        np.save(inp / "s.npy", data["inputs"]["s"][:, :, :2])
+    elif change == "name":
+        yaml_file.write_text(text.replace("name: a,", "name: b,"))
+    elif change == "lacking":
+        lines = text.replace("  - {name: s, kind: sequence, file: s.npy, lengths: s_len.npy}\n", "")
+        yaml_file.write_text(lines.replace("present: present.npy\n", ""))
+    elif change == "task":
+        yaml_file.write_text(text.replace("{kind: multiclass, num_classes: 4}", "{kind: binary}"))
+    elif change == "classes":
+        yaml_file.write_text(text.replace("num_classes: 4", "num_classes: 3"))
+    elif change == "labels":
+        yaml_file.write_text(text.replace("labels: labels.npy\nlabeled: labeled.npy\n", ""))
+    elif change == "rows":
+        yaml_file.write_text(text.replace("labeled: labeled.npy\n", ""))
+        np.save(inp / "labels.npy", data["target"][:5])
+    result = runner.invoke(app, ["evaluate", str(run_dir), "--input", str(inp)])
+    assert result.exit_code == 2, result.output
+    assert re.search(message, result.output), result.output
+    assert len(result.output.strip().splitlines()) == 1

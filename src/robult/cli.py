@@ -220,12 +220,25 @@ def evaluate(
     ] = None,
     masks_dir: Annotated[Path | None, typer.Option(help="Where the saved masks live (default: the run's).")] = None,
     out: Annotated[Path | None, typer.Option(help="Also write the result as JSON to this file.")] = None,
+    input: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Score on this dataset instead of the run's test split: a directory with dataset.yaml + .npy "
+            "(docs/datasets.md) holding the model's modalities and labels; every row is scored.",
+        ),
+    ] = None,
 ) -> None:
-    """Score a trained run on the test split (masks are read from, or saved to, the shared mask store)."""
+    """Score a trained run on the test split (masks are read from, or saved to, the shared mask store), or on
+    another dataset with the same modalities (--input)."""
     protocols = protocol or ["all-subsets", "random-rate"]
     bad = [p for p in protocols if p not in ("all-subsets", "random-rate")]
     if bad:
         _fail(f"unknown protocol {bad[0]!r}; use all-subsets or random-rate")
+    if input is not None:
+        _evaluate_input(run, input, protocols, masks_dir, out)
+        return
     try:
         from robult.training.run import evaluate_run, find_checkpoint
 
@@ -240,6 +253,40 @@ def evaluate(
             from robult.utils.io import atomic_write_json
 
             atomic_write_json(out, {"run": str(run_dir), "metric": metric, **ev.to_dict()})
+    except _user_errors() as err:
+        _fail(err)
+        return
+    typer.echo(format_evaluation(ev, metric))
+    if out is not None:
+        typer.echo(f"wrote {out}")
+
+
+def _evaluate_input(run: Path, input: Path, protocols: list[str], masks_dir: Path | None, out: Path | None) -> None:
+    """`robult evaluate RUN --input DIR`: the run's model artefact scored on a user-format directory."""
+    try:
+        from robult.evaluation.report import format_evaluation
+        from robult.inference.predictor import _model_dir, load
+        from robult.inference.scoring import evaluate_inputs
+
+        predictor = load(run)
+        ev = evaluate_inputs(predictor, input, protocols=protocols, masks_dir=masks_dir)
+        metric = str(predictor.info.get("primary_metric") or "")
+        if not metric:
+            from robult.evaluation.metrics import default_primary_metric
+
+            metric = default_primary_metric(predictor.task)
+        if out is not None:
+            from robult.utils.io import atomic_write_json
+
+            cfg = predictor.config
+            record = {
+                "run": str(_model_dir(run).parent),
+                "input": str(input),
+                "metric": metric,
+                "rates": list(cfg.eval.rates),
+                "mask_seed": cfg.eval.mask_seed,
+            }
+            atomic_write_json(out, {**record, **ev.to_dict()})
     except _user_errors() as err:
         _fail(err)
         return

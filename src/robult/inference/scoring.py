@@ -1,0 +1,191 @@
+"""``robult evaluate RUN --input DIR``: score a trained model on another dataset in the user format.
+
+The directory is the user format of ``docs/datasets.md`` (``dataset.yaml`` + ``.npy``) with the model's modalities
+(same names, kinds and shapes; every one of them listed) and ``labels`` (required: they are what is scored;
+``labeled.npy`` marks the rows that have one, the others are predicted but not scored). ``task``, when given, must be
+the model's (kind and number of classes). ``split`` is ignored: every row is scored. Raw inputs go through the
+:class:`~robult.inference.Predictor`'s batches, so the training split's saved normalisation applies exactly as in
+``Predictor.predict``; one forward pass per batch gives every subset and every missing rate, as in
+:func:`robult.evaluation.evaluate.evaluate`, whose scoring rules (data presence always applies, rows with no
+modality of a setting are not scored, seeded random-rate masks) are the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from robult.inference.files import YAML_NAME, read_prediction_inputs
+from robult.inference.predictor import DEFAULT_BATCH_SIZE, Predictor
+from robult.specs import TaskKind, TaskSpec, all_subsets, subset_key
+
+INPUT_SPLIT = "input"  # the split name of an input directory's masks in a mask store
+
+
+def _task_and_labels(yaml_path: Path, raw: dict[str, Any], predictor: Predictor) -> tuple[Path, Tensor, Tensor]:
+    """The labels file, the targets and the labeled mask, checked against the model's task."""
+    from robult.data.user import TaskConfig, UserDatasetConfig, _read_labels
+
+    model_task = predictor.task
+    if raw.get("task") is not None:
+        try:
+            task = TaskConfig.model_validate(raw["task"]).to_spec()
+        except ValueError as err:
+            raise ValueError(f"{yaml_path}: task: {' '.join(str(err).split())}") from None
+        mine = _describe(model_task)
+        if task.kind != model_task.kind or (
+            task.kind != TaskKind.REGRESSION and task.num_classes != model_task.num_classes
+        ):
+            raise ValueError(f"{yaml_path}: task is {_describe(task)}, the model was trained on {mine}")
+    if raw.get("labels") is None:
+        raise ValueError(
+            f"{yaml_path}: labels: required to score (a .npy of one label per row); to predict without "
+            "labels use `robult predict`"
+        )
+    config = cast(UserDatasetConfig, _LabelKeys(str(raw["labels"]), raw.get("labeled")))
+    labels_path, target, labeled = _read_labels(config, yaml_path.parent, model_task)
+    return labels_path, torch.from_numpy(target), torch.from_numpy(labeled)
+
+
+class _LabelKeys:
+    """The two keys of ``dataset.yaml`` that :func:`robult.data.user._read_labels` reads."""
+
+    def __init__(self, labels: str, labeled: Any) -> None:
+        self.labels = labels
+        self.labeled = None if labeled is None else str(labeled)
+
+
+def _describe(task: TaskSpec) -> str:
+    if task.kind in (TaskKind.REGRESSION, TaskKind.BINARY):
+        return task.kind.value
+    return f"{task.kind.value} with {task.num_classes} {'labels' if task.kind == TaskKind.MULTILABEL else 'classes'}"
+
+
+def evaluate_inputs(
+    predictor: Predictor,
+    path: str | Path,
+    *,
+    protocols: Sequence[str] | None = None,
+    rates: Sequence[float] | None = None,
+    mask_seed: int | None = None,
+    masks_dir: str | Path | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Any:
+    """Score ``predictor`` on the user-format directory ``path`` under the missing-modality protocols.
+
+    Args:
+        predictor: the trained model (:func:`robult.load`).
+        path: the directory (or its ``dataset.yaml``); see the module docstring.
+        protocols: any of ``"all-subsets"``, ``"random-rate"`` (default: the run's ``eval.protocols``).
+        rates: missing rates (default: the run's ``eval.rates``).
+        mask_seed: seed of the random-rate masks (default: the run's ``eval.mask_seed``).
+        masks_dir: a mask store to read the masks from / save them to (under the dataset's ``name``, split
+            ``input``); default: generated in memory from the seed.
+        batch_size: samples per forward pass.
+
+    Returns:
+        an :class:`robult.evaluation.evaluate.EvaluationResult`.
+
+    Raises:
+        FileNotFoundError, ValueError: one line naming the file, key or modality that does not fit the model.
+    """
+    from robult.config import read_yaml
+    from robult.evaluation.evaluate import EvaluationResult, _score, _with_present
+    from robult.evaluation.protocols import PROTOCOLS, MaskStore, random_rate_mask, rate_key
+
+    cfg = predictor.config
+    protocols = tuple(protocols or cfg.eval.protocols)
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ValueError(f"unknown protocol {unknown[0]!r}; use any of {list(PROTOCOLS)}")
+    rates = tuple(cfg.eval.rates if rates is None else rates)
+    mask_seed = int(cfg.eval.mask_seed if mask_seed is None else mask_seed)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+
+    data = read_prediction_inputs(path, predictor)  # names, kinds, shapes, row counts, lengths, present.npy
+    yaml_path = data.source
+    names = predictor.modality_names
+    lacking = [name for name in names if name not in data.inputs]
+    if lacking:
+        raise ValueError(
+            f"{yaml_path}: modality {lacking[0]!r} of the model is not listed; scoring needs every model modality "
+            f"{names} (mark rows without it in present.npy)"
+        )
+    raw = read_yaml(yaml_path)
+    labels_path, target, labeled = _task_and_labels(yaml_path, raw, predictor)
+    n = data.num_rows
+    if len(target) != n:
+        first = next(iter(data.inputs))
+        raise ValueError(f"{labels_path}: {len(target)} labels, but modality {first!r} has {n} rows")
+    present = predictor._present(data.present, data.inputs, n)
+    empty = np.flatnonzero(~present.any(axis=1))
+    if len(empty):
+        raise ValueError(f"{yaml_path}: row {int(empty[0])} has no modality present ({len(empty)} such rows)")
+
+    do_subsets = "all-subsets" in protocols
+    rate_keys = [rate_key(r) for r in rates] if "random-rate" in protocols else []
+    if len(set(rate_keys)) != len(rate_keys):
+        raise ValueError(f"duplicate missing rates in {list(rates)}")
+    result = EvaluationResult(counts={"n": n})
+    masks: dict[str, Tensor] = {}
+    store = MaskStore(masks_dir) if masks_dir is not None else None
+    dataset_name = str(raw.get("name") or yaml_path.parent.name)
+    for rate, key in zip(rates, rate_keys, strict=False):
+        if store is None:
+            masks[key] = random_rate_mask(n, len(names), rate, mask_seed)
+        else:
+            saved = store.get_or_create(dataset_name, INPUT_SPLIT, n, names, rate, mask_seed)
+            masks[key] = saved.mask
+            result.mask_files[key] = str(saved.path)
+            result.mask_sha256[key] = saved.sha256
+
+    subsets = all_subsets(names)
+    model = predictor.model
+    device = predictor.device
+    was_training = model.training
+    model.eval()
+    sub_preds: list[Tensor] = []
+    sub_valid: list[Tensor] = []
+    rate_preds: dict[str, list[Tensor]] = {k: [] for k in rate_keys}
+    rate_valid: dict[str, list[Tensor]] = {k: [] for k in rate_keys}
+    try:
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                stop = min(n, start + batch_size)
+                # the predictor's batch: raw rows read, checked, normalised as in Predictor.predict
+                batch = predictor._batch(data.inputs, present, data.lengths, start, stop, device)
+                output = model(batch, with_reconstruction=False, validate=False)
+                if do_subsets:
+                    sp = model.predict_subsets(output, subsets)
+                    sub_preds.append(sp.predictions.float().cpu())
+                    sub_valid.append(sp.valid.cpu())
+                for key in rate_keys:
+                    pres = output.present & masks[key][start:stop].to(output.present.device)
+                    sp = model.predict_subsets(_with_present(output, pres), [names])
+                    rate_preds[key].append(sp.predictions[0].float().cpu())
+                    rate_valid[key].append(sp.valid[0].cpu())
+    finally:
+        model.train(was_training)
+
+    task = predictor.task
+    result.counts["labeled"] = int(labeled.sum())
+    if do_subsets:
+        preds = torch.cat(sub_preds, dim=1)
+        valid = torch.cat(sub_valid, dim=1) & labeled[None]
+        for i, subset in enumerate(subsets):
+            key = subset_key(list(subset), names)
+            result.subsets[key], result.counts[f"all-subsets/{key}"] = _score(preds[i], valid[i], target, task)
+    for key in rate_keys:
+        valid = torch.cat(rate_valid[key]) & labeled
+        metrics, count = _score(torch.cat(rate_preds[key]), valid, target, task)
+        result.random_rate[key], result.counts[f"random-rate/{key}"] = metrics, count
+    return result
+
+
+__all__ = ["INPUT_SPLIT", "YAML_NAME", "evaluate_inputs"]
