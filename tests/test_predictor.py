@@ -618,3 +618,60 @@ def test_cli_evaluate_input_errors_are_one_line(runs, tmp_path: Path, change: st
     assert result.exit_code == 2, result.output
     assert re.search(message, result.output), result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------- Parquet
+
+
+def _prediction_dir(root: Path, data: dict) -> Path:
+    root.mkdir()
+    np.save(root / "a.npy", data["inputs"]["a"])
+    np.save(root / "s.npy", data["inputs"]["s"])
+    np.save(root / "s_len.npy", data["lengths"]["s"])
+    np.save(root / "present.npy", data["present"])
+    (root / "dataset.yaml").write_text(
+        "modalities:\n"
+        "  - {name: a, kind: vector, file: a.npy}\n"
+        "  - {name: s, kind: sequence, file: s.npy, lengths: s_len.npy}\n"
+        "present: present.npy\n"
+    )
+    return root
+
+
+@pytest.mark.parametrize("kind", ["user_multiclass", "regression"])
+def test_cli_predict_writes_parquet(runs, tmp_path: Path, kind: str) -> None:
+    """`--out FILE.parquet`: the CSV's columns, typed (index int64, probabilities / values float32, text labels)."""
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow (robult[parquet]) is not installed")
+    run_dir, data = runs(kind)
+    inp = _prediction_dir(tmp_path / "new", data)
+    out_pq, out_csv = tmp_path / "pred.parquet", tmp_path / "pred.csv"
+    for out in (out_pq, out_csv):
+        result = runner.invoke(app, ["predict", str(run_dir), "--input", str(inp), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    table = pq.read_table(out_pq).to_pydict()
+    rows = list(csv.DictReader(out_csv.open()))
+    assert list(table) == list(rows[0])
+    assert table["index"] == list(range(len(rows)))
+    ref = robult.load(run_dir).predict(data["inputs"], data["present"], lengths=data["lengths"])
+    if kind == "regression":
+        assert np.array_equal(np.array(table["value"], np.float32), ref.values)
+    else:
+        assert table["label"] == [r["label"] for r in rows]
+        probs = np.array([table[f"prob_{c}"] for c in ref.class_names], np.float32).T
+        assert np.array_equal(probs, ref.probabilities)
+    assert table["present"] == [r["present"] for r in rows]
+    assert pq.read_schema(out_pq).field("index").type == "int64"
+
+
+def test_parquet_without_pyarrow_is_one_line_naming_the_extra(runs, tmp_path: Path, monkeypatch) -> None:
+    run_dir, data = runs("user_multiclass")
+    inp = _prediction_dir(tmp_path / "new", data)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    out = tmp_path / "pred.parquet"
+    result = runner.invoke(app, ["predict", str(run_dir), "--input", str(inp), "--out", str(out)])
+    assert result.exit_code == 2 and not out.exists()
+    assert "writing Parquet needs pyarrow: pip install 'robult[parquet]'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    bad = runner.invoke(app, ["predict", str(run_dir), "--input", str(inp), "--out", str(tmp_path / "p.txt")])
+    assert bad.exit_code == 2 and "ending in .csv or .parquet" in bad.output

@@ -301,7 +301,9 @@ def predict(
     input: Annotated[
         Path, typer.Option("--input", "-i", help="Inputs: a directory with dataset.yaml + .npy (docs/datasets.md).")
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Predictions file (.csv).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Predictions file: .csv, or .parquet (needs robult[parquet]).")
+    ],
     batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 4096,
 ) -> None:
     """Predict with a trained model: one CSV row per sample (index, label and probabilities, or value), for any

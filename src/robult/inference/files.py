@@ -1,4 +1,4 @@
-"""Prediction from files: inputs in the user format (``dataset.yaml`` + ``.npy``), predictions as CSV.
+"""Prediction from files: inputs in the user format (``dataset.yaml`` + ``.npy``), predictions as CSV or Parquet.
 
 The input directory is the documented user format (``docs/datasets.md``) with only ``modalities`` required:
 ``labels``, ``split``, ``task`` and the other keys may be there and are ignored; ``present`` (``bool [N, M]``, columns
@@ -164,11 +164,72 @@ def prediction_rows(prediction: Prediction, index: np.ndarray | None = None) -> 
     ]
 
 
-def write_predictions(prediction: Prediction, path: str | Path, index: np.ndarray | None = None) -> Path:
-    """Write a prediction table as CSV (atomically); see :func:`prediction_rows` for the columns."""
+def prediction_columns(prediction: Prediction, index: np.ndarray | None = None) -> dict[str, Any]:
+    """The columns of :func:`prediction_rows` as typed arrays (``index`` int64, probabilities and values float32,
+    labels and ``present`` text), for Parquet."""
+    n = len(prediction)
+    index = np.arange(n, dtype=np.int64) if index is None else np.asarray(index, dtype=np.int64)
+    names = prediction.class_names
+    used = [
+        "+".join(m for m, on in zip(prediction.modality_names, row, strict=True) if on) for row in prediction.present
+    ]
+    kind = prediction.task.kind
+    cols: dict[str, Any] = {"index": index}
+    if kind == TaskKind.REGRESSION:
+        cols["value"] = np.asarray(prediction.values, dtype=np.float32)
+    else:
+        probs, labels = prediction.probabilities, prediction.labels
+        assert probs is not None and labels is not None
+        if kind == TaskKind.BINARY:
+            cols["label"] = [names[int(lab)] for lab in labels]
+            cols["probability"] = np.asarray(probs, dtype=np.float32)
+        else:
+            if kind == TaskKind.MULTILABEL:
+                cols["labels"] = [";".join(c for c, on in zip(names, lab, strict=True) if on) for lab in labels]
+            else:
+                cols["label"] = [names[int(lab)] for lab in labels]
+            for j, c in enumerate(names):
+                cols[f"prob_{c}"] = np.asarray(probs[:, j], dtype=np.float32)
+    cols["present"] = used
+    return cols
+
+
+def output_format(path: str | Path) -> str:
+    """``"csv"`` or ``"parquet"`` from the file name; a ``ValueError`` for another extension, or for Parquet when
+    pyarrow is not installed (checked before predicting)."""
     path = Path(path)
-    if path.suffix.lower() != ".csv":
-        raise ValueError(f"{path}: predictions are written as CSV; give a file name ending in .csv")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix != ".parquet":
+        raise ValueError(
+            f"{path}: predictions are written as CSV or Parquet; give a file name ending in .csv or .parquet"
+        )
+    try:
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            f"{path}: writing Parquet needs pyarrow: pip install 'robult[parquet]' (or write .csv)"
+        ) from None
+    return "parquet"
+
+
+def _write_parquet(prediction: Prediction, path: Path, index: np.ndarray | None) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(prediction_columns(prediction, index))
+    with atomic_open(path, "wb") as fh:
+        pq.write_table(table, fh)
+
+
+def write_predictions(prediction: Prediction, path: str | Path, index: np.ndarray | None = None) -> Path:
+    """Write a prediction table (atomically) as CSV, or as Parquet when the name ends in ``.parquet`` (needs the
+    ``parquet`` extra: pyarrow); see :func:`prediction_rows` for the columns."""
+    path = Path(path)
+    if output_format(path) == "parquet":
+        _write_parquet(prediction, path, index)
+        return path
     header, rows = prediction_rows(prediction, index)
     with atomic_open(path, "w") as fh:
         writer = csv.writer(fh, lineterminator="\n")
@@ -181,9 +242,10 @@ def predict_to_file(
     model: str | Path | Predictor, inputs: str | Path, out: str | Path, batch_size: int = 4096
 ) -> tuple[Path, int]:
     """``robult predict``: load the model (a run or model directory), read ``inputs`` (user format), write the
-    predictions to ``out`` (CSV). Returns the file and the number of rows."""
+    predictions to ``out`` (CSV, or Parquet by extension). Returns the file and the number of rows."""
     from robult.inference.predictor import load
 
+    output_format(out)  # a wrong extension or a missing pyarrow fails before the work
     predictor = model if isinstance(model, Predictor) else load(model)
     data = read_prediction_inputs(inputs, predictor)
     prediction = predictor.predict(data.inputs, data.present, lengths=data.lengths, batch_size=batch_size)
