@@ -675,3 +675,46 @@ def test_parquet_without_pyarrow_is_one_line_naming_the_extra(runs, tmp_path: Pa
     assert len(result.output.strip().splitlines()) == 1
     bad = runner.invoke(app, ["predict", str(run_dir), "--input", str(inp), "--out", str(tmp_path / "p.txt")])
     assert bad.exit_code == 2 and "ending in .csv or .parquet" in bad.output
+
+
+# ------------------------------------------------------------------------------------------------ ONNX
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "regression", "binary"])
+def test_onnx_export_matches_the_predictor(runs, tmp_path: Path, kind: str) -> None:
+    """`robult export RUN --format onnx`, run by onnxruntime on raw inputs with random missing patterns (NaN in
+    absent entries; a GRU sequence encoder in the regression run) and another batch size than the trace's, predicts
+    what the predictor predicts."""
+    onnx = pytest.importorskip("onnx", reason="onnx (robult[onnx]) is not installed")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    run_dir, data = runs(kind)
+    out = tmp_path / "model.onnx"
+    result = runner.invoke(app, ["export", str(run_dir), "--format", "onnx", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    layout = json.loads(meta["robult.json"])["inputs"]
+    predictor = robult.load(run_dir)
+    assert [e["name"] for e in layout] == ["present", *(a for s in predictor.modalities for a in _names(s))]
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == [e["name"] for e in layout]
+    g = np.random.default_rng(2)
+    n, m = len(data["target"]), len(predictor.modality_names)
+    for _ in range(3):
+        present = (g.random((n, m)) > 0.4) & data["present"]
+        present[~present.any(1)] = data["present"][~present.any(1)]
+        x = {k: v.copy() for k, v in data["inputs"].items()}
+        for j, name in enumerate(predictor.modality_names):
+            x[name][~present[:, j]] = np.nan
+        ref = predictor.predict(x, present, lengths=data["lengths"])
+        feed = {"present": present, **{k: v.astype(np.float32) for k, v in x.items()}}
+        feed.update({f"{k}_lengths": v.astype(np.int64) for k, v in data["lengths"].items()})
+        got = session.run(None, feed)[0]
+        expected = ref.values if ref.values is not None else ref.probabilities
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
+def test_onnx_export_without_onnx_is_one_line_naming_the_extra(runs, tmp_path: Path, monkeypatch) -> None:
+    run_dir, _ = runs("binary")
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    result = runner.invoke(app, ["export", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2 and "ONNX export needs the onnx package: pip install 'robult[onnx]'" in result.output

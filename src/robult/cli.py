@@ -326,12 +326,13 @@ def export(
         typer.Option(
             "--format",
             "-f",
-            help="torchscript (one file: raw inputs + presence mask -> predictions) or artefact (write <run>/model/ "
-            "for a run trained before runs wrote one).",
+            help="torchscript (one file: raw inputs + presence mask -> predictions), onnx (the same graph as ONNX; "
+            "needs robult[onnx]) or artefact (write <run>/model/ for a run trained before runs wrote one).",
         ),
     ] = "torchscript",
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output file (default: <model dir>/model.torchscript.pt).")
+        Path | None,
+        typer.Option("--out", "-o", help="Output file (default: <model dir>/model.torchscript.pt or model.onnx)."),
     ] = None,
 ) -> None:
     """Export a trained model for serving without robult."""
@@ -340,12 +341,16 @@ def export(
             from robult.inference.export import export_torchscript
 
             path = export_torchscript(run, out)
+        elif format == "onnx":
+            from robult.inference.export import export_onnx
+
+            path = export_onnx(run, out)
         elif format == "artefact":
             from robult.inference.export import artefact_from_checkpoint
 
             path = artefact_from_checkpoint(run)
         else:
-            raise ValueError(f"unknown export format {format!r}; use torchscript or artefact")
+            raise ValueError(f"unknown export format {format!r}; use torchscript, onnx or artefact")
     except _user_errors() as err:
         _fail(err)
         return

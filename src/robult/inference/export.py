@@ -12,6 +12,7 @@ The input layout is saved in the file as the extra file ``robult.json`` (``torch
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from pathlib import Path
@@ -26,6 +27,8 @@ from robult.specs import ModalityKind, TaskKind
 from robult.utils.io import atomic_open
 
 TORCHSCRIPT_NAME = "model.torchscript.pt"
+ONNX_NAME = "model.onnx"
+ONNX_OPSET = 17
 EXTRA_FILE = "robult.json"
 
 
@@ -39,6 +42,60 @@ def _dense_encoders(encoders: Any) -> Any:
             x = batch.inputs[spec.name]
             enc = encoders.encoders[spec.name]
             h = enc(x, batch.lengths[spec.name]) if spec.is_sequential else enc(x)
+            h = encoders.adapters[spec.name](h)
+            out.append(torch.where(batch.present[:, m, None], h, torch.zeros_like(h)))
+        return torch.stack(out, dim=1)
+
+    return forward
+
+
+def _unrolled_gru(gru: nn.GRU, x: Tensor, lengths: Tensor) -> Tensor:
+    """The final hidden states ``[layers * dirs, B, H]`` of ``gru`` over the packed ``x`` (``[B, T, d]``, batch
+    first) computed step by step with masks instead of packing (which torch's ONNX exporter cannot export unsorted):
+    a row's state stops changing after its length (forward) or starts changing at its last valid step (backward)."""
+    dirs = 2 if gru.bidirectional else 1
+    steps = x.shape[1]
+    finals: list[Tensor] = []
+    layer_in = x
+    for layer in range(gru.num_layers):
+        outs = []
+        for d in range(dirs):
+            sfx = f"_l{layer}" + ("_reverse" if d else "")
+            w_ih, w_hh = getattr(gru, f"weight_ih{sfx}"), getattr(gru, f"weight_hh{sfx}")
+            b_ih, b_hh = getattr(gru, f"bias_ih{sfx}", None), getattr(gru, f"bias_hh{sfx}", None)
+            gi_all = nn.functional.linear(layer_in, w_ih, b_ih)  # [B, T, 3H]
+            h = x.new_zeros(x.shape[0], gru.hidden_size)
+            seq: list[Tensor] = [h] * steps
+            for t in range(steps - 1, -1, -1) if d else range(steps):
+                gi = gi_all[:, t]
+                gh = nn.functional.linear(h, w_hh, b_hh)
+                i_r, i_z, i_n = gi.chunk(3, dim=1)
+                h_r, h_z, h_n = gh.chunk(3, dim=1)
+                r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+                new = (1 - z) * torch.tanh(i_n + r * h_n) + z * h
+                h = torch.where((lengths > t)[:, None], new, h)
+                seq[t] = h
+            finals.append(h)
+            outs.append(torch.stack(seq, dim=1))
+        layer_in = torch.cat(outs, dim=2)
+    return torch.stack(finals, dim=0)
+
+
+def _onnx_encoders(encoders: Any) -> Any:
+    """:func:`_dense_encoders` with GRU encoders unrolled (:func:`_unrolled_gru`), for the ONNX exporter."""
+    from robult.modules.encoders import GRUEncoder
+
+    def forward(batch: Batch) -> Tensor:
+        out = []
+        for m, spec in enumerate(encoders.modalities):
+            x = batch.inputs[spec.name]
+            enc = encoders.encoders[spec.name]
+            if isinstance(enc, GRUEncoder):
+                h = _unrolled_gru(enc.gru, x, batch.lengths[spec.name].clamp(min=1))
+                dirs = 2 if enc.gru.bidirectional else 1
+                h = enc.proj(h[-dirs:].transpose(0, 1).reshape(x.shape[0], -1))
+            else:
+                h = enc(x, batch.lengths[spec.name]) if spec.is_sequential else enc(x)
             h = encoders.adapters[spec.name](h)
             out.append(torch.where(batch.present[:, m, None], h, torch.zeros_like(h)))
         return torch.stack(out, dim=1)
@@ -146,8 +203,17 @@ def export_torchscript(model: str | Path | Predictor, out: str | Path | None = N
             traced = torch.jit.trace(wrapper, example_inputs(predictor), check_trace=False)
     finally:
         del encoders.forward
-    meta = {
-        "format": "robult-torchscript",
+    meta = _metadata(predictor, "robult-torchscript")
+    with atomic_open(out, "wb") as fh, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated in torch 2.13, still works
+        torch.jit.save(traced, fh, _extra_files={EXTRA_FILE: json.dumps(meta)})
+    return out
+
+
+def _metadata(predictor: Predictor, fmt: str) -> dict[str, Any]:
+    """What an exported file carries about itself: format, the model's info, the input layout and the output."""
+    return {
+        "format": fmt,
         "info": {k: predictor.info.get(k) for k in ("robult_version", "method", "dataset", "task", "modalities")},
         "inputs": input_layout(predictor),
         "output": {
@@ -157,9 +223,74 @@ def export_torchscript(model: str | Path | Predictor, out: str | Path | None = N
             TaskKind.REGRESSION: "values [B]",
         }[predictor.task.kind],
     }
-    with atomic_open(out, "wb") as fh, warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated in torch 2.13, still works
-        torch.jit.save(traced, fh, _extra_files={EXTRA_FILE: json.dumps(meta)})
+
+
+def export_onnx(model: str | Path | Predictor, out: str | Path | None = None) -> Path:
+    """Export the predictor's model as ONNX (default ``<model dir>/model.onnx``; needs the ``onnx`` extra).
+
+    The graph is the TorchScript export's (same inputs, named as in :func:`input_layout`, ``present`` first; the
+    batch and free sequence lengths are dynamic axes; one output ``output``), traced by torch's TorchScript-based
+    ONNX exporter at opset :data:`ONNX_OPSET`, checked with ``onnx.checker``; the layout is stored in the model's
+    metadata under ``robult.json``.
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise ValueError("ONNX export needs the onnx package: pip install 'robult[onnx]'") from None
+    if isinstance(model, Predictor):
+        predictor = model
+        if out is None:
+            raise ValueError("export_onnx(predictor): give the output path")
+    else:
+        predictor = load(model)
+        if out is None:
+            out = _model_dir(Path(model)) / ONNX_NAME
+    out = Path(out)
+    predictor.model.eval()
+    wrapper = ExportedModel(predictor).eval()
+    encoders = getattr(predictor.model, "encoders", None)
+    if encoders is None or not hasattr(encoders, "adapters"):
+        raise ValueError(f"{type(predictor.model).__name__}: export needs robult's ModalityEncoders")
+    layout = input_layout(predictor)
+    names = [entry["name"] for entry in layout]
+    axes = {
+        e["name"]: {
+            i: ("batch" if d == "B" else f"{e['name']}_T") for i, d in enumerate(e["shape"]) if isinstance(d, str)
+        }
+        for e in layout
+    }
+    axes["output"] = {0: "batch"}
+    from robult.modules.encoders import GRUEncoder
+
+    for spec in predictor.modalities:
+        if isinstance(encoders.encoders[spec.name], GRUEncoder) and spec.shape[0] is None:
+            raise ValueError(
+                f"modality {spec.name!r}: ONNX export unrolls its GRU over a fixed number of steps, but its length is "
+                "free; use --format torchscript"
+            )
+    buffer = io.BytesIO()
+    encoders.forward = _onnx_encoders(encoders)  # instance attribute: only while tracing
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                wrapper,
+                example_inputs(predictor),
+                buffer,
+                input_names=names,
+                output_names=["output"],
+                dynamic_axes=axes,
+                opset_version=ONNX_OPSET,
+                dynamo=False,  # the traced graph (no data-dependent branches, see _dense_encoders); no onnxscript
+            )
+    finally:
+        del encoders.forward
+    proto = onnx.load_from_string(buffer.getvalue())
+    onnx.checker.check_model(proto)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = EXTRA_FILE, json.dumps(_metadata(predictor, "robult-onnx"))
+    with atomic_open(out, "wb") as fh:
+        fh.write(proto.SerializeToString())
     return out
 
 
@@ -185,4 +316,11 @@ def artefact_from_checkpoint(run: str | Path) -> Path:
     return write_run_model(run_dir, model, bundle, cfg, best_epoch=epoch)
 
 
-__all__ = ["MODEL_DIR", "ExportedModel", "artefact_from_checkpoint", "export_torchscript", "input_layout"]
+__all__ = [
+    "MODEL_DIR",
+    "ExportedModel",
+    "artefact_from_checkpoint",
+    "export_onnx",
+    "export_torchscript",
+    "input_layout",
+]
