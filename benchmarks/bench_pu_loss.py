@@ -34,14 +34,14 @@ from pathlib import Path
 import torch
 
 from robult.losses.contrastive import (
-    _soft_pu_contrastive_loss_dense,
     contrastive_keys,
     soft_pu_contrastive_loss,
 )
+from robult.losses.contrastive_dense import soft_pu_contrastive_loss_dense
 from robult.specs import TaskSpec
 
 IMPLEMENTATIONS: dict[str, Callable] = {
-    "dense": _soft_pu_contrastive_loss_dense,
+    "dense": soft_pu_contrastive_loss_dense,
     "chunked": soft_pu_contrastive_loss,
 }
 

@@ -54,7 +54,9 @@ def main() -> None:
     ap.add_argument("--skip-loss", action="store_true", help="only the training-step comparison")
     args = ap.parse_args()
     if args.dense_loss:
-        contrastive.soft_pu_contrastive_loss = contrastive._soft_pu_contrastive_loss_dense
+        from robult.losses.contrastive_dense import soft_pu_contrastive_loss_dense
+
+        contrastive.soft_pu_contrastive_loss = soft_pu_contrastive_loss_dense
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dims = tuple(int(d) for d in args.dims.split(","))

@@ -11,12 +11,12 @@ import torch.nn.functional as F
 from robult.losses.contrastive import (
     KERNELS,
     SoftPUContrastiveLoss,
-    _soft_pu_contrastive_loss_dense,
     contrastive_keys,
     kernel_weights,
     key_similarity,
     soft_pu_contrastive_loss,
 )
+from robult.losses.contrastive_dense import soft_pu_contrastive_loss_dense
 from robult.specs import TaskSpec
 
 
@@ -415,7 +415,7 @@ def test_chunked_equals_dense(kernel: str, chunk_rows: int | None, fallback: str
     args = (present, keys, labeled, mu0, sigma0, 0.4, kernel, 0.8, init, 0.05)
     kw = {"keep_weights": True, "fallback": fallback, "soft_weights": soft_weights}
     new = _run(soft_pu_contrastive_loss, z, s, *args, chunk_rows=chunk_rows, **kw)
-    dense = _run(_soft_pu_contrastive_loss_dense, z, s, *args, **kw)
+    dense = _run(soft_pu_contrastive_loss_dense, z, s, *args, **kw)
     _assert_same(new, dense)
     assert new[0].weights.numel() > 0
     if soft_weights:
@@ -428,7 +428,7 @@ def test_chunked_equals_dense_multilabel(kernel: str, chunk_rows: int | None) ->
     z, s, present, keys, labeled = _dense_case(seed=7, multilabel=True)
     args = (present, keys, labeled, torch.zeros(3, dtype=torch.float64), torch.ones(3), 0.3, kernel, 0.0, None)
     new = _run(soft_pu_contrastive_loss, z, s, *args, chunk_rows=chunk_rows, keep_weights=True)
-    _assert_same(new, _run(_soft_pu_contrastive_loss_dense, z, s, *args, keep_weights=True))
+    _assert_same(new, _run(soft_pu_contrastive_loss_dense, z, s, *args, keep_weights=True))
 
 
 @pytest.mark.parametrize("labels", ["all", "none"])
@@ -438,7 +438,7 @@ def test_chunked_equals_dense_without_unlabeled_or_labeled_anchors(labels: str) 
     args = (present, keys, labeled, torch.zeros(3), torch.ones(3), 0.5, "rbf", 0.9, None)
     for coef in ((1.0, 0.0), (0.0, 1.0)):
         new = _run(soft_pu_contrastive_loss, z, s, *args, chunk_rows=3, keep_weights=True, coef=coef)
-        _assert_same(new, _run(_soft_pu_contrastive_loss_dense, z, s, *args, keep_weights=True, coef=coef))
+        _assert_same(new, _run(soft_pu_contrastive_loss_dense, z, s, *args, keep_weights=True, coef=coef))
 
 
 def test_chunked_gradient_through_a_model_and_no_grad_path() -> None:
@@ -449,7 +449,7 @@ def test_chunked_gradient_through_a_model_and_no_grad_path() -> None:
     proj = torch.nn.Linear(6, 6).double()
     args = (present, keys, labeled, torch.zeros(3), torch.ones(3))
     grads = []
-    for fn in (soft_pu_contrastive_loss, _soft_pu_contrastive_loss_dense):
+    for fn in (soft_pu_contrastive_loss, soft_pu_contrastive_loss_dense):
         out = fn(proj(z), proj(s), *args)
         grads.append(torch.autograd.grad(out.labeled + 2 * out.unlabeled, list(proj.parameters())))
     for a, b in zip(*grads, strict=True):
@@ -457,7 +457,7 @@ def test_chunked_gradient_through_a_model_and_no_grad_path() -> None:
     with torch.no_grad():
         out = soft_pu_contrastive_loss(proj(z), proj(s), *args, chunk_rows=5)
     assert not out.labeled.requires_grad
-    dense = _soft_pu_contrastive_loss_dense(proj(z), proj(s), *args)
+    dense = soft_pu_contrastive_loss_dense(proj(z), proj(s), *args)
     torch.testing.assert_close(out.unlabeled, dense.unlabeled.detach(), rtol=1e-10, atol=0)
 
 
@@ -466,7 +466,7 @@ def test_chunked_float32_close_to_float64() -> None:
     z, s, present, keys, labeled = _dense_case(seed=5, b=64, d=16)
     args = (present, keys, labeled, torch.zeros(3), torch.ones(3), 0.5, "rbf", 0.0)
     exact = soft_pu_contrastive_loss(z, s, *args)
-    for fn in (soft_pu_contrastive_loss, _soft_pu_contrastive_loss_dense):
+    for fn in (soft_pu_contrastive_loss, soft_pu_contrastive_loss_dense):
         low = fn(z.float(), s.float(), *args)
         assert low.labeled.dtype == torch.float32
         assert abs(low.labeled.item() - exact.labeled.item()) < 1e-5
