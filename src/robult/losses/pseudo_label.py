@@ -1,5 +1,5 @@
 """Confidence-thresholded pseudo-label loss (FixMatch without augmentation), shared by the ``pseudolabel``
-baseline and Robult's optional self-training term (``RobultLossConfig.lambda_pseudo``)."""
+baseline and Robult's self-training term (``RobultLossConfig.lambda_pseudo``, on by default)."""
 
 from __future__ import annotations
 
