@@ -104,6 +104,77 @@ def _score(preds: Tensor, valid: Tensor, target: Tensor, task: TaskSpec) -> tupl
     return compute_metrics(preds[valid], target[valid], task), count
 
 
+class ProtocolScorer:
+    """The two protocols for one split: masks made (or read from the store), per-batch predictions collected from
+    one forward pass each, and the metrics computed at the end. Shared by :func:`evaluate` and
+    :func:`robult.inference.scoring.evaluate_inputs`.
+
+    Args:
+        model: the :class:`SubsetPredictor` whose outputs are aggregated.
+        names: modality names, in order.
+        n: rows of the split.
+        protocols, rates, mask_seed: the protocols, missing rates and mask seed.
+        store, dataset_name, split: where random-rate masks are read from or saved to (``None``: in memory).
+        result: the result whose mask records are filled; the metrics go into it too.
+    """
+
+    def __init__(
+        self,
+        model: SubsetPredictor,
+        names: Sequence[str],
+        n: int,
+        protocols: Sequence[str],
+        rates: Sequence[float],
+        mask_seed: int,
+        store: MaskStore | None,
+        dataset_name: str,
+        split: str,
+        result: EvaluationResult,
+    ) -> None:
+        self.model, self.names, self.result = model, list(names), result
+        self.subsets = all_subsets(self.names) if "all-subsets" in protocols else []
+        rate_keys = [rate_key(r) for r in rates] if "random-rate" in protocols else []
+        if len(set(rate_keys)) != len(rate_keys):
+            raise ValueError(f"duplicate missing rates in {list(rates)}")
+        self.masks: dict[str, Tensor] = {}
+        for rate, key in zip(rates, rate_keys, strict=False):
+            if store is None:
+                self.masks[key] = random_rate_mask(n, len(self.names), rate, mask_seed)
+            else:
+                saved = store.get_or_create(dataset_name, split, n, self.names, rate, mask_seed)
+                self.masks[key] = saved.mask
+                result.mask_files[key] = str(saved.path)
+                result.mask_sha256[key] = saved.sha256
+        self._sub: list[tuple[Tensor, Tensor]] = []
+        self._rate: dict[str, list[tuple[Tensor, Tensor]]] = {k: [] for k in self.masks}
+
+    def add(self, output: Any, rows: Tensor) -> None:
+        """Collect the predictions of one batch's ``output``; ``rows`` are its row indices in the split."""
+        if self.subsets:
+            sp = self.model.predict_subsets(output, self.subsets)
+            self._sub.append((sp.predictions.float().cpu(), sp.valid.cpu()))
+        for key, mask in self.masks.items():
+            present = output.present & mask[rows].to(output.present.device)
+            sp = self.model.predict_subsets(_with_present(output, present), [self.names])
+            self._rate[key].append((sp.predictions[0].float().cpu(), sp.valid[0].cpu()))
+
+    def score(self, target: Tensor, scored: Tensor, task: TaskSpec) -> EvaluationResult:
+        """Metrics over the ``scored`` (labeled) rows of every setting, into the result, which is returned."""
+        result = self.result
+        result.counts["labeled"] = int(scored.sum())
+        if self.subsets:
+            preds = torch.cat([p for p, _ in self._sub], dim=1)
+            valid = torch.cat([v for _, v in self._sub], dim=1) & scored[None]
+            for i, subset in enumerate(self.subsets):
+                key = subset_key(list(subset), self.names)
+                result.subsets[key], result.counts[f"all-subsets/{key}"] = _score(preds[i], valid[i], target, task)
+        for key, parts in self._rate.items():
+            valid = torch.cat([v for _, v in parts]) & scored
+            metrics, count = _score(torch.cat([p for p, _ in parts]), valid, target, task)
+            result.random_rate[key], result.counts[f"random-rate/{key}"] = metrics, count
+        return result
+
+
 @torch.no_grad()
 def evaluate(
     model: SubsetPredictor,
@@ -156,23 +227,8 @@ def evaluate(
     n = len(dataset)
     if n == 0:
         raise ValueError(f"the {split} split of {dataset_name!r} is empty")
-    do_subsets = "all-subsets" in protocols
-    rate_keys = [rate_key(r) for r in rates] if "random-rate" in protocols else []
-    if len(set(rate_keys)) != len(rate_keys):
-        raise ValueError(f"duplicate missing rates in {list(rates)}")
-
     result = EvaluationResult(counts={"n": n})
-    masks: dict[str, Tensor] = {}
-    for rate, key in zip(rates, rate_keys, strict=False):
-        if store is None:
-            masks[key] = random_rate_mask(n, len(names), rate, mask_seed)
-        else:
-            saved = store.get_or_create(dataset_name, split, n, names, rate, mask_seed)
-            masks[key] = saved.mask
-            result.mask_files[key] = str(saved.path)
-            result.mask_sha256[key] = saved.sha256
-
-    subsets = all_subsets(names)
+    scorer = ProtocolScorer(model, names, n, protocols, rates, mask_seed, store, dataset_name, split, result)
     device = torch.device(device)
     is_module = isinstance(model, nn.Module)
     first_param = next(iter(model.parameters()), None) if is_module else None
@@ -182,10 +238,6 @@ def evaluate(
         model.eval().to(device)
     call = model if is_module else model.forward
 
-    sub_preds: list[Tensor] = []
-    sub_valid: list[Tensor] = []
-    rate_preds: dict[str, list[Tensor]] = {k: [] for k in rate_keys}
-    rate_valid: dict[str, list[Tensor]] = {k: [] for k in rate_keys}
     targets: list[Tensor] = []
     labeled: list[Tensor] = []
     starts = range(0, n, batch_size)
@@ -199,33 +251,13 @@ def evaluate(
             output = call(batch, with_reconstruction=False, validate=True)
             targets.append(batch.target.cpu())
             labeled.append(batch.labeled.cpu())
-            if do_subsets:
-                sp = model.predict_subsets(output, subsets)
-                sub_preds.append(sp.predictions.float().cpu())
-                sub_valid.append(sp.valid.cpu())
             index = batch.index.cpu() if batch.index is not None else torch.arange(start, start + batch.size)
-            for key in rate_keys:
-                present = output.present & masks[key][index].to(output.present.device)
-                sp = model.predict_subsets(_with_present(output, present), [names])
-                rate_preds[key].append(sp.predictions[0].float().cpu())
-                rate_valid[key].append(sp.valid[0].cpu())
+            scorer.add(output, index)
     finally:
         if is_module:
             model.train(was_training)
             if home is not None:
                 model.to(home)
 
-    target = torch.cat(targets)
-    scored = torch.cat(labeled)  # unlabeled rows (any label value, e.g. -1) are predicted but not scored
-    result.counts["labeled"] = int(scored.sum())
-    if do_subsets:
-        preds = torch.cat(sub_preds, dim=1)
-        valid = torch.cat(sub_valid, dim=1) & scored[None]
-        for i, subset in enumerate(subsets):
-            key = subset_key(list(subset), names)
-            result.subsets[key], result.counts[f"all-subsets/{key}"] = _score(preds[i], valid[i], target, task)
-    for key in rate_keys:
-        valid = torch.cat(rate_valid[key]) & scored
-        metrics, count = _score(torch.cat(rate_preds[key]), valid, target, task)
-        result.random_rate[key], result.counts[f"random-rate/{key}"] = metrics, count
-    return result
+    # unlabeled rows (any label value, e.g. -1) are predicted but not scored
+    return scorer.score(torch.cat(targets), torch.cat(labeled), task)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from robult.inference.files import YAML_NAME, read_prediction_inputs
 from robult.inference.predictor import DEFAULT_BATCH_SIZE, Predictor
-from robult.specs import TaskKind, TaskSpec, all_subsets, subset_key
+from robult.specs import TaskKind, TaskSpec
 
 INPUT_SPLIT = "input"  # the split name of an input directory's masks in a mask store
 
@@ -95,8 +95,8 @@ def evaluate_inputs(
         FileNotFoundError, ValueError: one line naming the file, key or modality that does not fit the model.
     """
     from robult.config import read_yaml
-    from robult.evaluation.evaluate import EvaluationResult, _score, _with_present
-    from robult.evaluation.protocols import PROTOCOLS, MaskStore, random_rate_mask, rate_key
+    from robult.evaluation.evaluate import EvaluationResult, ProtocolScorer
+    from robult.evaluation.protocols import PROTOCOLS, MaskStore
 
     cfg = predictor.config
     protocols = tuple(protocols or cfg.eval.protocols)
@@ -128,32 +128,14 @@ def evaluate_inputs(
     if len(empty):
         raise ValueError(f"{yaml_path}: row {int(empty[0])} has no modality present ({len(empty)} such rows)")
 
-    do_subsets = "all-subsets" in protocols
-    rate_keys = [rate_key(r) for r in rates] if "random-rate" in protocols else []
-    if len(set(rate_keys)) != len(rate_keys):
-        raise ValueError(f"duplicate missing rates in {list(rates)}")
     result = EvaluationResult(counts={"n": n})
-    masks: dict[str, Tensor] = {}
-    store = MaskStore(masks_dir) if masks_dir is not None else None
     dataset_name = str(raw.get("name") or yaml_path.parent.name)
-    for rate, key in zip(rates, rate_keys, strict=False):
-        if store is None:
-            masks[key] = random_rate_mask(n, len(names), rate, mask_seed)
-        else:
-            saved = store.get_or_create(dataset_name, INPUT_SPLIT, n, names, rate, mask_seed)
-            masks[key] = saved.mask
-            result.mask_files[key] = str(saved.path)
-            result.mask_sha256[key] = saved.sha256
-
-    subsets = all_subsets(names)
+    store = MaskStore(masks_dir) if masks_dir is not None else None
     model = predictor.model
+    scorer = ProtocolScorer(model, names, n, protocols, rates, mask_seed, store, dataset_name, INPUT_SPLIT, result)
     device = predictor.device
     was_training = model.training
     model.eval()
-    sub_preds: list[Tensor] = []
-    sub_valid: list[Tensor] = []
-    rate_preds: dict[str, list[Tensor]] = {k: [] for k in rate_keys}
-    rate_valid: dict[str, list[Tensor]] = {k: [] for k in rate_keys}
     try:
         with torch.no_grad():
             for start in range(0, n, batch_size):
@@ -161,31 +143,11 @@ def evaluate_inputs(
                 # the predictor's batch: raw rows read, checked, normalised as in Predictor.predict
                 batch = predictor._batch(data.inputs, present, data.lengths, start, stop, device)
                 output = model(batch, with_reconstruction=False, validate=False)
-                if do_subsets:
-                    sp = model.predict_subsets(output, subsets)
-                    sub_preds.append(sp.predictions.float().cpu())
-                    sub_valid.append(sp.valid.cpu())
-                for key in rate_keys:
-                    pres = output.present & masks[key][start:stop].to(output.present.device)
-                    sp = model.predict_subsets(_with_present(output, pres), [names])
-                    rate_preds[key].append(sp.predictions[0].float().cpu())
-                    rate_valid[key].append(sp.valid[0].cpu())
+                scorer.add(output, torch.arange(start, stop))
     finally:
         model.train(was_training)
 
-    task = predictor.task
-    result.counts["labeled"] = int(labeled.sum())
-    if do_subsets:
-        preds = torch.cat(sub_preds, dim=1)
-        valid = torch.cat(sub_valid, dim=1) & labeled[None]
-        for i, subset in enumerate(subsets):
-            key = subset_key(list(subset), names)
-            result.subsets[key], result.counts[f"all-subsets/{key}"] = _score(preds[i], valid[i], target, task)
-    for key in rate_keys:
-        valid = torch.cat(rate_valid[key]) & labeled
-        metrics, count = _score(torch.cat(rate_preds[key]), valid, target, task)
-        result.random_rate[key], result.counts[f"random-rate/{key}"] = metrics, count
-    return result
+    return scorer.score(target, labeled, predictor.task)
 
 
 __all__ = ["INPUT_SPLIT", "YAML_NAME", "evaluate_inputs"]
