@@ -62,6 +62,18 @@ def kernel_weights(proximity: Tensor, mu: Tensor, sigma: Tensor, kernel: str = "
     raise ValueError(f"unknown kernel {kernel!r}; use one of {KERNELS}")
 
 
+def check_options(kernel: str, temperature: float, sigma_min: float, fallback: str) -> None:
+    """Raise ``ValueError`` for an unknown kernel or fallback, or a non-positive ``τ`` or ``sigma_min``."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; use one of {KERNELS}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if sigma_min <= 0:
+        raise ValueError(f"sigma_min must be positive, got {sigma_min}")
+    if fallback not in PU_FALLBACKS:
+        raise ValueError(f"unknown PU fallback {fallback!r}; use one of {PU_FALLBACKS}")
+
+
 def contrastive_keys(
     target: Tensor,
     labeled: Tensor,
@@ -218,14 +230,7 @@ def soft_pu_contrastive_loss(
     """
     from robult.losses.contrastive_chunks import ChunkPlan, SoftPUChunks, full_precision, pair_moments, unsort_segments
 
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}; use one of {KERNELS}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    if sigma_min <= 0:
-        raise ValueError(f"sigma_min must be positive, got {sigma_min}")
-    if fallback not in PU_FALLBACKS:
-        raise ValueError(f"unknown PU fallback {fallback!r}; use one of {PU_FALLBACKS}")
+    check_options(kernel, temperature, sigma_min, fallback)
     b, m, _ = shared.shape
     device = shared.device
     world = dist_utils.world_size()
@@ -333,14 +338,7 @@ class SoftPUContrastiveLoss(nn.Module):
         soft_weights: bool = True,
     ) -> None:
         super().__init__()
-        if kernel not in KERNELS:
-            raise ValueError(f"unknown kernel {kernel!r}; use one of {KERNELS}")
-        if fallback not in PU_FALLBACKS:
-            raise ValueError(f"unknown PU fallback {fallback!r}; use one of {PU_FALLBACKS}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        if sigma_min <= 0:
-            raise ValueError(f"sigma_min must be positive, got {sigma_min}")
+        check_options(kernel, temperature, sigma_min, fallback)
         self.fallback, self.soft_weights = fallback, soft_weights
         if not 0.0 <= ema < 1.0:
             raise ValueError(f"ema must lie in [0, 1), got {ema}")

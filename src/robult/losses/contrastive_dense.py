@@ -12,9 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robult.losses.contrastive import (
-    KERNELS,
-    PU_FALLBACKS,
     ContrastiveLossOutput,
+    check_options,
     kernel_weights,
     key_similarity,
 )
@@ -40,14 +39,7 @@ def soft_pu_contrastive_loss_dense(
 ) -> ContrastiveLossOutput:
     """The dense formulation (several ``[B, M, N]`` tensors), kept as the reference that the chunked
     :func:`soft_pu_contrastive_loss` is tested and benchmarked against; same arguments and outputs."""
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}; use one of {KERNELS}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    if sigma_min <= 0:
-        raise ValueError(f"sigma_min must be positive, got {sigma_min}")
-    if fallback not in PU_FALLBACKS:
-        raise ValueError(f"unknown PU fallback {fallback!r}; use one of {PU_FALLBACKS}")
+    check_options(kernel, temperature, sigma_min, fallback)
     b, m, _ = shared.shape
     device = shared.device
     world = dist_utils.world_size()
