@@ -180,22 +180,30 @@ def input_layout(predictor: Predictor) -> list[dict[str, Any]]:
     return layout
 
 
-def export_torchscript(model: str | Path | Predictor, out: str | Path | None = None) -> Path:
-    """Trace the predictor's model into one TorchScript file (default ``<model dir>/model.torchscript.pt``)."""
+def _prepare_export(
+    model: str | Path | Predictor, out: str | Path | None, default_name: str, what: str
+) -> tuple[Predictor, Path, ExportedModel, nn.Module]:
+    """The predictor (loaded from a path, or given), the output file (default ``<model dir>/<default_name>``), the
+    eval-mode wrapper to trace, and the model's encoders (robult's ``ModalityEncoders``, required)."""
     if isinstance(model, Predictor):
         predictor = model
         if out is None:
-            raise ValueError("export_torchscript(predictor): give the output path")
+            raise ValueError(f"{what}(predictor): give the output path")
     else:
         predictor = load(model)
         if out is None:
-            out = _model_dir(Path(model)) / TORCHSCRIPT_NAME
-    out = Path(out)
+            out = _model_dir(Path(model)) / default_name
     predictor.model.eval()
     wrapper = ExportedModel(predictor).eval()
     encoders = getattr(predictor.model, "encoders", None)
     if encoders is None or not hasattr(encoders, "adapters"):
         raise ValueError(f"{type(predictor.model).__name__}: export needs robult's ModalityEncoders")
+    return predictor, Path(out), wrapper, encoders
+
+
+def export_torchscript(model: str | Path | Predictor, out: str | Path | None = None) -> Path:
+    """Trace the predictor's model into one TorchScript file (default ``<model dir>/model.torchscript.pt``)."""
+    predictor, out, wrapper, encoders = _prepare_export(model, out, TORCHSCRIPT_NAME, "export_torchscript")
     encoders.forward = _dense_encoders(encoders)  # instance attribute: only while tracing
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -237,20 +245,7 @@ def export_onnx(model: str | Path | Predictor, out: str | Path | None = None) ->
         import onnx
     except ImportError:
         raise ValueError("ONNX export needs the onnx package: pip install 'robult[onnx]'") from None
-    if isinstance(model, Predictor):
-        predictor = model
-        if out is None:
-            raise ValueError("export_onnx(predictor): give the output path")
-    else:
-        predictor = load(model)
-        if out is None:
-            out = _model_dir(Path(model)) / ONNX_NAME
-    out = Path(out)
-    predictor.model.eval()
-    wrapper = ExportedModel(predictor).eval()
-    encoders = getattr(predictor.model, "encoders", None)
-    if encoders is None or not hasattr(encoders, "adapters"):
-        raise ValueError(f"{type(predictor.model).__name__}: export needs robult's ModalityEncoders")
+    predictor, out, wrapper, encoders = _prepare_export(model, out, ONNX_NAME, "export_onnx")
     layout = input_layout(predictor)
     names = [entry["name"] for entry in layout]
     axes = {
