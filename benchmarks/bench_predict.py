@@ -13,11 +13,10 @@ and the ratios.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
+from timing import median_time  # benchmarks/timing.py
 
 from robult.config import load_config
 from robult.data.dataset import MultimodalDataset
@@ -26,17 +25,6 @@ from robult.evaluation.protocols import random_rate_mask
 from robult.inference import Predictor
 from robult.methods import build_method
 from robult.specs import ModalitySpec, TaskSpec
-
-
-def median_time(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -63,7 +51,7 @@ def main() -> None:
     predictor = Predictor(model, specs, task, cfg, normalization=stats)
     present = random_rate_mask(args.n, len(specs), 0.5, seed=0).numpy()
 
-    t_predict = median_time(lambda: predictor.predict(raw, present), args.repeats)
+    t_predict = median_time(lambda: predictor.predict(raw, present), args.repeats, warmup=2)
 
     normed = {k: torch.from_numpy(((v - stats[k][0]) / stats[k][1]).astype(np.float32)) for k, v in raw.items()}
     data = MultimodalDataset(specs, task, normed, torch.zeros(args.n, dtype=torch.long), present=present)
@@ -74,7 +62,7 @@ def main() -> None:
         with torch.no_grad():
             model.predict_subsets(model(batch, with_reconstruction=False, validate=False), every)
 
-    t_bare = median_time(bare, args.repeats)
+    t_bare = median_time(bare, args.repeats, warmup=2)
     names = [s.name for s in specs]
     t_eval = median_time(
         lambda: evaluate(model, data, task, names, store=None, dataset_name="bench", batch_size=1024),

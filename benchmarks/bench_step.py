@@ -12,10 +12,9 @@ session); ``--skip-loss`` prints (1) only.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import median_time  # benchmarks/timing.py
 
 from robult import Batch, ModalitySpec, TaskSpec
 from robult.losses import RobultLoss, contrastive, contrastive_keys
@@ -31,17 +30,6 @@ def make_batch(b: int, dims: tuple[int, ...], num_classes: int, labeled_share: f
     target = torch.randint(0, num_classes, (b,), generator=g)
     labeled = torch.rand(b, generator=g) < labeled_share
     return Batch(inputs, present, target, labeled)
-
-
-def time_it(fn, repeats: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -79,8 +67,8 @@ def main() -> None:
 
     robult = step_fn(RobultModel(specs, task, cfg), RobultLoss(task, len(dims)))
     late = step_fn(LateFusionModel(specs, task, cfg), SupervisedOnlyLoss(task))
-    t_r = time_it(robult, args.repeats)
-    t_l = time_it(late, args.repeats)
+    t_r = median_time(robult, args.repeats, warmup=5)
+    t_l = median_time(late, args.repeats, warmup=5)
     print(f"threads={args.threads} M={len(dims)} dims={dims} encoder_hidden={hidden} batch=256 d_h=d_z=d_u=128")
     loss_kind = "dense" if args.dense_loss else "chunked"
     print(
@@ -120,7 +108,7 @@ def contrastive_share(b, specs, task, cfg, dims, repeats) -> tuple[float, float]
         loss(model(batch), batch, epoch=10.0).total.backward()
         opt.step()
 
-    return time_it(loss_only, repeats, warmup=2), time_it(full, repeats, warmup=2)
+    return median_time(loss_only, repeats, warmup=2), median_time(full, repeats, warmup=2)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from timing import median_time  # benchmarks/timing.py
 
 from robult.config import load_config
 from robult.data.dataset import MultimodalDataset
@@ -33,17 +31,6 @@ from robult.evaluation.evaluate import evaluate
 from robult.evaluation.metrics import compute_metrics
 from robult.methods import build_method
 from robult.specs import ModalitySpec, TaskSpec, all_subsets
-
-
-def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -117,10 +104,10 @@ def main() -> None:
         )  # fmt: skip
 
     times = {
-        "full": median_time(full, args.repeats),
-        "all_subsets": median_time(one_pass, args.repeats),
-        "evaluate": median_time(protocol, args.repeats),
-        "rerun_per_subset": median_time(rerun, max(1, args.repeats // 2)),
+        "full": median_time(full, args.repeats, warmup=1),
+        "all_subsets": median_time(one_pass, args.repeats, warmup=1),
+        "evaluate": median_time(protocol, args.repeats, warmup=1),
+        "rerun_per_subset": median_time(rerun, max(1, args.repeats // 2), warmup=1),
     }
     print(
         f"threads={args.threads} n={args.n} M={args.modalities} ({len(subsets)} subsets), batches of {args.batch_size}"
