@@ -27,10 +27,11 @@ from robult.losses.baselines import (
     PseudoLabelLossConfig,
     SharedPrivateLoss,
     SharedPrivateLossConfig,
+    SupervisedLossConfig,
+    SupervisedOnlyLoss,
 )
 from robult.losses.options import loss_defaults
 from robult.losses.robult import RobultLoss, RobultLossConfig
-from robult.losses.supervised import SupervisedLossConfig, SupervisedOnlyLoss
 from robult.specs import ModalitySpec, TaskSpec
 
 # searched for every method (dotted config keys -> candidate values)

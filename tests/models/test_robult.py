@@ -99,7 +99,7 @@ def test_reconstruction_gradient_routing(specs, task) -> None:
     model = RobultModel(specs, task, RobultConfig(hidden_dim=32, fusion="attention"))
     batch = make_batch(seed=4)
     out = model(batch)
-    reconstruction_loss(out.reconstruction, out.reconstruction_target, out.present).total.backward()
+    reconstruction_loss(out.reconstruction, out.reconstruction_target, out.present).backward()
     grads = _grads(model)
     touched = {n for n, g in grads.items() if g > 0}
     # every modality's own slice of the grouped specific projector and reconstructor gets gradient
@@ -114,7 +114,7 @@ def test_reconstruction_gradient_routing(specs, task) -> None:
     # option: the reconstruction may reach the encoders
     model2 = RobultModel(specs, task, RobultConfig(hidden_dim=32, rec_grad_to_encoder=True))
     out2 = model2(batch)
-    reconstruction_loss(out2.reconstruction, out2.reconstruction_target, out2.present).total.backward()
+    reconstruction_loss(out2.reconstruction, out2.reconstruction_target, out2.present).backward()
     g2 = _grads(model2)
     assert any(g > 0 for n, g in g2.items() if n.startswith("encoders."))
     assert all(g == 0 for n, g in g2.items() if n.startswith(("shared_projector.", "fusion.", "head.")))
@@ -289,8 +289,8 @@ def test_reconstruction_loss_is_a_squared_norm() -> None:
     rec = torch.tensor([[[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]]])
     tgt = torch.zeros(1, 2, 4)
     present = torch.tensor([[True, False]])
-    assert reconstruction_loss(rec, tgt, present).total.item() == pytest.approx(30.0)
-    assert reconstruction_loss(rec, tgt, present, feature_mean=True).total.item() == pytest.approx(7.5)
+    assert reconstruction_loss(rec, tgt, present).item() == pytest.approx(30.0)
+    assert reconstruction_loss(rec, tgt, present, feature_mean=True).item() == pytest.approx(7.5)
 
 
 def test_subset_weights_are_saved_and_old_checkpoints_load_as_the_plain_mean(specs, task) -> None:

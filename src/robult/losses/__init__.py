@@ -9,20 +9,17 @@ from robult.losses.contrastive import (
     key_similarity,
     soft_pu_contrastive_loss,
 )
-from robult.losses.reconstruction import ReconstructionLoss, ReconstructionLossOutput, reconstruction_loss
+from robult.losses.reconstruction import reconstruction_loss
 from robult.losses.robult import RobultLoss, RobultLossConfig, RobultLossOutput, ramp_weight
-from robult.losses.supervised import SupervisedLoss, SupervisedLossOutput, supervised_loss, task_loss
+from robult.losses.supervised import SupervisedLossOutput, supervised_loss, task_loss
 
 __all__ = [
     "KERNELS",
     "ContrastiveLossOutput",
-    "ReconstructionLoss",
-    "ReconstructionLossOutput",
     "RobultLoss",
     "RobultLossConfig",
     "RobultLossOutput",
     "SoftPUContrastiveLoss",
-    "SupervisedLoss",
     "SupervisedLossOutput",
     "contrastive_keys",
     "kernel_weights",

@@ -38,7 +38,7 @@ from robult.losses.logging import fields_log
 from robult.losses.pseudo_label import PseudoLabelOutput, pseudo_label_loss
 from robult.losses.reconstruction import reconstruction_loss
 from robult.losses.robult import ramp_weight
-from robult.losses.supervised import SupervisedLoss, SupervisedLossOutput
+from robult.losses.supervised import SupervisedLossOutput, supervised_loss
 from robult.models.robult import RobultOutput
 from robult.specs import TaskSpec
 from robult.utils import distributed as dist_utils
@@ -50,6 +50,45 @@ MISA_SIM_WEIGHT = 1.0
 MISA_DIFF_WEIGHT = 0.3
 MISA_RECON_WEIGHT = 1.0
 MISA_CMD_MOMENTS = 5
+
+
+# ====================================================================== supervised only
+@dataclass
+class SupervisedLossConfig:
+    """Options of :class:`SupervisedOnlyLoss` (the ``supervised`` and ``moddrop`` baselines).
+
+    Attributes:
+        regression_loss: ``l1`` or ``mse``.
+    """
+
+    regression_loss: Literal["l1", "mse"] = "l1"
+
+
+class SupervisedOnlyLoss(nn.Module):
+    """``L_sup`` alone as a method's loss: per-modality predictions of labeled samples (plus the fused head when the
+    model has one); the loss of the ``supervised`` and ``moddrop`` baselines.
+
+    Args:
+        task: the task spec.
+        config: uses ``regression_loss``.
+    """
+
+    def __init__(self, task: TaskSpec, config: SupervisedLossConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or SupervisedLossConfig()
+        self.task = task
+
+    def forward(self, output: Any, batch: Any, epoch: float = 0.0) -> SupervisedLossOutput:
+        """Args: a model output with ``logits``, ``fused_logits``, ``present``; its batch; the epoch (unused)."""
+        return supervised_loss(
+            output.logits,
+            output.fused_logits,
+            output.present,
+            batch.target,
+            batch.labeled,
+            self.task,
+            self.config.regression_loss,
+        )
 
 
 # ====================================================================== pseudo-labels
@@ -106,14 +145,13 @@ class PseudoLabelLoss(nn.Module):
         self.task = task
         self.config = cfg = config or PseudoLabelLossConfig()
         self.threshold = cfg.pseudo_confidence
-        self.supervised = SupervisedLoss(task, cfg.regression_loss)
 
     def forward(self, output: Any, batch: Batch, epoch: float = 0.0) -> PseudoLabelLossOutput:
         """Args: the model output (``logits``, ``present``, optional ``fused_logits``), its batch, the epoch."""
         cfg = self.config
         logits, present = output.logits, output.present
         fused = getattr(output, "fused_logits", None)
-        sup: SupervisedLossOutput = self.supervised(logits, fused, present, batch.target, batch.labeled)
+        sup = supervised_loss(logits, fused, present, batch.target, batch.labeled, self.task, cfg.regression_loss)
         pl = pseudo_label_loss(logits, present, batch.labeled, self.task, self.threshold)
         lam = ramp_weight(cfg.lambda_pl, epoch, cfg.warmup_epochs)
         total = sup.total + lam * pl.loss
@@ -204,14 +242,15 @@ class InstanceContrastiveLoss(nn.Module):
         super().__init__()
         self.task = task
         self.names = list(names) if names is not None else None
-        self.config = cfg = config or InstanceContrastiveLossConfig()
-        self.supervised = SupervisedLoss(task, cfg.regression_loss)
+        self.config = config or InstanceContrastiveLossConfig()
 
     def forward(self, output: RobultOutput, batch: Batch, epoch: float = 0.0) -> InstanceContrastiveLossOutput:
         """Args: a RobultModel output, its batch, and the (fractional) epoch for the warm-up ramp."""
         cfg = self.config
         o = output
-        sup = self.supervised(o.logits, o.fused_logits, o.present, batch.target, batch.labeled)
+        sup = supervised_loss(
+            o.logits, o.fused_logits, o.present, batch.target, batch.labeled, self.task, cfg.regression_loss
+        )
         nce = instance_contrastive_loss(o.shared, o.fused, o.present, cfg.temperature)
         lam = ramp_weight(cfg.lambda_nce, epoch, cfg.warmup_epochs)
         total = sup.total + lam * nce
@@ -402,7 +441,6 @@ class SharedPrivateLoss(nn.Module):
         self.task = task
         self.names = list(names) if names is not None else None
         self.config = cfg = config or SharedPrivateLossConfig()
-        self.supervised = SupervisedLoss(task, cfg.regression_loss)
         self.reconstructors = reconstructors
         if moments < 1:
             raise ValueError(f"CMD needs at least one moment, got {moments}")
@@ -415,14 +453,15 @@ class SharedPrivateLoss(nn.Module):
         """Args: a RobultModel output, its batch and the epoch (unused: no term is ramped)."""
         o = output
         shared, specific, present = o.shared, o.specific, o.present
-        sup = self.supervised(o.logits, o.fused_logits, present, batch.target, batch.labeled)
+        reg = self.config.regression_loss
+        sup = supervised_loss(o.logits, o.fused_logits, present, batch.target, batch.labeled, self.task, reg)
         zero = sup.total * 0.0
         sim = shared_similarity_loss(shared, present, self.moments) if self.sim_weight else zero
         diff = difference_loss(shared, specific, present) if self.diff_weight else zero
         rec = zero
         if self.rec_weight:
             recon = self.reconstructors(torch.cat([specific, shared], dim=-1))
-            rec = reconstruction_loss(recon, o.hidden.detach(), present, feature_mean=True).total
+            rec = reconstruction_loss(recon, o.hidden.detach(), present, feature_mean=True)
         total = sup.total + self.sim_weight * sim + self.diff_weight * diff + self.rec_weight * rec
         names = self.names or default_names(present.shape[1])
         diag = representation_diagnostics(o, batch.target, batch.labeled, self.task, names)

@@ -12,9 +12,13 @@ import dataclasses
 import typing
 from typing import Any
 
-from robult.losses.baselines import InstanceContrastiveLossConfig, PseudoLabelLossConfig, SharedPrivateLossConfig
+from robult.losses.baselines import (
+    InstanceContrastiveLossConfig,
+    PseudoLabelLossConfig,
+    SharedPrivateLossConfig,
+    SupervisedLossConfig,
+)
 from robult.losses.robult import RobultLossConfig
-from robult.losses.supervised import SupervisedLossConfig
 from robult.utils.bounds import field_bounds
 
 # the union's key order: Robult's keys first, then each baseline's new keys

@@ -10,22 +10,10 @@ or the encoders (unless ``rec_grad_to_encoder``). A mean over features (``featur
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from torch import Tensor, nn
+from torch import Tensor
 
 
-@dataclass
-class ReconstructionLossOutput:
-    """``total`` and the per-modality means ``per_modality [M]`` (NaN-free: 0 where a modality is absent)."""
-
-    total: Tensor
-    per_modality: Tensor
-
-
-def reconstruction_loss(
-    reconstruction: Tensor, target: Tensor, present: Tensor, feature_mean: bool = False
-) -> ReconstructionLossOutput:
+def reconstruction_loss(reconstruction: Tensor, target: Tensor, present: Tensor, feature_mean: bool = False) -> Tensor:
     """Squared reconstruction error ``‖r − t‖²`` averaged over present (sample, modality) pairs.
 
     Args:
@@ -37,17 +25,4 @@ def reconstruction_loss(
     sq = (reconstruction - target).pow(2)
     err = sq.mean(-1) if feature_mean else sq.sum(-1)  # [B, M]
     mask = present.to(err.dtype)
-    total = (err * mask).sum() / mask.sum().clamp(min=1)
-    per_modality = (err * mask).sum(0) / mask.sum(0).clamp(min=1)
-    return ReconstructionLossOutput(total, per_modality.detach())
-
-
-class ReconstructionLoss(nn.Module):
-    """Module wrapper of :func:`reconstruction_loss`."""
-
-    def __init__(self, feature_mean: bool = False) -> None:
-        super().__init__()
-        self.feature_mean = feature_mean
-
-    def forward(self, reconstruction: Tensor, target: Tensor, present: Tensor) -> ReconstructionLossOutput:
-        return reconstruction_loss(reconstruction, target, present, self.feature_mean)
+    return (err * mask).sum() / mask.sum().clamp(min=1)

@@ -15,7 +15,7 @@ from robult.losses.diagnostics import default_names, pu_weight_diagnostics, repr
 from robult.losses.logging import fields_log
 from robult.losses.pseudo_label import pseudo_label_loss
 from robult.losses.reconstruction import reconstruction_loss
-from robult.losses.supervised import SupervisedLoss
+from robult.losses.supervised import supervised_loss
 from robult.models.robult import RobultOutput
 from robult.specs import TaskSpec
 from robult.utils.bounds import check_bounds
@@ -130,7 +130,6 @@ class RobultLoss(nn.Module):
         self.task = task
         self.names = list(names) if names is not None else default_names(num_modalities)
         self.config = cfg = config or RobultLossConfig()
-        self.supervised = SupervisedLoss(task, cfg.regression_loss)
         self.contrastive = SoftPUContrastiveLoss(
             num_modalities,
             cfg.temperature,
@@ -144,7 +143,15 @@ class RobultLoss(nn.Module):
     def forward(self, output: RobultOutput, batch: Batch, epoch: float = 0.0) -> RobultLossOutput:
         """Args: the model output, its batch, and the (fractional) training epoch for the warm-up ramp."""
         cfg = self.config
-        sup = self.supervised(output.logits, output.fused_logits, output.present, batch.target, batch.labeled)
+        sup = supervised_loss(
+            output.logits,
+            output.fused_logits,
+            output.present,
+            batch.target,
+            batch.labeled,
+            self.task,
+            cfg.regression_loss,
+        )
         zero = sup.total * 0.0
         lam_ulb = ramp_weight(cfg.lambda_ulb, epoch, cfg.warmup_epochs)
         con: ContrastiveLossOutput | None = None
@@ -168,7 +175,7 @@ class RobultLoss(nn.Module):
                 raise ValueError(
                     "lambda_rec > 0 needs the model's reconstruction: call forward(with_reconstruction=True)"
                 )
-            rec = reconstruction_loss(output.reconstruction, output.reconstruction_target, output.present).total
+            rec = reconstruction_loss(output.reconstruction, output.reconstruction_target, output.present)
         total = sup.total + cfg.lambda_lb * lb + lam_ulb * ulb + cfg.lambda_rec * rec
         pseudo = None
         if cfg.lambda_pseudo > 0:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from robult.losses.logging import fields_log
 from robult.specs import TaskKind, TaskSpec
@@ -88,49 +87,3 @@ def supervised_loss(
     if fused_logits is not None:
         fused = task_loss(fused_logits.index_select(0, rows), tgt, task, regression_loss).mean()
     return SupervisedLossOutput(unimodal + fused, unimodal, fused)
-
-
-class SupervisedLoss(nn.Module):
-    """Module wrapper of :func:`supervised_loss`."""
-
-    def __init__(self, task: TaskSpec, regression_loss: str = "l1") -> None:
-        super().__init__()
-        if regression_loss not in REGRESSION_LOSSES:
-            raise ValueError(f"unknown regression loss {regression_loss!r}; use one of {REGRESSION_LOSSES}")
-        self.task = task
-        self.regression_loss = regression_loss
-
-    def forward(
-        self, logits: Tensor, fused_logits: Tensor | None, present: Tensor, target: Tensor, labeled: Tensor
-    ) -> SupervisedLossOutput:
-        return supervised_loss(logits, fused_logits, present, target, labeled, self.task, self.regression_loss)
-
-
-@dataclass
-class SupervisedLossConfig:
-    """Options of :class:`SupervisedOnlyLoss` (the ``supervised`` and ``moddrop`` baselines).
-
-    Attributes:
-        regression_loss: ``l1`` or ``mse``.
-    """
-
-    regression_loss: Literal["l1", "mse"] = "l1"
-
-
-class SupervisedOnlyLoss(nn.Module):
-    """``L_sup`` alone as a method's loss: per-modality predictions of labeled samples (plus the fused head when the
-    model has one); the loss of the ``supervised`` and ``moddrop`` baselines.
-
-    Args:
-        task: the task spec.
-        config: uses ``regression_loss``.
-    """
-
-    def __init__(self, task: TaskSpec, config: SupervisedLossConfig | None = None) -> None:
-        super().__init__()
-        self.config = cfg = config or SupervisedLossConfig()
-        self.supervised = SupervisedLoss(task, cfg.regression_loss)
-
-    def forward(self, output: Any, batch: Any, epoch: float = 0.0) -> SupervisedLossOutput:
-        """Args: a model output with ``logits``, ``fused_logits``, ``present``; its batch; the epoch (unused)."""
-        return self.supervised(output.logits, output.fused_logits, output.present, batch.target, batch.labeled)
