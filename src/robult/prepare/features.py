@@ -11,7 +11,7 @@ counted in ``notes``); a sample with neither is dropped.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,8 @@ import numpy as np
 from torch import nn
 
 from robult.data.dataset import MultimodalDataset
-from robult.data.registry import LoadOptions, resolve_data_dir
+from robult.data.registry import DatasetBundle, LoadOptions, default_metric, register_dataset, resolve_data_dir
+from robult.data.splits import stratified_split
 from robult.prepare.cache import CACHE_VERSION, cached, default_cache_dir, digest, files_fingerprint
 from robult.prepare.encoders import (
     SmallCNN,
@@ -33,7 +34,17 @@ from robult.prepare.encoders import (
 )
 from robult.specs import ModalitySpec, TaskSpec
 
-__all__ = ["ENCODING_KEYS", "Encoding", "RawSample", "assemble", "build_dataset", "make_encoding", "release_root"]
+__all__ = [
+    "ENCODING_KEYS",
+    "Encoding",
+    "RawSample",
+    "assemble",
+    "build_dataset",
+    "encoded_bundle",
+    "make_encoding",
+    "register_release",
+    "release_root",
+]
 
 
 @dataclass(frozen=True)
@@ -173,6 +184,57 @@ def build_dataset(
     )
 
 
+def encoded_bundle(
+    name: str,
+    groups: dict[str, list[RawSample]],
+    root: Path,
+    enc: Encoding,
+    task: TaskSpec,
+    *,
+    metrics: list[str],
+    split: str,
+    seed: int,
+    val_fraction: float,
+) -> DatasetBundle:
+    """Encode a release's ``train`` / ``test`` groups (and ``val``, if read from its own file) into a bundle.
+
+    Args:
+        name: the dataset's registry name (also the cache sub-folder).
+        groups: raw samples by split; without ``"val"``, validation is a stratified ``val_fraction`` of train.
+        root: the release folder (image paths are fingerprinted relative to it).
+        enc: encoders and settings (:func:`make_encoding`).
+        task: the task spec; the primary metric is its default (:func:`robult.data.registry.default_metric`).
+        metrics: the metrics listed in ``notes``.
+        split: how the splits were made, for ``notes``.
+        seed, val_fraction: the stratified validation carve-out when ``groups`` has no ``"val"``.
+    """
+    notes: dict[str, Any] = {
+        "metrics": metrics,
+        "text_encoder": enc.text_id,
+        "image_encoder": enc.image_id,
+        "image_size": list(enc.image_size),
+        "split": split,
+    }
+    parts, specs = assemble(name, groups, root, enc, notes)
+    if "val" in parts:
+        train, val = build_dataset(specs, task, parts["train"]), build_dataset(specs, task, parts["val"])
+    else:
+        train_idx, val_idx = stratified_split(parts["train"]["label"], val_fraction, seed)
+        train = build_dataset(specs, task, parts["train"], train_idx)
+        val = build_dataset(specs, task, parts["train"], val_idx)
+    return DatasetBundle(
+        name=name,
+        modalities=specs,
+        task=task,
+        primary_metric=default_metric(task),
+        train=train,
+        val=val,
+        test=build_dataset(specs, task, parts["test"]),
+        source=str(root),
+        notes=notes,
+    )
+
+
 def make_encoding(
     text_encoder: TextEncoder | str | None,
     image_encoder: nn.Module | None,
@@ -211,3 +273,17 @@ ENCODING_KEYS = (
 
 def release_root(opts: LoadOptions, folder: str) -> Path:
     return Path(opts.extra["path"]) if opts.extra.get("path") else resolve_data_dir(opts.data_dir) / folder
+
+
+def register_release(
+    name: str, description: str, load: Callable[..., DatasetBundle], options: tuple[str, ...] = ()
+) -> None:
+    """Register ``load(root, *, seed, val_fraction, **kw)`` as the ``paper`` dataset ``name``, read from the folder
+    ``name`` under the data directory (or the ``path`` option); ``kw`` are the :data:`ENCODING_KEYS` and ``options``
+    given among the load options."""
+
+    def loader(opts: LoadOptions) -> DatasetBundle:
+        kw = {k: opts.extra[k] for k in (*ENCODING_KEYS, *options) if k in opts.extra}
+        return load(release_root(opts, name), seed=opts.seed, val_fraction=opts.val_fraction, **kw)
+
+    register_dataset(name, description, folder=name, group="paper")(loader)

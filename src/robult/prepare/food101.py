@@ -24,11 +24,10 @@ from typing import Any
 
 from torch import nn
 
-from robult.data.registry import DatasetBundle, LoadOptions, default_metric, register_dataset
-from robult.data.splits import stratified_split
+from robult.data.registry import DatasetBundle
 from robult.data.user import write_bundle
 from robult.prepare.encoders import IMAGENET_MEAN, IMAGENET_STD, TextEncoder
-from robult.prepare.features import ENCODING_KEYS, RawSample, assemble, build_dataset, make_encoding, release_root
+from robult.prepare.features import RawSample, encoded_bundle, make_encoding, register_release
 from robult.specs import TaskSpec
 
 __all__ = ["load_food101", "prepare_food101", "read_food101"]
@@ -103,49 +102,27 @@ def load_food101(
     root = Path(root)
     enc = make_encoding(text_encoder, image_encoder, image_size, cache_dir, batch_size, device, image_mean, image_std)
     groups, classes = read_food101(root)
-    notes: dict[str, Any] = {
-        "metrics": ["accuracy", "macro_f1"],
-        "text_encoder": enc.text_id,
-        "image_encoder": enc.image_id,
-        "image_size": list(enc.image_size),
-        "split": f"released train/test; val: stratified {val_fraction:g} of train (seed {seed})",
-    }
-    parts, specs = assemble("food101", groups, root, enc, notes)
-    task = TaskSpec("multiclass", num_classes=len(classes), label_names=tuple(classes))
-    train_idx, val_idx = stratified_split(parts["train"]["label"], val_fraction, seed)
-    return DatasetBundle(
-        name="food101",
-        modalities=specs,
-        task=task,
-        primary_metric=default_metric(task),
-        train=build_dataset(specs, task, parts["train"], train_idx),
-        val=build_dataset(specs, task, parts["train"], val_idx),
-        test=build_dataset(specs, task, parts["test"]),
-        source=str(root),
-        notes=notes,
+    return encoded_bundle(
+        "food101",
+        groups,
+        root,
+        enc,
+        TaskSpec("multiclass", num_classes=len(classes), label_names=tuple(classes)),
+        metrics=["accuracy", "macro_f1"],
+        split=f"released train/test; val: stratified {val_fraction:g} of train (seed {seed})",
+        seed=seed,
+        val_fraction=val_fraction,
     )
 
 
 def prepare_food101(root: str | Path, directory: str | Path, **kwargs: Any) -> Path:
-    """Encode the release under ``root`` (or read the cache) and write it in the user format under ``directory``.
-
-    Args:
-        root: the dataset folder.
-        directory: where ``dataset.yaml`` and the arrays go (train, val and test rows with a split file).
-        kwargs: as for :func:`load_food101`.
-
-    Returns:
-        The path of the written ``dataset.yaml``.
-    """
+    """:func:`load_food101` (``kwargs`` as there) written in the user format under ``directory``
+    (:func:`robult.data.user.write_bundle`); returns the path of its ``dataset.yaml``."""
     return write_bundle(load_food101(root, **kwargs), directory)
 
 
-@register_dataset(
+register_release(
     "food101",
     "UPMC Food-101: 101 dishes from photo + page title (encoded features, cached)",
-    folder="food101",
-    group="paper",
+    load_food101,
 )
-def _food101(opts: LoadOptions) -> DatasetBundle:
-    kw = {k: opts.extra[k] for k in ENCODING_KEYS if k in opts.extra}
-    return load_food101(release_root(opts, "food101"), seed=opts.seed, val_fraction=opts.val_fraction, **kw)

@@ -20,11 +20,10 @@ from typing import Any
 
 from torch import nn
 
-from robult.data.registry import DatasetBundle, LoadOptions, default_metric, register_dataset
-from robult.data.splits import stratified_split
+from robult.data.registry import DatasetBundle
 from robult.data.user import write_bundle
 from robult.prepare.encoders import IMAGENET_MEAN, IMAGENET_STD, TextEncoder
-from robult.prepare.features import ENCODING_KEYS, RawSample, assemble, build_dataset, make_encoding, release_root
+from robult.prepare.features import RawSample, encoded_bundle, make_encoding, register_release
 from robult.specs import TaskSpec
 
 __all__ = ["load_hateful_memes", "prepare_hateful_memes", "read_hateful_memes"]
@@ -114,54 +113,28 @@ def load_hateful_memes(
     split_note = f"train: {train_file}; test: {test_file}; val: " + (
         val_file if val_file else f"stratified {val_fraction:g} of train (seed {seed})"
     )
-    notes: dict[str, Any] = {
-        "metrics": ["auroc", "accuracy"],
-        "text_encoder": enc.text_id,
-        "image_encoder": enc.image_id,
-        "image_size": list(enc.image_size),
-        "split": split_note,
-    }
-    parts, specs = assemble("hateful_memes", groups, root, enc, notes)
-    task = TaskSpec("binary")
-    if val_file is not None:
-        train, val = build_dataset(specs, task, parts["train"]), build_dataset(specs, task, parts["val"])
-    else:
-        train_idx, val_idx = stratified_split(parts["train"]["label"], val_fraction, seed)
-        train = build_dataset(specs, task, parts["train"], train_idx)
-        val = build_dataset(specs, task, parts["train"], val_idx)
-    return DatasetBundle(
-        name="hateful_memes",
-        modalities=specs,
-        task=task,
-        primary_metric=default_metric(task),
-        train=train,
-        val=val,
-        test=build_dataset(specs, task, parts["test"]),
-        source=str(root),
-        notes=notes,
+    return encoded_bundle(
+        "hateful_memes",
+        groups,
+        root,
+        enc,
+        TaskSpec("binary"),
+        metrics=["auroc", "accuracy"],
+        split=split_note,
+        seed=seed,
+        val_fraction=val_fraction,
     )
 
 
 def prepare_hateful_memes(root: str | Path, directory: str | Path, **kwargs: Any) -> Path:
-    """Encode the release under ``root`` (or read the cache) and write it in the user format under ``directory``.
-
-    Args:
-        root: the dataset folder.
-        directory: where ``dataset.yaml`` and the arrays go (train, val and test rows with a split file).
-        kwargs: as for :func:`load_hateful_memes`.
-
-    Returns:
-        The path of the written ``dataset.yaml``.
-    """
+    """:func:`load_hateful_memes` (``kwargs`` as there) written in the user format under ``directory``
+    (:func:`robult.data.user.write_bundle`); returns the path of its ``dataset.yaml``."""
     return write_bundle(load_hateful_memes(root, **kwargs), directory)
 
 
-@register_dataset(
+register_release(
     "hateful_memes",
     "Hateful Memes: binary hatefulness from meme image + text (encoded features, cached)",
-    folder="hateful_memes",
-    group="paper",
+    load_hateful_memes,
+    ("train_file", "test_file", "val_file"),
 )
-def _hateful_memes(opts: LoadOptions) -> DatasetBundle:
-    kw = {k: opts.extra[k] for k in (*ENCODING_KEYS, "train_file", "test_file", "val_file") if k in opts.extra}
-    return load_hateful_memes(release_root(opts, "hateful_memes"), seed=opts.seed, val_fraction=opts.val_fraction, **kw)
