@@ -37,7 +37,8 @@ class RobultConfig:
         projector_hidden: hidden widths of ``g_0`` and ``g_m`` (empty: linear projectors).
         head_hidden: hidden widths of the heads ``c`` and ``c_S``.
         encoder_hidden: hidden widths of the built-in MLP encoders.
-        sequence_encoder: built-in encoder for sequences: ``"gru"`` or ``"transformer"``.
+        sequence_encoder: built-in encoder for sequences: ``"gru"``, ``"transformer"`` or ``"conv"`` (a 1-D CNN
+            over time, :class:`robult.modules.encoders.ConvSequenceEncoder`).
         fusion: ``"concat"`` (concatenation + MLP) or ``"attention"`` (masked attention over modality tokens).
         dropout: dropout in the built-in encoders and the fusion (projectors and heads have none).
         aggregate: ``"logit_mean"`` (mean of per-modality predictions) or ``"feature_mean"`` (head on the mean of
@@ -60,7 +61,7 @@ class RobultConfig:
     projector_hidden: tuple[int, ...] = ()
     head_hidden: tuple[int, ...] = ()
     encoder_hidden: tuple[int, ...] = (256,)
-    sequence_encoder: Literal["gru", "transformer"] = "gru"
+    sequence_encoder: Literal["gru", "transformer", "conv"] = "gru"
     fusion: Literal["concat", "attention"] = "concat"
     dropout: float = 0.1
     aggregate: Literal["logit_mean", "feature_mean"] = "logit_mean"

@@ -3,6 +3,7 @@
 from robult.modules.encoders import (
     MLP,
     ConvImageEncoder,
+    ConvSequenceEncoder,
     GRUEncoder,
     MLPEncoder,
     TransformerSequenceEncoder,
@@ -15,6 +16,7 @@ __all__ = [
     "AttentionFusion",
     "ConcatFusion",
     "ConvImageEncoder",
+    "ConvSequenceEncoder",
     "GRUEncoder",
     "MLPEncoder",
     "TransformerSequenceEncoder",

@@ -7,6 +7,7 @@ common width ``d_h`` (see :class:`robult.models.RobultModel`).
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 import torch
@@ -97,6 +98,61 @@ class TransformerSequenceEncoder(nn.Module):
         return self.proj(_masked_mean(h, lengths))
 
 
+class ConvSequenceEncoder(nn.Module):
+    """Encoder for padded sequences ``[B, T, d]`` with lengths: a 1-D CNN over time that never reads padding.
+
+    Each block is a convolution over time (``kernel`` wide, the first at stride 1, the next ones at stride 2), a
+    per-step layer norm over channels and GELU; the pooled output is the masked mean and masked max over the valid
+    steps, projected to ``out_dim``. Before every convolution the steps beyond a sample's length are set to zero,
+    and lengths follow each stride (``L' = floor((L + 2p - k) / s) + 1``), so a sample's output is the one it would
+    get alone, padded or not: appending padding (of any value) changes nothing. The batch is cut to its longest
+    sample first, so the cost follows the true lengths, not the dataset's longest sequence.
+
+    Args:
+        in_dim: features per step (e.g. mel bands).
+        out_dim: output width.
+        width: channels of the first block (doubled at each later block).
+        num_layers: number of convolution blocks.
+        kernel: kernel width over time (odd).
+        dropout: dropout before the projection.
+    """
+
+    def __init__(
+        self, in_dim: int, out_dim: int, width: int = 64, num_layers: int = 3, kernel: int = 5, dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"ConvSequenceEncoder: kernel must be odd and positive, got {kernel}")
+        if num_layers < 1:
+            raise ValueError(f"ConvSequenceEncoder: num_layers must be at least 1, got {num_layers}")
+        channels = [in_dim] + [width * 2**i for i in range(num_layers)]
+        self.convs = nn.ModuleList(
+            nn.Conv1d(c_in, c_out, kernel, stride=1 if i == 0 else 2, padding=kernel // 2)
+            for i, (c_in, c_out) in enumerate(itertools.pairwise(channels))
+        )
+        self.norms = nn.ModuleList(nn.LayerNorm(c) for c in channels[1:])
+        self.activation = nn.GELU()
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(2 * channels[-1], out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        lengths = lengths.clamp(min=1, max=x.shape[1])
+        if not torch.jit.is_tracing():  # a traced (exported) model keeps every step: the cut is only a speed-up
+            x = x[:, : int(lengths.max())]  # [B, T, d]: nothing beyond the longest sample is read
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+            x = x.masked_fill(~valid[..., None], 0.0)
+            h = conv(x.transpose(1, 2)).transpose(1, 2)  # [B, T', c]
+            (p,), (k,), (s,) = conv.padding, conv.kernel_size, conv.stride
+            lengths = torch.div(lengths + 2 * p - k, s, rounding_mode="floor") + 1
+            x = self.activation(norm(h))
+        valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+        mean = _masked_mean(x, lengths)
+        peak = x.masked_fill(~valid[..., None], float("-inf")).amax(dim=1)
+        return self.proj(self.dropout(torch.cat([mean, peak], dim=-1)))
+
+
 class ConvImageEncoder(nn.Module):
     """A small CNN for ``[B, C, H, W]`` images (a weak default; pass a pretrained backbone for real images):
     three stride-2 convolutions, global average pooling (``features``) and a linear ``head``."""
@@ -126,7 +182,8 @@ def build_encoder(spec: ModalitySpec, out_dim: int, sequence_encoder: str = "gru
     Args:
         spec: the modality.
         out_dim: output width ``d_h``.
-        sequence_encoder: ``"gru"`` or ``"transformer"`` for sequence modalities.
+        sequence_encoder: ``"gru"``, ``"transformer"`` or ``"conv"`` (:class:`ConvSequenceEncoder`) for sequence
+            modalities.
         kwargs: passed to the encoder (e.g. ``hidden`` for MLPs).
     """
     if spec.kind == ModalityKind.VECTOR:
@@ -139,7 +196,9 @@ def build_encoder(spec: ModalitySpec, out_dim: int, sequence_encoder: str = "gru
             return GRUEncoder(in_dim, out_dim, **kwargs)  # type: ignore[arg-type]
         if sequence_encoder == "transformer":
             return TransformerSequenceEncoder(in_dim, out_dim, **kwargs)  # type: ignore[arg-type]
-        raise ValueError(f"unknown sequence encoder {sequence_encoder!r}; use 'gru' or 'transformer'")
+        if sequence_encoder == "conv":
+            return ConvSequenceEncoder(in_dim, out_dim, **kwargs)  # type: ignore[arg-type]
+        raise ValueError(f"unknown sequence encoder {sequence_encoder!r}; use 'gru', 'transformer' or 'conv'")
     if spec.kind == ModalityKind.IMAGE:
         return ConvImageEncoder(int(spec.shape[0]), out_dim, **kwargs)  # type: ignore[arg-type]
     raise ValueError(
@@ -187,7 +246,7 @@ class ModalityEncoders(nn.Module):
         encoders: user encoders by modality name (any ``nn.Module`` returning ``[B, d]``; sequence encoders are
             called as ``encoder(x, lengths)``); built-ins for the others.
         encoder_hidden, dropout: options of the built-in MLP encoders.
-        sequence_encoder: ``"gru"`` or ``"transformer"`` for built-in sequence encoders.
+        sequence_encoder: ``"gru"``, ``"transformer"`` or ``"conv"`` for built-in sequence encoders.
     """
 
     def __init__(
@@ -216,7 +275,11 @@ class ModalityEncoders(nn.Module):
                 self.encoders[spec.name] = enc
                 self.adapters[spec.name] = nn.Identity() if width == hidden_dim else nn.Linear(width, hidden_dim)
             else:
-                extra = {"hidden": encoder_hidden, "dropout": dropout} if spec.kind == ModalityKind.VECTOR else {}
+                extra: dict[str, object] = {}
+                if spec.kind == ModalityKind.VECTOR:
+                    extra = {"hidden": encoder_hidden, "dropout": dropout}
+                elif spec.kind == ModalityKind.SEQUENCE and sequence_encoder == "conv":
+                    extra = {"dropout": dropout}
                 self.encoders[spec.name] = build_encoder(spec, hidden_dim, sequence_encoder, **extra)
                 self.adapters[spec.name] = nn.Identity()
 
