@@ -11,7 +11,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from robult.losses import contrastive
+from robult.losses import contrastive_chunks
 from robult.losses.contrastive import SoftPUContrastiveLoss
 
 
@@ -39,7 +39,7 @@ def step(x, keys, labeled, present):
 
 
 def main(rank: int, world: int, init_file: str, out_file: str, sizes: tuple[int, ...]) -> None:
-    contrastive.CHUNK_ELEMENTS = 8  # several chunks per rank (the single-process reference uses one)
+    contrastive_chunks.CHUNK_ELEMENTS = 8  # several chunks per rank (the single-process reference uses one)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         x, keys, labeled, present = make_data(sizes)

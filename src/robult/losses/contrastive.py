@@ -168,14 +168,6 @@ class ContrastiveLossOutput:
     saturation: Tensor | None = None
 
 
-# Elements of one chunk's [rows, M, N] tensors: a handful of them (logits, softmax, weights, masks) live at once,
-# so the loss's extra memory is a few times this many floats whatever the batch (2^22 floats = 16 MB in float32).
-CHUNK_ELEMENTS = 1 << 22
-# At most this many anchors per chunk: a chunk smaller than a key's share of the batch computes the kernel weights
-# on that key's targets only (see ChunkPlan.key_columns).
-CHUNK_ROWS = 128
-
-
 def soft_pu_contrastive_loss(
     shared: Tensor,
     fused: Tensor,
@@ -196,15 +188,6 @@ def soft_pu_contrastive_loss(
 ) -> ContrastiveLossOutput:
     """The soft PU contrastive loss for one batch (see the module docstring).
 
-    Computed in one pass over chunks of anchors (after a pass over the labeled anchors for ``μ, σ``), labeled
-    anchors first and then by key: each chunk forms its ``[rows, M, N]`` logits and softmax, the kernel weights
-    only on the targets that share a key with the chunk (class keys; all targets for multilabel keys), adds its
-    share of both parts and, when a gradient is needed, of their gradients with respect to the normalised ``Z``
-    and ``S``. Nothing of size ``B·M·N`` is kept: the extra memory is O(rows·M·N + (B·M + N)·d), and backward
-    only combines the precomputed gradients (:mod:`robult.losses.contrastive_chunks`). Values and gradients equal
-    the dense formulation's (:func:`robult.losses.contrastive_dense.soft_pu_contrastive_loss_dense`) up to float
-    rounding (``tests/losses/test_contrastive.py``). Computation runs in at least float32; no double backward.
-
     Args:
         shared: ``Z [B, M, d]`` anchors.
         fused: ``S [B, d]`` targets (gathered over ranks inside).
@@ -214,87 +197,68 @@ def soft_pu_contrastive_loss(
         mu, sigma: ``[M]`` EMA state before this step (ignored where ``stats_initialized`` is false).
         temperature: ``τ``.
         kernel: weighting kernel (see :func:`kernel_weights`).
-        ema: EMA factor: ``μ ← ema·μ + (1-ema)·μ_batch``. ``ema = 0`` uses the batch statistics only.
+        ema: ``μ ← ema·μ + (1-ema)·μ_batch`` (``0``: the batch statistics only).
         stats_initialized: ``[M]`` bool; where false the batch statistics replace the state outright.
-        sigma_min: lower bound of ``σ`` (a batch with near-identical positive pairs must not make every other
-            weight vanish).
-        keep_weights: return every candidate pair's weight (for histograms; costs a masked copy).
-        fallback: the weights of a modality for which no labeled positive pair has been seen yet (state not
-            initialised and none in this batch): ``prior`` uses the kernel around the initial ``μ, σ``; ``none``
-            gives every candidate weight 0 (only ``k = j`` stays a positive), since there is no reference
-            proximity to compare with — e.g. with one label per class.
-        soft_weights: weight PU candidates by ``K(π)``; ``False`` gives every candidate weight 0, so ``L_ulb`` keeps
-            only the ``k = j`` instance term of every anchor (the ``robult_supcon`` ablation).
-        chunk_rows: anchors per chunk (default: ``CHUNK_ROWS``, fewer where a chunk would exceed
-            ``CHUNK_ELEMENTS`` elements).
+        sigma_min: lower bound of ``σ`` (near-identical positive pairs must not make every other weight vanish).
+        keep_weights: return every candidate pair's weight (for histograms).
+        fallback: weights of a modality with no labeled positive pair seen yet: ``prior`` (the kernel around the
+            initial ``μ, σ``) or ``none`` (every candidate weight 0, only ``k = j`` stays a positive; e.g. with one
+            label per class there is no reference proximity).
+        soft_weights: ``False`` gives every candidate weight 0: ``L_ulb`` keeps only the ``k = j`` instance term
+            (the ``robult_supcon`` ablation).
+        chunk_rows: anchors per chunk of the computation (:mod:`robult.losses.contrastive_chunks`, whose values and
+            gradients equal the dense definition in :mod:`robult.losses.contrastive_dense`; no ``B·M·N`` tensor is
+            kept).
     """
-    from robult.losses.contrastive_chunks import ChunkPlan, SoftPUChunks, full_precision, pair_moments, unsort_segments
-
-    check_options(kernel, temperature, sigma_min, fallback)
-    b, m, _ = shared.shape
-    device = shared.device
-    world = dist_utils.world_size()
-    offset = dist_utils.rank_offset(b, device)
-    targets = dist_utils.gather_with_grad(fused)  # [N, d]
-    target_keys = dist_utils.gather_no_grad(keys)
-    target_labeled = dist_utils.gather_no_grad(labeled.long()).bool()
-    n = targets.shape[0]
-    # everything in at least float32 (μ, σ and the weights must be, METHOD.md), whatever the autocast dtype
-    dtype = torch.promote_types(torch.promote_types(shared.dtype, fused.dtype), torch.float32)
-    rows = chunk_rows if chunk_rows is not None else max(1, min(CHUNK_ROWS, CHUNK_ELEMENTS // max(1, m * n)))
-    if rows < 1:
-        raise ValueError(f"chunk_rows must be positive, got {rows}")
-
-    # labeled anchors first (L_lb, μ and σ then touch a prefix of the chunks only), then by key (a chunk's
-    # candidate positives then lie among the few targets that share its keys)
-    order = torch.arange(b, device=device)
-    if keys.ndim == 1:
-        order = torch.argsort(keys, stable=True)
-    order = order[torch.argsort((~labeled[order]).to(torch.uint8), stable=True)]
-    n_lab = int(labeled.sum())
-    z = F.normalize(shared.to(dtype), dim=-1)[order]
-    s = F.normalize(targets.to(dtype), dim=-1)
-    plan = ChunkPlan(
-        keys=keys[order],
-        target_keys=target_keys,
-        target_labeled=target_labeled,
-        present=present[order],
-        cols=offset + order,
-        n_lab=n_lab,
-        rows=rows,
-        temperature=temperature,
+    from robult.losses.contrastive_chunks import (
+        SoftPUChunks,
+        full_precision,
+        pair_moments,
+        plan_chunks,
+        unsort_segments,
     )
 
-    # ---- μ, σ over labeled same-key pairs (j ≠ k), per modality, summed over ranks
-    with torch.no_grad(), full_precision(device):
-        moments = dist_utils.all_reduce_sum(pair_moments(z.detach(), s.detach(), plan))
-    cnt, s1, s2 = moments[0], moments[1], moments[2]
+    check_options(kernel, temperature, sigma_min, fallback)
+    m = shared.shape[1]
+    world = dist_utils.world_size()
+    targets = dist_utils.gather_with_grad(fused)  # [N, d]: the targets of every rank
+    target_keys = dist_utils.gather_no_grad(keys)
+    target_labeled = dist_utils.gather_no_grad(labeled.long()).bool()
+    # cosines in at least float32 (μ, σ and the weights must be, METHOD.md), whatever the autocast dtype
+    dtype = torch.promote_types(torch.promote_types(shared.dtype, fused.dtype), torch.float32)
+    order, plan = plan_chunks(keys, labeled, present, target_keys, target_labeled, temperature, chunk_rows)
+    z = F.normalize(shared.to(dtype), dim=-1)[order]
+    s = F.normalize(targets.to(dtype), dim=-1)
+
+    # ---- μ, σ of π over labeled same-key pairs (j ≠ k), per modality, summed over ranks; then the EMA
+    with torch.no_grad(), full_precision(z.device):
+        cnt, s1, s2 = dist_utils.all_reduce_sum(pair_moments(z.detach(), s.detach(), plan))
     has = cnt > 0
-    pair_mu = torch.where(has, s1 / cnt.clamp(min=1), torch.full_like(s1, math.nan))
+    nan = torch.full_like(s1, math.nan)
+    pair_mu = torch.where(has, s1 / cnt.clamp(min=1), nan)
     pair_var = (s2 / cnt.clamp(min=1) - (s1 / cnt.clamp(min=1)).square()).clamp(min=0.0)
-    pair_sigma = torch.where(has, pair_var.sqrt(), torch.full_like(s1, math.nan))
-    init = torch.ones(m, dtype=torch.bool, device=device) if stats_initialized is None else stats_initialized
+    pair_sigma = torch.where(has, pair_var.sqrt(), nan)
+    init = torch.ones(m, dtype=torch.bool, device=z.device) if stats_initialized is None else stats_initialized
     mu, sigma = mu.to(dtype), sigma.to(dtype)
     new_mu = torch.where(has, torch.where(init, ema * mu + (1 - ema) * pair_mu, pair_mu), mu)
     new_sigma = torch.where(has, torch.where(init, ema * sigma + (1 - ema) * pair_sigma, pair_sigma), sigma)
+
+    # ---- both parts with the weights K(π) from the updated μ, σ
     if soft_weights:
         plan.kernel, plan.mu, plan.sigma = kernel, new_mu, new_sigma.clamp(min=sigma_min)
         if fallback == "none":  # no labeled positive pair seen yet for a modality: no reference, no candidates
             plan.weight_scale = (init | has).to(dtype)
     plan.keep_weights = keep_weights
-
     plan.need_grad = torch.is_grad_enabled() and (z.requires_grad or s.requires_grad)
     sum_lb, sum_ulb, diag, kept = SoftPUChunks.apply(z, s, plan)
     count_lb = dist_utils.all_reduce_sum((present & labeled[:, None]).sum().to(dtype))
     count_ulb = dist_utils.all_reduce_sum(present.sum().to(dtype))  # every anchor, labeled or not (METHOD.md v2)
-    lb = sum_lb * world / count_lb.clamp(min=1)
-    ulb = sum_ulb * world / count_ulb.clamp(min=1)
     n_cand = diag[0].clamp(min=1)
     if keep_weights:  # back to the anchors' order: the dense formulation's w[candidate mask]
         kept = unsort_segments(kept, plan.kept_counts, order)
     return ContrastiveLossOutput(
-        labeled=lb,
-        unlabeled=ulb,
+        labeled=sum_lb * world / count_lb.clamp(min=1),
+        unlabeled=sum_ulb * world / count_ulb.clamp(min=1),
         mu=new_mu.detach(),
         sigma=new_sigma.detach(),
         pair_mu=pair_mu.detach(),

@@ -15,6 +15,14 @@ import torch
 from torch import Tensor
 
 from robult.losses.contrastive import key_similarity
+from robult.utils import distributed as dist_utils
+
+# Elements of one chunk's [rows, M, N] tensors: a handful of them (logits, softmax, weights, masks) live at once,
+# so the loss's extra memory is a few times this many floats whatever the batch (2^22 floats = 16 MB in float32).
+CHUNK_ELEMENTS = 1 << 22
+# At most this many anchors per chunk: a chunk smaller than a key's share of the batch computes the kernel weights
+# on that key's targets only (see ChunkPlan.key_columns).
+CHUNK_ROWS = 128
 
 
 @dataclass
@@ -62,6 +70,42 @@ class ChunkPlan:
             mask &= among
         count = int(mask.sum())
         return None if count > 0.75 * len(mask) else mask.nonzero().squeeze(1)
+
+
+def plan_chunks(
+    keys: Tensor,
+    labeled: Tensor,
+    present: Tensor,
+    target_keys: Tensor,
+    target_labeled: Tensor,
+    temperature: float,
+    chunk_rows: int | None = None,
+) -> tuple[Tensor, ChunkPlan]:
+    """The anchors' order and the plan: labeled anchors first (``L_lb``, ``μ`` and ``σ`` then touch a prefix of the
+    chunks only), then by key (a chunk's candidate positives then lie among the few targets that share its keys).
+
+    ``chunk_rows`` defaults to ``CHUNK_ROWS``, fewer where a chunk would exceed ``CHUNK_ELEMENTS`` elements.
+    """
+    b, m = present.shape
+    n = target_keys.shape[0]
+    rows = chunk_rows if chunk_rows is not None else max(1, min(CHUNK_ROWS, CHUNK_ELEMENTS // max(1, m * n)))
+    if rows < 1:
+        raise ValueError(f"chunk_rows must be positive, got {rows}")
+    order = torch.arange(b, device=present.device)
+    if keys.ndim == 1:
+        order = torch.argsort(keys, stable=True)
+    order = order[torch.argsort((~labeled[order]).to(torch.uint8), stable=True)]
+    plan = ChunkPlan(
+        keys=keys[order],
+        target_keys=target_keys,
+        target_labeled=target_labeled,
+        present=present[order],
+        cols=dist_utils.rank_offset(b, present.device) + order,
+        n_lab=int(labeled.sum()),
+        rows=rows,
+        temperature=temperature,
+    )
+    return order, plan
 
 
 def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
