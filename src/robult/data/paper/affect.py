@@ -47,11 +47,10 @@ from typing import Any
 import numpy as np
 
 from robult.data.dataset import MultimodalDataset
-from robult.data.paper.common import CHUNK, clean_nonfinite, find_file
+from robult.data.paper.common import CHUNK, check_file, clean_nonfinite, find_file
 from robult.data.registry import DatasetBundle, LoadOptions, default_metric, register_dataset
 from robult.data.safe_pickle import safe_load
 from robult.specs import ModalitySpec, TaskSpec
-from robult.utils.io import verify_sha256
 
 __all__ = [
     "AFFECT_MODALITIES",
@@ -224,14 +223,6 @@ def _parse_affect_split(
     return inputs, lengths, target, text_kind
 
 
-def _read_pickle(path: Path, sha256: str | None) -> Any:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    if sha256:
-        verify_sha256(path, sha256)
-    return safe_load(path)
-
-
 def load_mosi(
     path: str | Path,
     fmt: str = "auto",
@@ -255,7 +246,8 @@ def load_mosi(
         raise ValueError(f"fmt must be 'auto', 'mmsa' or 'multibench', got {fmt!r}")
     if text_field not in ("auto", "text", "text_bert"):
         raise ValueError(f"text_field must be 'auto', 'text' or 'text_bert', got {text_field!r}")
-    data = _read_pickle(path, sha256)
+    check_file(path, sha256)
+    data = safe_load(path)
     source = str(path)
     if not isinstance(data, Mapping):
         raise ValueError(f"{source}: expected a dict with keys {list(AFFECT_SPLITS)}, got {type(data).__name__}")
@@ -318,25 +310,23 @@ def load_mosei(
     return load_mosi(path, fmt, name="mosei", text_field=text_field, sha256=sha256)
 
 
-@register_dataset("mosi", "CMU-MOSI sentiment regression (MMSA or MultiBench pickle)", folder="mosi", group="paper")
-def _mosi(opts: LoadOptions) -> DatasetBundle:
-    path = find_file(opts, "mosi", MOSI_FILES)
-    return load_mosi(
-        path,
-        opts.extra.get("fmt", "auto"),
-        name="mosi",
-        text_field=opts.extra.get("text_field", "auto"),
-        sha256=opts.extra.get("sha256"),
+def _register(name: str, title: str, files: tuple[str, ...]) -> None:
+    """Register ``name`` as :func:`load_mosi` of the first of ``files`` in the folder ``name`` (see the module
+    docstring for the options)."""
+
+    def loader(opts: LoadOptions) -> DatasetBundle:
+        return load_mosi(
+            find_file(opts, name, files),
+            opts.extra.get("fmt", "auto"),
+            name=name,
+            text_field=opts.extra.get("text_field", "auto"),
+            sha256=opts.extra.get("sha256"),
+        )
+
+    register_dataset(name, f"{title} sentiment regression (MMSA or MultiBench pickle)", folder=name, group="paper")(
+        loader
     )
 
 
-@register_dataset("mosei", "CMU-MOSEI sentiment regression (MMSA or MultiBench pickle)", folder="mosei", group="paper")
-def _mosei(opts: LoadOptions) -> DatasetBundle:
-    path = find_file(opts, "mosei", MOSEI_FILES)
-    return load_mosi(
-        path,
-        opts.extra.get("fmt", "auto"),
-        name="mosei",
-        text_field=opts.extra.get("text_field", "auto"),
-        sha256=opts.extra.get("sha256"),
-    )
+_register("mosi", "CMU-MOSI", MOSI_FILES)
+_register("mosei", "CMU-MOSEI", MOSEI_FILES)

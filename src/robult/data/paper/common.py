@@ -1,4 +1,4 @@
-"""Helpers shared by the paper-format loaders: finding a dataset's file and cleaning non-finite features."""
+"""Helpers shared by the paper-format loaders: finding and checking a dataset's file, cleaning non-finite features."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from robult.data.registry import LoadOptions, resolve_data_dir
+from robult.utils.io import verify_sha256
 
-__all__ = ["CHUNK", "clean_nonfinite", "find_file"]
+__all__ = ["CHUNK", "check_file", "clean_nonfinite", "find_file"]
 
 CHUNK = 2048  # samples per chunk when scanning arrays (bounds the temporary boolean arrays)
 
@@ -39,3 +40,11 @@ def find_file(opts: LoadOptions, folder: str, candidates: tuple[str, ...]) -> Pa
         f"no {folder} data under {root}: expected one of {list(candidates)} (see docs/paper_datasets.md), "
         "or pass path=FILE"
     )
+
+
+def check_file(path: Path, sha256: str | None) -> None:
+    """Raise ``FileNotFoundError`` naming ``path`` if it is not a file; verify its SHA-256 when ``sha256`` is given."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    if sha256:
+        verify_sha256(path, sha256)

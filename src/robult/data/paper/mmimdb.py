@@ -23,10 +23,9 @@ from typing import Any
 import numpy as np
 
 from robult.data.dataset import MultimodalDataset
-from robult.data.paper.common import clean_nonfinite, find_file
+from robult.data.paper.common import check_file, clean_nonfinite, find_file
 from robult.data.registry import DatasetBundle, LoadOptions, default_metric, register_dataset
 from robult.specs import ModalitySpec, TaskSpec
-from robult.utils.io import verify_sha256
 
 __all__ = ["MMIMDB_FILE", "MMIMDB_MULTIBENCH_SPLIT", "load_mmimdb"]
 
@@ -89,10 +88,7 @@ def load_mmimdb(
     source = str(path)
     if split not in ("auto", "file", "multibench"):
         raise ValueError(f"split must be 'auto', 'file' or 'multibench', got {split!r}")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    if sha256:
-        verify_sha256(path, sha256)
+    check_file(path, sha256)
     notes: dict[str, Any] = {"metrics": ["macro_f1", "micro_f1"], "text": text_key, "image": image_key}
     try:
         fh = h5py.File(path, "r")
