@@ -272,18 +272,9 @@ def soft_pu_contrastive_loss(
 
 
 class SoftPUContrastiveLoss(nn.Module):
-    """Module owning the EMA state of ``μ`` and ``σ`` (buffers, saved in checkpoints).
-
-    Args:
-        num_modalities: M.
-        temperature: ``τ`` (default 0.5, see METHOD.md).
-        kernel: ``rbf`` (default), ``laplace``, ``cauchy`` or ``one_sided``.
-        ema: EMA factor of ``μ``, ``σ``.
-        sigma_min: lower bound of ``σ``.
-        mu_init, sigma_init: state used before any labeled positive pair has been seen.
-        fallback: weights before any labeled positive pair has been seen (see :func:`soft_pu_contrastive_loss`).
-        soft_weights: weight PU candidates by ``K(π)`` (off: only ``k = j`` in ``L_ulb``).
-    """
+    """:func:`soft_pu_contrastive_loss` with its EMA state ``μ``, ``σ`` (buffers, saved in checkpoints; advanced on
+    training steps only). Arguments as there; ``mu_init``, ``sigma_init``: the state before any labeled positive
+    pair has been seen."""
 
     mu: Tensor
     sigma: Tensor
