@@ -156,8 +156,20 @@ class TaskSpec:
             shown = f"{value[0]:g}" if len(value) == 1 else str(value)
             raise ValueError(f"{where}row {i} holds {shown}: {reason}; {len(rows)} such row(s)")
 
-    def check_target(self, target: Tensor, where: str = "") -> None:
-        """Raise ``ValueError`` when ``target`` (batched) does not fit the task."""
+    def check_target(self, target: Tensor, where: str = "", rows: Tensor | None = None) -> None:
+        """Raise ``ValueError`` when ``target`` (batched) does not fit the task, naming the first row at fault.
+
+        Args:
+            target: the targets to check.
+            where: prefix of the message (the file or object).
+            rows: the row number of each target in its source (e.g. the labeled rows of a file); default 0..N-1.
+        """
+
+        def at(bad: Tensor) -> str:
+            idx = bad.reshape(bad.shape[0], -1).any(dim=1).nonzero().flatten()
+            first = int(idx[0]) if rows is None else int(rows[int(idx[0])])
+            return f": row {first}, {len(idx)} such row(s)"
+
         kind = self.kind
         if kind == TaskKind.MULTILABEL:
             if target.ndim != 2 or target.shape[1] != self.num_classes:
@@ -176,21 +188,26 @@ class TaskSpec:
                 bad = lo if lo < 0 else hi
                 raise ValueError(
                     f"{where}label {bad} is outside the task's range [0, {self.num_classes - 1}] "
-                    f"({self.num_classes} classes)"
+                    f"({self.num_classes} classes){at((target < 0) | (target >= self.num_classes))}"
                 )
         elif kind in (TaskKind.BINARY, TaskKind.MULTILABEL):
-            bad = target[(target != 0) & (target != 1)]
-            if bad.numel():
-                raise ValueError(f"{where}{kind.value} target holds {float(bad[0])}, expected only 0 or 1")
+            wrong = (target != 0) & (target != 1)
+            if wrong.any():
+                raise ValueError(
+                    f"{where}{kind.value} target holds {float(target[wrong][0])}, expected only 0 or 1{at(wrong)}"
+                )
         else:
             if not torch.isfinite(target).all():
-                raise ValueError(f"{where}regression target holds NaN or Inf")
+                raise ValueError(f"{where}regression target holds NaN or Inf{at(~torch.isfinite(target))}")
             if self.target_range is not None:
                 lo, hi = self.target_range
                 tmin, tmax = float(target.min()), float(target.max())
                 if tmin < lo - 1e-6 or tmax > hi + 1e-6:
                     bad = tmin if tmin < lo else tmax
-                    raise ValueError(f"{where}regression target {bad:g} is outside the task's range [{lo:g}, {hi:g}]")
+                    raise ValueError(
+                        f"{where}regression target {bad:g} is outside the task's range [{lo:g}, {hi:g}]"
+                        f"{at((target < lo - 1e-6) | (target > hi + 1e-6))}"
+                    )
 
 
 def subset_key(names: list[str] | tuple[str, ...], order: list[str] | tuple[str, ...]) -> str:

@@ -271,6 +271,19 @@ def test_labels_out_of_range(tmp_path: Path) -> None:
         load_user_dataset(tmp_path)
 
 
+def test_out_of_range_label_names_its_file_row(tmp_path: Path) -> None:
+    # rows are counted in labels.npy, not among the labeled rows the check sees
+    labels = _labels()
+    labels[[40, 90]] = 9
+    labeled = np.ones(N, dtype=bool)
+    labeled[:30] = False
+    write_user_dataset(
+        tmp_path, _arrays(), labels, TaskSpec("multiclass", num_classes=4), lengths=_lengths(), labeled=labeled
+    )
+    with pytest.raises(ValueError, match=r"label 9 is outside the task's range \[0, 3\] \(4 classes\): row 40, 2 such"):
+        load_user_dataset(tmp_path)
+
+
 def test_other_malformed_inputs(tmp_path: Path) -> None:
     _write(tmp_path, split=np.zeros(N, dtype=np.int8))
     with pytest.raises(ValueError, match=r"split\.npy \(split\): no sample in the test split"):

@@ -99,7 +99,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
         if tuple(self.labeled.shape) != (n,):
             raise ValueError(f"labeled mask has shape {tuple(self.labeled.shape)}, expected ({n},)")
         if self.labeled.any():
-            self.task.check_target(self.target[self.labeled], where="dataset: ")
+            self.task.check_target(self.target[self.labeled], where="dataset: ", rows=self.labeled.nonzero().flatten())
 
     def __len__(self) -> int:
         return int(self.target.shape[0])

@@ -457,7 +457,11 @@ def _read_labels(config: UserDatasetConfig, base: Path, task: TaskSpec) -> tuple
     task.check_label_rows(torch.from_numpy(labels), torch.from_numpy(labeled), where=f"{labels_path} (labels): ")
     target = _target_array(labels, task)
     if labeled.any():
-        task.check_target(torch.from_numpy(target[labeled]), where=f"{labels_path} (labels): ")
+        task.check_target(
+            torch.from_numpy(target[labeled]),
+            where=f"{labels_path} (labels): ",
+            rows=torch.from_numpy(np.flatnonzero(labeled)),
+        )
     return labels_path, target, labeled
 
 
