@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -78,6 +80,31 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from robult.config import ConfigError
 
     return (ConfigError, ValueError, OSError)
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Report the user errors (:func:`_user_errors`) raised inside as one line and exit with status 2."""
+    try:
+        yield
+    except _user_errors() as err:
+        _fail(err)
+
+
+def _seed_list(seeds: int) -> list[int]:
+    """``--seeds N`` → ``[0, ..., N-1]``."""
+    if seeds < 1:
+        raise ValueError("--seeds must be at least 1")
+    return list(range(seeds))
+
+
+# Options that `robult benchmark` and `robult tune` share.
+DataDirOption = Annotated[
+    Path | None, typer.Option(help="Root data directory (default: $ROBULT_DATA_DIR or ../shared/data).")
+]
+MethodsOption = Annotated[str, typer.Option(help=METHODS_HELP)]
+BaseConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Base YAML config for every run.")]
+SetEveryRunOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key for every run.")]
 
 
 @app.command()
@@ -239,7 +266,7 @@ def evaluate(
     if input is not None:
         _evaluate_input(run, input, protocols, masks_dir, out)
         return
-    try:
+    with _one_line_errors():
         from robult.training.run import evaluate_run, find_checkpoint
 
         ev = evaluate_run(run, protocols, masks_dir)
@@ -253,9 +280,6 @@ def evaluate(
             from robult.utils.io import atomic_write_json
 
             atomic_write_json(out, {"run": str(run_dir), "metric": metric, **ev.to_dict()})
-    except _user_errors() as err:
-        _fail(err)
-        return
     typer.echo(format_evaluation(ev, metric))
     if out is not None:
         typer.echo(f"wrote {out}")
@@ -263,7 +287,7 @@ def evaluate(
 
 def _evaluate_input(run: Path, input: Path, protocols: list[str], masks_dir: Path | None, out: Path | None) -> None:
     """`robult evaluate RUN --input DIR`: the run's model artefact scored on a user-format directory."""
-    try:
+    with _one_line_errors():
         from robult.evaluation.report import format_evaluation
         from robult.inference.predictor import _model_dir, load
         from robult.inference.scoring import evaluate_inputs
@@ -287,9 +311,6 @@ def _evaluate_input(run: Path, input: Path, protocols: list[str], masks_dir: Pat
                 "mask_seed": cfg.eval.mask_seed,
             }
             atomic_write_json(out, {**record, **ev.to_dict()})
-    except _user_errors() as err:
-        _fail(err)
-        return
     typer.echo(format_evaluation(ev, metric))
     if out is not None:
         typer.echo(f"wrote {out}")
@@ -308,13 +329,10 @@ def predict(
 ) -> None:
     """Predict with a trained model: one CSV row per sample (index, label and probabilities, or value), for any
     pattern of missing modalities (present.npy, or modalities the input directory lacks)."""
-    try:
+    with _one_line_errors():
         from robult.inference.files import predict_to_file
 
         path, n = predict_to_file(run, input, out, batch_size=batch_size)
-    except _user_errors() as err:
-        _fail(err)
-        return
     typer.echo(f"wrote {n} predictions to {path}")
 
 
@@ -336,7 +354,7 @@ def export(
     ] = None,
 ) -> None:
     """Export a trained model for serving without robult."""
-    try:
+    with _one_line_errors():
         if format == "torchscript":
             from robult.inference.export import export_torchscript
 
@@ -351,9 +369,6 @@ def export(
             path = artefact_from_checkpoint(run)
         else:
             raise ValueError(f"unknown export format {format!r}; use torchscript, onnx or artefact")
-    except _user_errors() as err:
-        _fail(err)
-        return
     typer.echo(f"wrote {path}")
 
 
@@ -368,14 +383,11 @@ def config_show(
     ] = None,
 ) -> None:
     """Print every config key with its default and meaning (set them in YAML or with --set section.key=value)."""
-    try:
+    with _one_line_errors():
         from robult.config import describe_config
         from robult.methods import METHODS
 
         rows = describe_config(method)
-    except _user_errors() as err:
-        _fail(err)
-        return
     width = max(len(k) for k, _, _ in rows)
     for key, value, meaning in rows:
         typer.echo(f"{key:<{width}}  {json.dumps(value)}\n{'':<{width}}    {meaning}")
@@ -391,15 +403,13 @@ def benchmark(
             "(generated, no files: classes are clusters every modality sees, so unlabeled data can help)."
         ),
     ] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Root data directory (default: $ROBULT_DATA_DIR or ../shared/data).")
-    ] = None,
-    methods: Annotated[str, typer.Option(help=METHODS_HELP)] = "robult,supervised",
+    data_dir: DataDirOption = None,
+    methods: MethodsOption = "robult,supervised",
     label_ratios: Annotated[str, typer.Option(help="Comma-separated label ratios.")] = "0.05",
     seeds: Annotated[int, typer.Option(help="Seeds per (method, ratio): 0..N-1.")] = 3,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("robult_runs/benchmark"),
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Base YAML config for every run.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key for every run.")] = None,
+    config: BaseConfigOption = None,
+    set_: SetEveryRunOption = None,
     diagnostics: Annotated[
         bool, typer.Option(help="Also plot per-epoch diagnostics (U norms, PU weights, pseudo-labels, alignment).")
     ] = False,
@@ -409,39 +419,33 @@ def benchmark(
     ] = None,
 ) -> None:
     """Train every method x label ratio x seed, evaluate both protocols, write results.json, summary.md, plots."""
-    try:
+    with _one_line_errors():
         from robult.benchmark import run_benchmark
         from robult.grid import parse_list
 
         method_list = parse_list(methods, str, "--methods")
         ratios = parse_list(label_ratios, float, "--label-ratios")
-        if seeds < 1:
-            raise ValueError("--seeds must be at least 1")
-        if dataset is None and config is None:
-            dataset = DEFAULT_BENCHMARK_DATASET
+        seed_list = _seed_list(seeds)
         summary = run_benchmark(
-            dataset=dataset,
+            dataset=DEFAULT_BENCHMARK_DATASET if dataset is None and config is None else dataset,
             data_dir=data_dir,
             methods=method_list,
             label_ratios=ratios,
-            seeds=list(range(seeds)),
+            seeds=seed_list,
             out=out,
             config=config,
             overrides=set_,
             diagnostics=diagnostics,
             tuned=tuned,
         )
-    except _user_errors() as err:
-        _fail(err)
-        return
     typer.echo(summary)
 
 
 @app.command()
 def tune(
     dataset: Annotated[str | None, typer.Option(help="Dataset name; default: the config's, else synthetic.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Root data directory.")] = None,
-    methods: Annotated[str, typer.Option(help=METHODS_HELP)] = "robult,supervised",
+    data_dir: DataDirOption = None,
+    methods: MethodsOption = "robult,supervised",
     label_ratio: Annotated[float, typer.Option(help="Label ratio to tune at.")] = 0.05,
     trials: Annotated[int, typer.Option(help="Trials per method (the same budget for all; trial 0 = defaults).")] = 8,
     seeds: Annotated[int, typer.Option(help="Training seeds per trial: 0..N-1 (validation scores averaged).")] = 1,
@@ -450,32 +454,28 @@ def tune(
     write: Annotated[
         Path | None, typer.Option(help="Write each method's winning settings here, for `benchmark --tuned`.")
     ] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Base YAML config for every trial.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key for every trial.")] = None,
+    config: BaseConfigOption = None,
+    set_: SetEveryRunOption = None,
 ) -> None:
     """Choose each method's hyper-parameters on the validation split with an equal trial budget (no test data)."""
-    try:
+    with _one_line_errors():
         from robult.grid import parse_list
         from robult.tuning import run_tuning
 
-        if seeds < 1:
-            raise ValueError("--seeds must be at least 1")
+        seed_list = _seed_list(seeds)
         text = run_tuning(
             dataset=dataset,
             data_dir=data_dir,
             methods=parse_list(methods, str, "--methods"),
             label_ratio=label_ratio,
             trials=trials,
-            seeds=list(range(seeds)),
+            seeds=seed_list,
             search_seed=search_seed,
             out=out,
             write=write,
             config=config,
             overrides=set_,
         )
-    except _user_errors() as err:
-        _fail(err)
-        return
     typer.echo(text)
 
 
