@@ -101,6 +101,7 @@ _REGISTRY: dict[str, DatasetInfo] = {}
 _BUILTIN_MODULES = (
     "robult.data.synthetic",
     "robult.data.multiview",
+    "robult.data.avdigits",
     "robult.data.paper",
     "robult.data.user",
     "robult.prepare.food101",
