@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny seeded specs and batches.
+"""Shared fixtures: tiny seeded specs and batches, and the config overrides of tiny training runs.
 
 Tests run on the CPU, deterministically, even where a GPU is present (``train.accelerator`` defaults to ``auto``):
 GPUs are hidden unless ``ROBULT_TEST_GPU=1``.
@@ -15,6 +15,29 @@ import pytest
 import torch
 
 from robult import Batch, ModalitySpec, TaskSpec
+
+TINY_SYNTHETIC = [
+    "dataset.options.n_samples=200",
+    "train.max_epochs=1",
+    "train.progress=false",
+    "model.hidden_dim=16",
+    "model.encoder_hidden=[16]",
+    "eval.rates=[0.0]",
+]
+"""Overrides for a one-epoch run on a 200-sample synthetic set, scored on complete inputs only."""
+
+TINY_TWO_EPOCHS = [
+    "train.max_epochs=2",
+    "train.patience=0",
+    "train.batch_size=32",
+    "train.progress=false",
+    "model.hidden_dim=16",
+    "model.encoder_hidden=[16]",
+    "model.shared_dim=8",
+    "model.specific_dim=8",
+    "eval.rates=[0.0, 0.5]",
+]
+"""Overrides for a two-epoch run of a small model on any dataset, scored at missing rates 0 and 0.5."""
 
 
 @pytest.fixture

@@ -31,19 +31,9 @@ from robult.inference import ArtefactError, Predictor
 from robult.specs import all_subsets
 from robult.utils.io import ChecksumError
 
-runner = CliRunner()
+from .conftest import TINY_TWO_EPOCHS
 
-TINY = [
-    "train.max_epochs=2",
-    "train.patience=0",
-    "train.batch_size=32",
-    "train.progress=false",
-    "model.hidden_dim=16",
-    "model.encoder_hidden=[16]",
-    "model.shared_dim=8",
-    "model.specific_dim=8",
-    "eval.rates=[0.0, 0.5]",
-]
+runner = CliRunner()
 SYNTH = ["dataset.options.n_samples=240", "dataset.options.modality_dims=[6, 5, 4]"]
 
 
@@ -110,7 +100,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
             from robult.training.run import load_bundle, train_run
 
             source, extra = CASES[kind]
-            opts = [*TINY, f"out_dir={root / kind}", f"name={kind}", *extra]
+            opts = [*TINY_TWO_EPOCHS, f"out_dir={root / kind}", f"name={kind}", *extra]
             if source == "user":
                 data = _user_dir(root, "regression" if kind == "regression" else "multiclass", seed=len(kind))
                 opts += ["dataset.name=user", f"dataset.options.path={data['dir']}", "train.label_ratio=0.3"]
@@ -344,21 +334,39 @@ def test_input_errors_are_one_line_naming_the_culprit(runs, change: str, message
 # ------------------------------------------------------------------------------------------------------ CLI
 
 
+def _input_dir(root: Path, data: dict, *, labeled: bool = False, task: str | None = None) -> Path:
+    """The raw test arrays of a run (inputs, lengths, presence) as a user-format directory; with ``labeled``, also
+    its labels (the first 3 rows unlabeled), the name ``other``, ``task`` when given and a split file that does not
+    exist (``evaluate --input`` scores every row)."""
+    root.mkdir()
+    for name, arr in data["inputs"].items():
+        np.save(root / f"{name}.npy", arr)
+    for name, arr in data["lengths"].items():
+        np.save(root / f"{name}_len.npy", arr)
+    np.save(root / "present.npy", data["present"])
+    head, tail = "", "present: present.npy\n"
+    if labeled:
+        mask = np.ones(len(data["target"]), dtype=bool)
+        mask[:3] = False
+        target = data["target"].copy()
+        if target.dtype.kind == "i":
+            target[:3] = -1  # unlabeled rows may hold anything
+        np.save(root / "labels.npy", target)
+        np.save(root / "labeled.npy", mask)
+        head = "name: other\n" + (f"task: {task}\n" if task else "")
+        tail = "labels: labels.npy\nlabeled: labeled.npy\npresent: present.npy\nsplit: nosuch.npy\n"
+    (root / "dataset.yaml").write_text(
+        head + "modalities:\n"
+        "  - {name: a, kind: vector, file: a.npy}\n"
+        "  - {name: s, kind: sequence, file: s.npy, lengths: s_len.npy}\n" + tail
+    )
+    return root
+
+
 def test_cli_predict_writes_one_row_per_sample(runs, tmp_path: Path) -> None:
     """`robult predict RUN --input DIR --out FILE.csv` on a user-format directory without labels."""
     run_dir, data = runs("user_multiclass")
-    inp = tmp_path / "new"
-    inp.mkdir()
-    np.save(inp / "a.npy", data["inputs"]["a"])
-    np.save(inp / "s.npy", data["inputs"]["s"])
-    np.save(inp / "s_len.npy", data["lengths"]["s"])
-    np.save(inp / "present.npy", data["present"])
-    (inp / "dataset.yaml").write_text(
-        "modalities:\n"
-        "  - {name: a, kind: vector, file: a.npy}\n"
-        "  - {name: s, kind: sequence, file: s.npy, lengths: s_len.npy}\n"
-        "present: present.npy\n"
-    )
+    inp = _input_dir(tmp_path / "new", data)
     out = tmp_path / "pred.csv"
     result = runner.invoke(app, ["predict", str(run_dir), "--input", str(inp), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -412,7 +420,7 @@ def test_cli_train_flags(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     args = ["train", "--dataset", "synthetic", "--method", "supervised", "--label-ratio", "0.1"]
     args += ["--data-dir", str(tmp_path), "--set", f"out_dir={out}", "--set", "train.max_epochs=1"]
-    for opt in [*TINY[1:], *SYNTH]:
+    for opt in [*TINY_TWO_EPOCHS[1:], *SYNTH]:
         args += ["--set", opt]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -424,6 +432,20 @@ def test_cli_train_flags(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- export
+
+
+def _random_missing(predictor: Predictor, data: dict, g: np.random.Generator) -> tuple[np.ndarray, dict, np.ndarray]:
+    """A random missing pattern inside the data's own (each entry kept with probability 0.6; a sample left with none
+    keeps its own), the raw inputs with NaN in the absent entries, and the predictor's outputs on them (values or
+    probabilities)."""
+    n, m = len(data["target"]), len(predictor.modality_names)
+    present = (g.random((n, m)) > 0.4) & data["present"]
+    present[~present.any(1)] = data["present"][~present.any(1)]
+    x = {k: v.copy() for k, v in data["inputs"].items()}
+    for j, name in enumerate(predictor.modality_names):
+        x[name][~present[:, j]] = np.nan
+    ref = predictor.predict(x, present, lengths=data["lengths"])
+    return present, x, ref.values if ref.values is not None else ref.probabilities
 
 
 @pytest.mark.parametrize("kind", ["multiclass", "regression", "binary"])
@@ -440,15 +462,7 @@ def test_torchscript_export_matches_the_predictor(runs, tmp_path: Path, kind: st
         module = torch.jit.load(str(out), _extra_files=extra)
     layout = json.loads(extra["robult.json"])["inputs"]
     predictor = robult.load(run_dir)
-    g = np.random.default_rng(1)
-    n = len(data["target"])
-    m = len(predictor.modality_names)
-    present = (g.random((n, m)) > 0.4) & data["present"]
-    present[~present.any(1)] = data["present"][~present.any(1)]
-    x = {k: v.copy() for k, v in data["inputs"].items()}
-    for j, name in enumerate(predictor.modality_names):
-        x[name][~present[:, j]] = np.nan
-    ref = predictor.predict(x, present, lengths=data["lengths"])
+    present, x, expected = _random_missing(predictor, data, np.random.default_rng(1))
     args = [torch.from_numpy(present)]
     for spec in predictor.modalities:
         args.append(torch.from_numpy(x[spec.name]))
@@ -457,7 +471,6 @@ def test_torchscript_export_matches_the_predictor(runs, tmp_path: Path, kind: st
     assert [e["name"] for e in layout] == ["present", *(a for s in predictor.modalities for a in _names(s))]
     with torch.no_grad():
         got = module(*args).numpy()
-    expected = ref.values if ref.values is not None else ref.probabilities
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
 
 
@@ -497,7 +510,7 @@ def test_readme_prediction_section_runs_as_printed(tmp_path: Path, monkeypatch: 
     lines = [line.split("#", 1)[0].strip() for line in bash.strip().splitlines()]
     assert len(python.strip().splitlines()) <= 15
     monkeypatch.chdir(tmp_path)
-    tiny = [a for opt in [*TINY, "dataset.options.n_samples=240"] for a in ("--set", opt)]
+    tiny = [a for opt in [*TINY_TWO_EPOCHS, "dataset.options.n_samples=240"] for a in ("--set", opt)]
     train, predict = (shlex.split(line) for line in lines)
     assert train[:2] == ["robult", "train"] and predict[:2] == ["robult", "predict"]
     result = runner.invoke(app, [*train[1:], *tiny])
@@ -525,30 +538,6 @@ def test_readme_prediction_section_runs_as_printed(tmp_path: Path, monkeypatch: 
 # ------------------------------------------------------------------------------------- evaluate --input
 
 
-def _labeled_dir(root: Path, data: dict, task: str | None = None) -> Path:
-    """The raw test arrays of a run as a user-format directory with labels (the first 3 rows unlabeled)."""
-    root.mkdir()
-    for name, arr in data["inputs"].items():
-        np.save(root / f"{name}.npy", arr)
-    for name, arr in data["lengths"].items():
-        np.save(root / f"{name}_len.npy", arr)
-    labeled = np.ones(len(data["target"]), dtype=bool)
-    labeled[:3] = False
-    target = data["target"].copy()
-    if target.dtype.kind == "i":
-        target[:3] = -1  # unlabeled rows may hold anything
-    np.save(root / "labels.npy", target)
-    np.save(root / "labeled.npy", labeled)
-    np.save(root / "present.npy", data["present"])
-    (root / "dataset.yaml").write_text(
-        "name: other\n" + (f"task: {task}\n" if task else "") + "modalities:\n"
-        "  - {name: a, kind: vector, file: a.npy}\n"
-        "  - {name: s, kind: sequence, file: s.npy, lengths: s_len.npy}\n"
-        "labels: labels.npy\nlabeled: labeled.npy\npresent: present.npy\nsplit: nosuch.npy\n"
-    )
-    return root
-
-
 @pytest.mark.parametrize("kind", ["user_multiclass", "regression"])
 def test_cli_evaluate_on_another_dataset(runs, tmp_path: Path, kind: str) -> None:
     """`robult evaluate RUN --input DIR --out FILE`: every subset and every seeded random-rate mask scores what the
@@ -557,7 +546,7 @@ def test_cli_evaluate_on_another_dataset(runs, tmp_path: Path, kind: str) -> Non
 
     run_dir, data = runs(kind)
     task = "{kind: multiclass, num_classes: 4}" if kind == "user_multiclass" else None
-    inp = _labeled_dir(tmp_path / "other", data, task)
+    inp = _input_dir(tmp_path / "other", data, labeled=True, task=task)
     out = tmp_path / "result.json"
     result = runner.invoke(app, ["evaluate", str(run_dir), "--input", str(inp), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -595,7 +584,7 @@ def test_cli_evaluate_on_another_dataset(runs, tmp_path: Path, kind: str) -> Non
 )
 def test_cli_evaluate_input_errors_are_one_line(runs, tmp_path: Path, change: str, message: str) -> None:
     run_dir, data = runs("user_multiclass")
-    inp = _labeled_dir(tmp_path / "other", data, "{kind: multiclass, num_classes: 4}")
+    inp = _input_dir(tmp_path / "other", data, labeled=True, task="{kind: multiclass, num_classes: 4}")
     yaml_file = inp / "dataset.yaml"
     text = yaml_file.read_text()
     if change == "shape":
@@ -623,27 +612,12 @@ def test_cli_evaluate_input_errors_are_one_line(runs, tmp_path: Path, change: st
 # ---------------------------------------------------------------------------------------------- Parquet
 
 
-def _prediction_dir(root: Path, data: dict) -> Path:
-    root.mkdir()
-    np.save(root / "a.npy", data["inputs"]["a"])
-    np.save(root / "s.npy", data["inputs"]["s"])
-    np.save(root / "s_len.npy", data["lengths"]["s"])
-    np.save(root / "present.npy", data["present"])
-    (root / "dataset.yaml").write_text(
-        "modalities:\n"
-        "  - {name: a, kind: vector, file: a.npy}\n"
-        "  - {name: s, kind: sequence, file: s.npy, lengths: s_len.npy}\n"
-        "present: present.npy\n"
-    )
-    return root
-
-
 @pytest.mark.parametrize("kind", ["user_multiclass", "regression"])
 def test_cli_predict_writes_parquet(runs, tmp_path: Path, kind: str) -> None:
     """`--out FILE.parquet`: the CSV's columns, typed (index int64, probabilities / values float32, text labels)."""
     pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow (robult[parquet]) is not installed")
     run_dir, data = runs(kind)
-    inp = _prediction_dir(tmp_path / "new", data)
+    inp = _input_dir(tmp_path / "new", data)
     out_pq, out_csv = tmp_path / "pred.parquet", tmp_path / "pred.csv"
     for out in (out_pq, out_csv):
         result = runner.invoke(app, ["predict", str(run_dir), "--input", str(inp), "--out", str(out)])
@@ -665,7 +639,7 @@ def test_cli_predict_writes_parquet(runs, tmp_path: Path, kind: str) -> None:
 
 def test_parquet_without_pyarrow_is_one_line_naming_the_extra(runs, tmp_path: Path, monkeypatch) -> None:
     run_dir, data = runs("user_multiclass")
-    inp = _prediction_dir(tmp_path / "new", data)
+    inp = _input_dir(tmp_path / "new", data)
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import fails as if not installed
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     out = tmp_path / "pred.parquet"
@@ -698,18 +672,11 @@ def test_onnx_export_matches_the_predictor(runs, tmp_path: Path, kind: str) -> N
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == [e["name"] for e in layout]
     g = np.random.default_rng(2)
-    n, m = len(data["target"]), len(predictor.modality_names)
     for _ in range(3):
-        present = (g.random((n, m)) > 0.4) & data["present"]
-        present[~present.any(1)] = data["present"][~present.any(1)]
-        x = {k: v.copy() for k, v in data["inputs"].items()}
-        for j, name in enumerate(predictor.modality_names):
-            x[name][~present[:, j]] = np.nan
-        ref = predictor.predict(x, present, lengths=data["lengths"])
+        present, x, expected = _random_missing(predictor, data, g)
         feed = {"present": present, **{k: v.astype(np.float32) for k, v in x.items()}}
         feed.update({f"{k}_lengths": v.astype(np.int64) for k, v in data["lengths"].items()})
         got = session.run(None, feed)[0]
-        expected = ref.values if ref.values is not None else ref.probabilities
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
 
 

@@ -12,18 +12,11 @@ import torch
 from robult.config import ConfigError, RunConfig, load_config
 from robult.training.run import train_run
 
-TINY = [
-    "dataset.options.n_samples=200",
-    "train.max_epochs=1",
-    "train.progress=false",
-    "model.hidden_dim=16",
-    "model.encoder_hidden=[16]",
-    "eval.rates=[0.0]",
-]
+from ..conftest import TINY_SYNTHETIC
 
 
 def _cfg(tmp_path: Path, *extra: str) -> RunConfig:
-    return load_config(None, [*TINY, f"out_dir={tmp_path}", "name=x", *extra])
+    return load_config(None, [*TINY_SYNTHETIC, f"out_dir={tmp_path}", "name=x", *extra])
 
 
 def test_defaults() -> None:

@@ -14,17 +14,9 @@ from robult.cli import app
 from robult.config import load_config
 from robult.training.run import train_run
 
-TINY = [
-    "train.max_epochs=2",
-    "train.patience=0",
-    "train.batch_size=16",
-    "train.progress=false",
-    "model.hidden_dim=16",
-    "model.encoder_hidden=[16]",
-    "model.shared_dim=8",
-    "model.specific_dim=8",
-    "eval.rates=[0.0, 0.5]",
-]
+from ..conftest import TINY_TWO_EPOCHS
+
+TINY = [*TINY_TWO_EPOCHS, "train.batch_size=16"]
 
 
 def _own_data(root: Path, n_train_labels: int = 19, val_labels: int = 6) -> Path:

@@ -14,6 +14,8 @@ import robult
 from robult.utils import provenance as prov_mod
 from robult.utils.provenance import provenance, provenance_line
 
+from ..conftest import TINY_SYNTHETIC
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -54,19 +56,7 @@ def test_a_run_records_its_provenance(tmp_path: Path) -> None:
     from robult.config import load_config
     from robult.training.run import train_run
 
-    cfg = load_config(
-        None,
-        [
-            "dataset.options.n_samples=200",
-            "train.max_epochs=1",
-            "train.progress=false",
-            "model.hidden_dim=16",
-            "model.encoder_hidden=[16]",
-            "eval.rates=[0.0]",
-            f"out_dir={tmp_path}",
-            "name=p",
-        ],
-    )
+    cfg = load_config(None, [*TINY_SYNTHETIC, f"out_dir={tmp_path}", "name=p"])
     result = train_run(cfg)
     doc = json.loads((result.run_dir / "result.json").read_text())
     info = doc["provenance"]
