@@ -127,3 +127,34 @@ def test_tune_selects_on_validation_and_benchmark_applies_the_winner(tmp_path: P
     assert "--tuned" in (tmp_path / "b" / "summary.md").read_text()
     missing = runner.invoke(app, [*bench, "--tuned", str(tmp_path / "nope"), *TINY])
     assert missing.exit_code != 0 and "synthetic.yaml does not exist" in missing.output
+
+
+def test_a_trial_skips_the_subset_weight_fit_that_a_run_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trial is selected on its checkpoint's validation score, which the subset weights (model.subset_weights =
+    validation, fitted after training) do not change: trials skip the fit and write no model artefact; a normal run
+    (train, benchmark, a tuned run) fits them once."""
+    from robult.evaluation import subset_weights
+    from robult.training.run import train_run
+    from robult.tuning import run_tuning
+
+    from .conftest import TINY_SYNTHETIC
+
+    fits: list[int] = []
+    original = subset_weights.fit_subset_weights
+
+    def counting(*args, **kwargs):
+        fits.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(subset_weights, "fit_subset_weights", counting)
+    text = run_tuning(dataset="synthetic", methods=["robult"], trials=2, out=tmp_path / "t", overrides=TINY_SYNTHETIC)
+    assert "robult" in text and fits == []
+    trials = sorted((tmp_path / "t" / "trials").iterdir())
+    assert len(trials) == 2 and all((t / "trial.json").is_file() and not (t / "model").exists() for t in trials)
+
+    cfg = load_config(None, [*TINY_SYNTHETIC, "train.method=robult", f"out_dir={tmp_path / 'runs'}", "name=r"])
+    assert cfg.model.subset_weights == "validation"
+    result = train_run(cfg)
+    assert fits == [1] and (result.run_dir / "model").is_dir() and result.evaluation is not None
+    with pytest.raises(ValueError, match="not scored on the test split: pass evaluate_test=False"):
+        train_run(cfg, trial=True)

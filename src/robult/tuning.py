@@ -5,7 +5,9 @@ method's search space (its registry entry's ``search`` plus :data:`robult.method
 generator seeded by the method's name and ``--seed``. Every trial trains on the same split and labeled subset
 (the training seeds ``0..seeds-1``), and the trial with the best validation score (mean over seeds of the run's
 selection score: the validation mean over all modality subsets of the primary metric) wins.
-The test split is never read.
+The test split is never read. A trial is a run reduced to that score (``train_run(trial=True)``): it fits no subset
+weights (``model.subset_weights``, which the score does not depend on) and writes no model artefact; the runs that use
+the tuned settings (``benchmark --tuned``, ``train --tuned``) do both.
 
 Outputs: ``OUT/tune.json`` (the trial record, a result: every trial's settings, validation scores, best epochs)
 and, with ``--write DIR``, each method's winner merged into ``DIR/<dataset>.yaml`` under (method, label ratio)
@@ -120,7 +122,7 @@ def run_tuning(
             check_reusable(run_dir, bundles[seed].train, cfg, kind="trial")
         else:
             resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
-            res = train_run(cfg, resume=resume, bundle=bundles[seed], evaluate_test=False)
+            res = train_run(cfg, resume=resume, bundle=bundles[seed], evaluate_test=False, trial=True)
             bundle = bundles[seed]
             atomic_write_json(
                 done,

@@ -335,6 +335,7 @@ def train_run(
     callbacks: Sequence[Any] = (),
     masks_dir: Path | None = None,
     evaluate_test: bool = True,
+    trial: bool = False,
 ) -> RunResult:
     """Train one method on one dataset, select the best validation checkpoint, evaluate it on the test split.
 
@@ -349,6 +350,9 @@ def train_run(
         callbacks: extra Lightning callbacks.
         masks_dir: where test masks are stored (default ``cfg.eval.masks_dir`` or ``<out_dir>/masks``).
         evaluate_test: score the test split with the configured protocols.
+        trial: a tuning trial, read for its best validation score alone (needs ``evaluate_test=False``): the
+            subset weights (``model.subset_weights = validation``) are not fitted, and no model artefact
+            (``<run>/model/``) is written, as its model would not be the one its config describes.
 
     Raises:
         RunInUseError: another process is training the same run directory.
@@ -358,6 +362,8 @@ def train_run(
     if bundle is not None and bundle.source == IN_MEMORY and bundle.name != cfg.dataset.name:
         # data made in Python (bundle_from_arrays): the run is named after it and its config says which data it was
         cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"name": bundle.name})})
+    if trial and evaluate_test:
+        raise ValueError("a tuning trial (trial=True) is not scored on the test split: pass evaluate_test=False")
     run_dir = Path(cfg.out_dir) / cfg.run_name()
     _check_run_state(run_dir, cfg, resume, overwrite)  # fails fast, before the data is loaded
     _check_logger(cfg)
@@ -395,7 +401,18 @@ def train_run(
         try:
             with _num_threads(cfg.train.num_threads):
                 return _train_locked(
-                    cfg, method, model, criterion, bundle, run_dir, labeled, resume, callbacks, masks_dir, evaluate_test
+                    cfg,
+                    method,
+                    model,
+                    criterion,
+                    bundle,
+                    run_dir,
+                    labeled,
+                    resume,
+                    callbacks,
+                    masks_dir,
+                    evaluate_test,
+                    trial,
                 )
         except RuntimeError as err:  # resuming a last.ckpt of another dataset / modality set: one line, no dump
             if not (resume and "Error(s) in loading state_dict" in str(err)):
@@ -479,6 +496,7 @@ def _train_locked(
     callbacks: Sequence[Any],
     masks_dir: Path | None,
     evaluate_test: bool,
+    trial: bool,
 ) -> RunResult:
     """The body of :func:`train_run`, run while holding the run directory's lock."""
     import lightning as L
@@ -551,6 +569,8 @@ def _train_locked(
     best_path = Path(best_ckpt.best_model_path) if best_ckpt.best_model_path else last
     best_epoch = load_weights(module, best_path)
     best_score = float(best_ckpt.best_model_score) if best_ckpt.best_model_score is not None else math.nan
+    if trial:  # scored by best_score alone: no subset weights, hence no artefact of a model its config misdescribes
+        return RunResult(run_dir, best_score, best_epoch, None, cfg, labels)
     fit_weights(module.model, bundle)  # the subset weights (model.subset_weights), before anything is saved/scored
 
     if trainer.is_global_zero:  # the self-contained model artefact <run>/model/ (robult.load, robult predict)
