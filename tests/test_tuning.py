@@ -158,3 +158,38 @@ def test_a_trial_skips_the_subset_weight_fit_that_a_run_does(tmp_path: Path, mon
     assert fits == [1] and (result.run_dir / "model").is_dir() and result.evaluation is not None
     with pytest.raises(ValueError, match="not scored on the test split: pass evaluate_test=False"):
         train_run(cfg, trial=True)
+
+
+def test_benchmark_reads_the_tuned_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`benchmark --tuned` reads the dataset's tuned file once for the whole grid (was once per (method, ratio)),
+    with the same overrides per entry and the same error for the first missing one."""
+    import robult.grid as grid
+    from robult.benchmark import run_benchmark
+    from robult.grid import tuned_grid
+
+    for method, ratio, lr in (("supervised", 0.05, 0.003), ("supervised", 0.1, 0.01), ("moddrop", 0.05, 0.02)):
+        write_tuned(tmp_path, "synthetic", method, ratio, {"overrides": {"train.lr": lr}})
+    reads: list[Path] = []
+    original = grid.read_yaml
+
+    def counting(path, *args, **kwargs):
+        reads.append(Path(path))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(grid, "read_yaml", counting)
+    got = tuned_grid(tmp_path, "synthetic", ["supervised", "moddrop"], [0.05])
+    assert got == {("supervised", 0.05): {"train.lr": 0.003}, ("moddrop", 0.05): {"train.lr": 0.02}}
+    assert reads == [tmp_path / "synthetic.yaml"]
+    assert got["supervised", 0.05] == tuned_overrides(tmp_path, "synthetic", "supervised", 0.05)
+
+    reads.clear()  # the grid's last entry is missing: one read, and the error names it before anything trains
+    with pytest.raises(ConfigError, match=r"no tuned settings for moddrop at label ratio 0\.1; run `robult tune"):
+        run_benchmark(
+            dataset="synthetic",
+            methods=["supervised", "moddrop"],
+            label_ratios=[0.05, 0.1],
+            seeds=[0],
+            out=tmp_path / "b",
+            tuned=tmp_path,
+        )
+    assert reads == [tmp_path / "synthetic.yaml"] and not (tmp_path / "b").exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from robult.config import load_config
-from robult.grid import grid_config, tuned_overrides, tuned_path
+from robult.grid import grid_config, tuned_grid, tuned_path
 
 
 def _run_entry(result: dict[str, Any]) -> dict[str, Any]:
@@ -59,12 +59,12 @@ def run_benchmark(
         if not 0 < r <= 1:
             raise ValueError(f"--label-ratios: {r} is not in (0, 1]")
     grid = [(m, r, s) for m in methods for r in label_ratios for s in seeds]
-    tuned_settings: dict[tuple[str, float], tuple[dict[str, Any], str]] = {}
+    tuned_settings: dict[tuple[str, float], dict[str, Any]] = {}
+    where = "benchmark"
     if tuned is not None:  # every (method, ratio) must have an entry: a missing one is an error, not the defaults
         name = dataset if dataset is not None else base.dataset.name
-        for m in methods:
-            for r in label_ratios:
-                tuned_settings[m, r] = (tuned_overrides(tuned, name, m, r), str(tuned_path(tuned, name)))
+        tuned_settings = tuned_grid(tuned, name, methods, label_ratios)
+        where = str(tuned_path(tuned, name))
     configs = [
         grid_config(
             base,
@@ -76,8 +76,8 @@ def run_benchmark(
             name=f"{m}-r{r:g}-s{s}",
             out_dir=out / "runs",
             masks_dir=out / "masks",
-            overrides=tuned_settings.get((m, r), ({}, ""))[0],
-            where=tuned_settings.get((m, r), ({}, "benchmark"))[1],
+            overrides=tuned_settings.get((m, r), {}),
+            where=where,
         )
         for m, r, s in grid
     ]  # validates every method

@@ -19,7 +19,7 @@ an error (never a silent fallback to the defaults). The trial record of a search
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -100,14 +100,27 @@ def read_tuned(path: Path, dataset: str) -> dict[str, dict[float, dict[str, Any]
 
 def tuned_overrides(location: Path, dataset: str, method: str, ratio: float) -> dict[str, Any]:
     """The tuned overrides of (method, ratio); a missing entry is a :class:`ConfigError` saying how to make it."""
+    return tuned_grid(location, dataset, [method], [ratio])[method, ratio]
+
+
+def tuned_grid(
+    location: Path, dataset: str, methods: Sequence[str], ratios: Sequence[float]
+) -> dict[tuple[str, float], dict[str, Any]]:
+    """The tuned overrides of every (method, ratio), from the dataset's file read once; a missing entry (the first
+    in method, then ratio order) is a :class:`ConfigError` saying how to make it."""
     path = tuned_path(location, dataset)
-    entry = read_tuned(path, dataset).get(method, {}).get(float(ratio))
-    if entry is None:
-        raise ConfigError(
-            f"{path}: no tuned settings for {method} at label ratio {ratio:g}; run `robult tune --dataset {dataset} "
-            f"--methods {method} --label-ratio {ratio:g} --write {path.parent}` (or drop --tuned)"
-        )
-    return dict(entry["overrides"])
+    settings = read_tuned(path, dataset)
+    out: dict[tuple[str, float], dict[str, Any]] = {}
+    for method in methods:
+        for ratio in ratios:
+            entry = settings.get(method, {}).get(float(ratio))
+            if entry is None:
+                raise ConfigError(
+                    f"{path}: no tuned settings for {method} at label ratio {ratio:g}; run `robult tune --dataset "
+                    f"{dataset} --methods {method} --label-ratio {ratio:g} --write {path.parent}` (or drop --tuned)"
+                )
+            out[method, ratio] = dict(entry["overrides"])
+    return out
 
 
 def write_tuned(location: Path, dataset: str, method: str, ratio: float, entry: Mapping[str, Any]) -> Path:
@@ -126,4 +139,4 @@ def write_tuned(location: Path, dataset: str, method: str, ratio: float, entry: 
     return path
 
 
-__all__ = ["grid_config", "parse_list", "read_tuned", "tuned_overrides", "tuned_path", "write_tuned"]
+__all__ = ["grid_config", "parse_list", "read_tuned", "tuned_grid", "tuned_overrides", "tuned_path", "write_tuned"]
