@@ -96,3 +96,13 @@ def test_robult_model_with_conv_audio_and_image_encoders() -> None:
         )
     assert torch.isfinite(out.logits).all()
     torch.testing.assert_close(out.logits, out_padded.logits, rtol=0, atol=1e-6)
+
+
+def test_conv_sequence_encoder_traced_on_short_inputs_serves_longer_ones() -> None:
+    """The exported (traced) encoder keeps every step and no length baked in: traced on T = 5, run on T = 17."""
+    torch.manual_seed(0)
+    encoder = ConvSequenceEncoder(8, 12, width=4).eval()
+    x, lengths = _sequences(seed=3)
+    with torch.no_grad():
+        traced = torch.jit.trace(encoder, (torch.randn(2, 5, 8), torch.tensor([5, 3])))
+        torch.testing.assert_close(traced(x, lengths), encoder(x, lengths), rtol=1e-5, atol=1e-6)

@@ -137,7 +137,7 @@ class ConvSequenceEncoder(nn.Module):
         self.out_dim = out_dim
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        lengths = lengths.clamp(min=1, max=x.shape[1])
+        lengths = lengths.clamp(min=1)
         if not torch.jit.is_tracing():  # a traced (exported) model keeps every step: the cut is only a speed-up
             x = x[:, : int(lengths.max())]  # [B, T, d]: nothing beyond the longest sample is read
         for conv, norm in zip(self.convs, self.norms, strict=True):
