@@ -15,7 +15,8 @@ Splits. Recordings: ``split="official"`` (default) keeps the FSDD test split (ta
 ``george``; 500 recordings) and trains on the other five, a harder setting that measures generalisation to a new
 voice. Validation is a stratified ``val_fraction`` of the remaining recordings (seed ``seed + 1``). Images: the
 file's fixed 400-image test split is the test pool; validation images are a stratified ``val_fraction`` of the other
-1600 (seed ``seed + 1``), the rest the training pool. So the three splits share no recording and no image.
+1600 (seed ``seed + 1``), the rest the training pool. Both use the one split rule with a fixed test split
+(:func:`robult.data.splits.train_val_test_split`), so the three splits share no recording and no image.
 
 Pairing. Within each split and digit, the recordings (in a seeded order) take the split's images of that digit in a
 seeded order, cycling through them, so every image of a pool is used ``floor`` or ``ceil`` of (recordings / images)
@@ -53,7 +54,7 @@ from robult.data.registry import (
     register_dataset,
     resolve_data_dir,
 )
-from robult.data.splits import stratified_split
+from robult.data.splits import train_val_test_split
 from robult.specs import ModalitySpec, TaskSpec
 from robult.utils.io import ChecksumError, atomic_open, sha256_file
 
@@ -239,11 +240,9 @@ def _recording_split(
             )
         test_mask = speakers == test_speaker
         rule = f"speaker-disjoint: test = every recording of {test_speaker}, train/val = the other speakers"
-    test = np.flatnonzero(test_mask)
-    trainval = np.flatnonzero(~test_mask)
-    rest, val = stratified_split(digits[trainval], opts.val_fraction, seed=opts.seed + 1)
+    split = train_val_test_split(digits, opts.seed, opts.val_fraction, fixed_test=np.flatnonzero(test_mask))
     rule += f"; validation: stratified {opts.val_fraction:g} of the other recordings (seed {opts.seed + 1})"
-    return trainval[rest], trainval[val], test, rule
+    return split.train, split.val, split.test, rule
 
 
 def load_avdigits(source: AVDigitsSource, opts: LoadOptions) -> DatasetBundle:
@@ -274,9 +273,8 @@ def load_avdigits(source: AVDigitsSource, opts: LoadOptions) -> DatasetBundle:
     images, image_labels, image_test, image_path = _read_images(source, opts)
 
     train_rec, val_rec, test_rec, rule = _recording_split(digits, speakers, takes, source, opts)
-    image_trainval = np.setdiff1d(np.arange(len(image_labels)), image_test)
-    rest, val = stratified_split(image_labels[image_trainval], opts.val_fraction, seed=opts.seed + 1)
-    image_pools = {"train": image_trainval[rest], "val": image_trainval[val], "test": image_test}
+    image_split = train_val_test_split(image_labels, opts.seed, opts.val_fraction, fixed_test=image_test)
+    image_pools = {"train": image_split.train, "val": image_split.val, "test": image_split.test}
     rng = np.random.default_rng(opts.seed + 3)
     recs = {"train": train_rec, "val": val_rec, "test": test_rec}
     pairs = {}
