@@ -146,7 +146,9 @@ def _features_cache(opts: LoadOptions) -> Path | None:
     return Path(given).expanduser() if given else cache_dir() / "avdigits"
 
 
-def _log_mels(folder: Path, names: list[str], source: AVDigitsSource, settings: LogMelSettings, opts: LoadOptions):
+def _log_mels(
+    folder: Path, names: list[str], source: AVDigitsSource, settings: LogMelSettings, opts: LoadOptions
+) -> tuple[np.ndarray, np.ndarray]:
     """``(frames [sum T, n_mels], lengths [N])`` of the recordings, from the cache when it holds them."""
     key = hashlib.sha256(
         repr((CACHE_VERSION, source.recordings_sha256, sorted(settings.as_dict().items()))).encode()
