@@ -33,11 +33,9 @@ from pathlib import Path
 
 import torch
 
-from robult.losses.contrastive import (
-    contrastive_keys,
-    soft_pu_contrastive_loss,
-)
+from robult.losses.contrastive import soft_pu_contrastive_loss
 from robult.losses.contrastive_dense import soft_pu_contrastive_loss_dense
+from robult.losses.keys import contrastive_keys
 from robult.specs import TaskSpec
 
 IMPLEMENTATIONS: dict[str, Callable] = {

@@ -8,15 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robult.losses.contrastive import (
-    KERNELS,
-    SoftPUContrastiveLoss,
-    contrastive_keys,
-    kernel_weights,
-    key_similarity,
-    soft_pu_contrastive_loss,
-)
+from robult.losses.contrastive import KERNELS, SoftPUContrastiveLoss, kernel_weights, soft_pu_contrastive_loss
 from robult.losses.contrastive_dense import soft_pu_contrastive_loss_dense
+from robult.losses.keys import contrastive_keys, key_similarity
 from robult.specs import TaskSpec
 
 

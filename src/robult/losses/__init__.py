@@ -1,14 +1,13 @@
-"""Losses: each a pure function plus a thin module returning a typed result."""
+"""Losses: pure functions, and modules where a loss holds state or a config; each returns a typed result."""
 
 from robult.losses.contrastive import (
     KERNELS,
     ContrastiveLossOutput,
     SoftPUContrastiveLoss,
-    contrastive_keys,
     kernel_weights,
-    key_similarity,
     soft_pu_contrastive_loss,
 )
+from robult.losses.keys import contrastive_keys, key_similarity
 from robult.losses.reconstruction import reconstruction_loss
 from robult.losses.robult import RobultLoss, RobultLossConfig, RobultLossOutput, ramp_weight
 from robult.losses.supervised import SupervisedLossOutput, supervised_loss, task_loss

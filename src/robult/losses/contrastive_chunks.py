@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from robult.losses.contrastive import key_similarity
+from robult.losses.keys import key_similarity
 from robult.utils import distributed as dist_utils
 
 # Elements of one chunk's [rows, M, N] tensors: a handful of them (logits, softmax, weights, masks) live at once,

@@ -11,12 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robult.losses.contrastive import (
-    ContrastiveLossOutput,
-    check_options,
-    kernel_weights,
-    key_similarity,
-)
+from robult.losses.contrastive import ContrastiveLossOutput, check_options, kernel_weights
+from robult.losses.keys import key_similarity
 from robult.utils import distributed as dist_utils
 
 

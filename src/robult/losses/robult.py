@@ -10,8 +10,9 @@ from typing import Literal
 from torch import Tensor, nn
 
 from robult.batch import Batch
-from robult.losses.contrastive import ContrastiveLossOutput, SoftPUContrastiveLoss, contrastive_keys
+from robult.losses.contrastive import ContrastiveLossOutput, SoftPUContrastiveLoss
 from robult.losses.diagnostics import default_names, pu_weight_diagnostics, representation_diagnostics
+from robult.losses.keys import contrastive_keys
 from robult.losses.logging import fields_log
 from robult.losses.pseudo_label import pseudo_label_loss
 from robult.losses.reconstruction import reconstruction_loss
