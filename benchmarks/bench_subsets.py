@@ -28,8 +28,9 @@ from timing import median_time  # benchmarks/timing.py
 from robult.config import load_config
 from robult.data.dataset import MultimodalDataset
 from robult.evaluation.evaluate import evaluate
-from robult.evaluation.metrics import compute_metrics
+from robult.evaluation.metrics import compute_metrics_many
 from robult.methods import build_method
+from robult.models.subsets import SubsetPredictions
 from robult.specs import ModalitySpec, TaskSpec, all_subsets
 
 
@@ -61,28 +62,18 @@ def main() -> None:
     every = torch.ones(1, len(specs), dtype=torch.bool)
     masks = torch.tensor([[n in s for n in names] for s in subsets])  # [S, M]
 
-    def score(predictions: list[torch.Tensor]) -> None:
-        preds = torch.cat(predictions, dim=1)  # [S, n, ...]
-        for i in range(preds.shape[0]):
-            compute_metrics(preds[i], target, task)
+    def score(predictions: list[SubsetPredictions]) -> None:
+        preds = torch.cat([p.predictions for p in predictions], dim=1)  # [S, n, ...]
+        valid = torch.cat([p.valid for p in predictions], dim=1)
+        compute_metrics_many(preds, valid, target, task)
 
     @torch.no_grad()
     def full() -> None:
-        score(
-            [
-                model.predict_subsets(model(b, with_reconstruction=False, validate=False), every).predictions
-                for b in batches
-            ]
-        )
+        score([model.predict_subsets(model(b, with_reconstruction=False, validate=False), every) for b in batches])
 
     @torch.no_grad()
     def one_pass() -> None:
-        score(
-            [
-                model.predict_subsets(model(b, with_reconstruction=False, validate=False), masks).predictions
-                for b in batches
-            ]
-        )
+        score([model.predict_subsets(model(b, with_reconstruction=False, validate=False), masks) for b in batches])
 
     @torch.no_grad()
     def rerun() -> None:
@@ -91,10 +82,15 @@ def main() -> None:
             per = []
             for mask in masks:
                 sub = b.with_present(b.present & mask[None, :])
-                per.append(
-                    model.predict_subsets(model(sub, with_reconstruction=False, validate=False), mask[None]).predictions
+                per.append(model.predict_subsets(model(sub, with_reconstruction=False, validate=False), mask[None]))
+            out.append(
+                SubsetPredictions(
+                    [p.keys[0] for p in per],
+                    masks,
+                    torch.cat([p.predictions for p in per]),
+                    torch.cat([p.valid for p in per]),
                 )
-            out.append(torch.cat(per))
+            )
         score(out)
 
     def protocol() -> None:

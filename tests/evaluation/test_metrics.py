@@ -12,6 +12,7 @@ from robult import TaskSpec
 from robult.evaluation.metrics import (
     METRICS,
     compute_metrics,
+    compute_metrics_many,
     default_primary_metric,
     higher_is_better,
     metrics_for,
@@ -123,6 +124,60 @@ def test_nan_predictions_and_bad_shapes_raise() -> None:
         compute_metrics(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), MC)
     with pytest.raises(ValueError, match="outside"):
         compute_metrics(torch.zeros(2, 3), torch.tensor([0, 5]), MC)
+
+
+@pytest.mark.parametrize("task", [MC, BIN, ML, REG], ids=lambda t: t.kind.value)
+def test_many_settings_equal_one_call_each(task: TaskSpec) -> None:
+    """compute_metrics_many is compute_metrics on each setting's valid rows (invalid rows may be NaN); a setting
+    without a valid row gives None."""
+    g = torch.Generator().manual_seed(0)
+    n, s = 40, 4
+    preds = torch.randn(s, n, task.num_outputs, generator=g)
+    valid = torch.rand(s, n, generator=g) > 0.3
+    valid[2] = False
+    preds[~valid] = float("nan")
+    if task.kind.value == "multilabel":
+        target = torch.randint(0, 2, (n, task.num_classes), generator=g).float()
+    elif task.kind.value == "regression":
+        target = torch.randn(n, generator=g).clamp(-3, 3)
+    else:
+        target = torch.randint(0, max(2, task.num_classes or 2), (n,), generator=g)
+    target[~valid.any(0)] = -7  # rows no setting scores are never read (e.g. unlabeled)
+    many = compute_metrics_many(preds, valid, target, task)
+    assert many[2] is None
+    for i in (0, 1, 3):
+        assert many[i] == compute_metrics(preds[i][valid[i]], target[valid[i]], task)
+    with pytest.raises(ValueError, match="NaN"):
+        compute_metrics_many(preds, valid | ((torch.arange(s) == 0)[:, None] & valid.any(0)), target, task)
+    with pytest.raises(ValueError, match="row"):  # a target a setting scores is checked
+        compute_metrics_many(preds, valid | (torch.arange(s) == 0)[:, None], target, task)
+
+
+def test_multiclass_scores_are_torchmetrics_bit_for_bit() -> None:
+    """Multiclass accuracy and macro F1 come from one confusion count of every setting with torchmetrics'
+    float32 arithmetic: the values equal torchmetrics' (ties, absent classes, tiny and large settings)."""
+    import torchmetrics.functional.classification as tmc
+
+    from robult.evaluation.metrics import _to_float
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(40):
+        k, n, s = 2 + trial % 13, 1 + 37 * trial, 1 + trial % 7
+        task = TaskSpec("multiclass", num_classes=k)
+        target = torch.randint(0, max(1, k - trial % 3), (n,), generator=g)  # some classes never a target
+        preds = torch.randn(s, n, k, generator=g) * (1 + trial % 4)
+        if trial % 2:
+            preds = preds.round()  # ties: the first maximum wins, as in argmax
+        valid = torch.rand(s, n, generator=g) < 0.2 + 0.8 * (trial % 5) / 4
+        many = compute_metrics_many(preds, valid, target, task)
+        for i in range(s):
+            if not valid[i].any():
+                assert many[i] is None
+                continue
+            labels, t = preds[i][valid[i]].double().argmax(1), target[valid[i]]
+            acc = tmc.multiclass_accuracy(labels, t, num_classes=k, average="micro")
+            f1 = tmc.multiclass_f1_score(labels, t, num_classes=k, average="macro")
+            assert many[i] == {"accuracy": _to_float(acc), "macro_f1": _to_float(f1)}
 
 
 def test_registry_directions_and_defaults() -> None:

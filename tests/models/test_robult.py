@@ -284,6 +284,43 @@ def test_huge_values_of_one_modality_never_reach_other_subsets(specs, task, aggr
         torch.testing.assert_close(dirty.predictions[i][valid], clean.predictions[i][valid])
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("features", [False, True])
+def test_shared_prefix_subset_sums_equal_the_sum_over_every_modality_in_order(weighted: bool, features: bool) -> None:
+    """Subsets share the sums of their common prefixes, and the result is bit for bit the plain rule: every
+    modality's term, selected (not multiplied) when in the subset and present, added in modality order from 0."""
+    from robult.models.subsets import aggregate_subsets, subset_masks
+
+    g = torch.Generator().manual_seed(0)
+    b, m, k = 33, 4, 3
+    values = torch.randn(b, m, k, generator=g) * 10
+    present = torch.rand(b, m, generator=g) > 0.4
+    values[~present] = float("nan")  # absent rows are never read
+    weights = torch.tensor([1.0, 0.3, 0.1, 1.0]) if weighted else None
+    names = ["a", "b", "c", "d"]
+    keys, masks = subset_masks(all_subsets(names)[::-1], names)
+    head = nn.Linear(k, 2)
+    out = aggregate_subsets(
+        keys, masks, values, present, features=values if features else None, head=head if features else None,
+        weights=weights,
+    )  # fmt: skip
+    for s, mask in enumerate(masks):
+        total, norm = torch.zeros(b, k), torch.zeros(b)
+        for j in range(m):
+            w = 1.0 if weights is None else weights[j]
+            eff = mask[j] & present[:, j]
+            total = total + torch.where(eff[:, None], w * values[:, j], 0.0)
+            norm = norm + eff.float() * w
+        valid = (mask[None] & present).any(1)
+        expected = total / norm.clamp(min=torch.finfo(torch.float32).tiny)[:, None]
+        if features:
+            expected = head(expected)
+        expected[~valid] = float("nan")
+        assert torch.equal(out.valid[s], valid)
+        assert torch.equal(out.predictions[s][valid], expected[valid])
+        assert out.predictions[s][~valid].isnan().all()
+
+
 def test_reconstruction_loss_is_a_squared_norm() -> None:
     """``L_rec`` sums the squared error over the d_h features (METHOD.md v2); ``feature_mean`` divides by d_h."""
     rec = torch.tensor([[[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]]])

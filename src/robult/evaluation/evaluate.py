@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from robult.batch import Batch
 from robult.data.dataset import MultimodalDataset
-from robult.evaluation.metrics import compute_metrics, metrics_for
+from robult.evaluation.metrics import compute_metrics_many, metrics_for
 from robult.evaluation.protocols import PROTOCOLS, RATES, MaskStore, random_rate_mask, rate_key
 from robult.specs import TaskSpec, all_subsets, subset_key
 
@@ -96,12 +96,13 @@ def _with_present(output: Any, present: Tensor) -> Any:
     return out
 
 
-def _score(preds: Tensor, valid: Tensor, target: Tensor, task: TaskSpec) -> tuple[dict[str, float], int]:
-    """Metrics over the valid rows (NaN for every metric when none is valid) and the number of rows scored."""
-    count = int(valid.sum())
-    if count == 0:
-        return {name: math.nan for name in metrics_for(task)}, 0
-    return compute_metrics(preds[valid], target[valid], task), count
+def _score(preds: Tensor, valid: Tensor, target: Tensor, task: TaskSpec) -> list[tuple[dict[str, float], int]]:
+    """Per setting (``preds [S, N, K]``, ``valid [S, N]``): the metrics over its valid rows (NaN for every metric
+    when none is valid) and the number of rows scored."""
+    counts = valid.sum(dim=1).tolist()
+    nan = dict.fromkeys(metrics_for(task), math.nan)
+    metrics = compute_metrics_many(preds, valid, target, task)
+    return [(dict(nan) if m is None else m, count) for m, count in zip(metrics, counts, strict=True)]
 
 
 class ProtocolScorer:
@@ -165,12 +166,12 @@ class ProtocolScorer:
         if self.subsets:
             preds = torch.cat([p for p, _ in self._sub], dim=1)
             valid = torch.cat([v for _, v in self._sub], dim=1) & scored[None]
-            for i, subset in enumerate(self.subsets):
+            for subset, (metrics, count) in zip(self.subsets, _score(preds, valid, target, task), strict=True):
                 key = subset_key(list(subset), self.names)
-                result.subsets[key], result.counts[f"all-subsets/{key}"] = _score(preds[i], valid[i], target, task)
+                result.subsets[key], result.counts[f"all-subsets/{key}"] = metrics, count
         for key, parts in self._rate.items():
             valid = torch.cat([v for _, v in parts]) & scored
-            metrics, count = _score(torch.cat([p for p, _ in parts]), valid, target, task)
+            [(metrics, count)] = _score(torch.cat([p for p, _ in parts])[None], valid[None], target, task)
             result.random_rate[key], result.counts[f"random-rate/{key}"] = metrics, count
         return result
 
@@ -235,7 +236,9 @@ def evaluate(
     home = first_param.device if first_param is not None else None
     was_training = bool(getattr(model, "training", False))
     if is_module:
-        model.eval().to(device)
+        model.eval()
+        if home != device:
+            model.to(device)
     call = model if is_module else model.forward
 
     targets: list[Tensor] = []
@@ -256,7 +259,7 @@ def evaluate(
     finally:
         if is_module:
             model.train(was_training)
-            if home is not None:
+            if home is not None and home != device:
                 model.to(home)
 
     # unlabeled rows (any label value, e.g. -1) are predicted but not scored

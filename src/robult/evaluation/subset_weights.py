@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from robult.data.dataset import MultimodalDataset
-from robult.evaluation.metrics import compute_metrics, higher_is_better
+from robult.evaluation.metrics import compute_metrics_many, higher_is_better
 from robult.specs import TaskSpec, all_subsets
 
 GRID = (0.1, 0.3, 1.0)
@@ -63,11 +63,7 @@ def fit_subset_weights(
             preds = [model.predict_subsets(out, subsets) for out in outputs]  # type: ignore[operator]
             pred = torch.cat([p.predictions.float().cpu() for p in preds], dim=1)
             valid = torch.cat([p.valid.cpu() for p in preds], dim=1) & rows_labeled[None]
-            values = [
-                compute_metrics(pred[i][valid[i]], target[valid[i]], task)[metric]
-                for i in range(len(subsets))
-                if valid[i].any()
-            ]
+            values = [m[metric] for m in compute_metrics_many(pred, valid, target, task) if m is not None]
             if not values:
                 raise ValueError("validation split: no labeled sample to choose the subset weights on")
             return sum(values) / len(values)

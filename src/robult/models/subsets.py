@@ -80,27 +80,51 @@ def aggregate_subsets(
             prediction is ``Σ_{m ∈ A} w_m x_m / Σ_{m ∈ A} w_m``, so a single modality is never rescaled.
     """
     masks = masks.to(present.device)
-    eff = masks[:, None, :] & present[None]  # [S, B, M]
-    count = eff.sum(-1)  # [S, B]
+    count = masks.float() @ present.float().T  # [S, B]: |A ∩ present|, the effective modalities (exact integers)
     if features is not None and head is None:
         raise ValueError("feature_mean aggregation needs the head")
     values = logits if features is None else features
-    # select, don't multiply by zero: a modality outside the subset (or absent) must not reach its prediction even
-    # when its values are inf or NaN (0 · inf = NaN)
-    total = values.new_zeros((masks.shape[0], *values.shape[:1], values.shape[-1]))  # [S, B, K or D]
-    norm = values.new_zeros(count.shape)  # [S, B]: the summed weights of each sample's effective modalities
+    total, norm = _subset_sums(masks, present, values, weights)  # [S, B, K or D], [S, B]
+    valid = count > 0
+    # a sample without a modality of the subset gets NaN: its sum 0 is divided by NaN
+    norm = torch.where(valid, norm.clamp(min=torch.finfo(values.dtype).tiny), float("nan"))
+    mean = total / norm[..., None]
+    preds = mean if features is None else head(mean).masked_fill(~valid[..., None], float("nan"))
+    if fused_logits is not None:
+        complete = count == masks.shape[1]
+        preds = torch.where(complete[..., None], fused_logits[None].expand_as(preds), preds)
+    return SubsetPredictions(keys, masks, preds, valid)
+
+
+def _subset_sums(masks: Tensor, present: Tensor, values: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``Σ_{m ∈ A ∩ present} w_m x_m`` ``[S, B, ...]`` and ``Σ_{m ∈ A ∩ present} w_m`` ``[S, B]`` for every subset.
+
+    Each subset's sum is its sum without its last modality plus that modality's term, so subsets that share a
+    prefix share its sum: all ``2^M - 1`` subsets cost one addition each on ``[B, ...]``, not ``M`` passes over
+    ``[S, B, ...]``. Terms are added in modality order from zero, the same float operations as summing every
+    modality's (selected or zero) term in order. Terms are selected, not multiplied by a 0/1 mask: a modality
+    outside the subset (or absent) must not reach its sum even when its values are inf or NaN (0 · inf = NaN).
+    """
+    terms, norm_terms = [], []
     for m in range(values.shape[1]):
         w = 1.0 if weights is None else weights[m].to(values.dtype)
-        total = total + torch.where(eff[:, :, m, None], w * values[None, :, m], 0.0)
-        norm = norm + eff[:, :, m].to(values.dtype) * w
-    mean = total / norm.clamp(min=torch.finfo(values.dtype).tiny)[..., None]
-    preds = mean if features is None else head(mean)
-    if fused_logits is not None:
-        complete = eff.all(-1)
-        preds = torch.where(complete[..., None], fused_logits[None].expand_as(preds), preds)
-    valid = count > 0
-    preds = preds.masked_fill(~valid[..., None], float("nan"))
-    return SubsetPredictions(keys, masks, preds, valid)
+        terms.append(torch.where(present[:, m, None], w * values[:, m], 0.0))
+        norm_terms.append(present[:, m].to(values.dtype) * w)
+    zero = (values.new_zeros((values.shape[0], values.shape[-1])), values.new_zeros(values.shape[:1]))
+    sums: dict[tuple[int, ...], tuple[Tensor, Tensor]] = {(): zero}  # modality indices so far -> (sum, weight)
+    subset_sums = []
+    for row in masks.tolist():
+        prefix: tuple[int, ...] = ()
+        for m in (m for m, on in enumerate(row) if on):
+            longer = (*prefix, m)
+            if longer not in sums:
+                total, norm = sums[prefix]
+                sums[longer] = (total + terms[m], norm + norm_terms[m])
+            prefix = longer
+        subset_sums.append(sums[prefix])
+    if not subset_sums:
+        return values.new_zeros((0, *zero[0].shape)), values.new_zeros((0, *zero[1].shape))
+    return torch.stack([t for t, _ in subset_sums]), torch.stack([n for _, n in subset_sums])
 
 
 __all__ = ["SubsetPredictions", "aggregate_subsets", "subset_masks"]

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from robult.batch import Batch
-from robult.evaluation.metrics import compute_metrics
+from robult.evaluation.metrics import compute_metrics_many
 from robult.specs import TaskSpec, all_subsets
 from robult.training.sampler import drop_modalities
 
@@ -110,11 +110,8 @@ class MethodModule(L.LightningModule):
         valid = torch.cat([v for _, v, _ in self._val_outputs], dim=1)
         target = torch.cat([t for _, _, t in self._val_outputs])
         self._val_outputs.clear()
-        scores = {}
-        for i, subset in enumerate(self.subsets):
-            rows = valid[i]
-            if rows.any():
-                scores["+".join(subset)] = compute_metrics(preds[i][rows], target[rows], self.task)[self.primary_metric]
+        metrics = compute_metrics_many(preds, valid, target, self.task)
+        scores = {"+".join(s): m[self.primary_metric] for s, m in zip(self.subsets, metrics, strict=True) if m}
         if not scores:
             raise ValueError("validation split: no labeled sample to score (model selection needs labels)")
         score = sum(scores.values()) / len(scores)
