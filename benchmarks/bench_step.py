@@ -1,24 +1,28 @@
 """Training-step cost of Robult vs a plain late-fusion model with the same encoders, and the soft PU loss alone.
 
-    python benchmarks/bench_step.py [--threads 2] [--repeats 30] [--dense-loss] [--skip-loss]
+    python benchmarks/bench_step.py [--threads 2] [--repeats 30] [--dense-loss] [--skip-loss] [--breakdown]
 
 Prints (1) the time of one training step (forward + all losses + backward + AdamW step) for Robult and for the
 late-fusion baseline (M = 3 MLP encoders, batch 256) and their ratio; (2) the soft PU contrastive loss
 (forward + backward) at batch 256, 1024 and 4096 with d = 128, M = 3, and its share of a Robult step at that batch.
 ``--dense-loss`` runs everything with the dense soft PU loss that the chunked one replaced (to compare the two in one
-session); ``--skip-loss`` prints (1) only.
+session); ``--skip-loss`` prints (1) only. ``--breakdown`` adds Robult steps with one part switched off at a time
+(the soft PU loss, the reconstruction branch, the self-training term, the diagnostics), timed interleaved with the
+whole step, so each difference is what that part costs (forward and backward).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import torch
 from timing import median_time  # benchmarks/timing.py
 
 from robult import Batch, ModalitySpec, TaskSpec
-from robult.losses import RobultLoss, contrastive, contrastive_keys
-from robult.losses.supervised import SupervisedOnlyLoss
+from robult.losses import RobultLoss, RobultLossConfig, contrastive, contrastive_keys
+from robult.losses import robult as robult_loss
+from robult.losses.baselines import SupervisedOnlyLoss
 from robult.models import RobultConfig, RobultModel
 from robult.models.late_fusion import LateFusionModel
 
@@ -40,6 +44,7 @@ def main() -> None:
     ap.add_argument("--encoder-hidden", type=str, default="256", help="hidden widths of the MLP encoders")
     ap.add_argument("--dense-loss", action="store_true", help="use the dense soft PU loss (the pre-chunking one)")
     ap.add_argument("--skip-loss", action="store_true", help="only the training-step comparison")
+    ap.add_argument("--breakdown", action="store_true", help="also time Robult steps with one part off at a time")
     args = ap.parse_args()
     if args.dense_loss:
         from robult.losses.contrastive_dense import soft_pu_contrastive_loss_dense
@@ -75,6 +80,8 @@ def main() -> None:
         f"training step ({loss_kind} soft PU loss): robult {t_r * 1e3:.2f} ms, "
         f"late fusion {t_l * 1e3:.2f} ms, ratio {t_r / t_l:.2f}x"
     )
+    if args.breakdown:
+        breakdown(specs, task, cfg, dims, args.repeats, t_r, t_l)
     if args.skip_loss:
         return
 
@@ -82,6 +89,50 @@ def main() -> None:
     for b in (256, 1024, 4096):
         t_c, t_f = contrastive_share(b, specs, task, cfg, dims, max(3, args.repeats // (b // 256)))
         print(f"  batch {b:5d}: loss {t_c * 1e3:8.2f} ms, robult step {t_f * 1e3:8.2f} ms, share {t_c / t_f:.0%}")
+
+
+def breakdown(specs, task, cfg, dims, repeats, t_full: float, t_late: float) -> None:
+    """Robult steps with one part off at a time, interleaved with the whole step (rounds of one call each)."""
+    batch = make_batch(256, dims, 10)
+    base = RobultLossConfig()
+    variants = {
+        "whole step": (base, True, False),
+        "without the soft PU loss": (dataclasses.replace(base, lambda_lb=0.0, lambda_ulb=0.0), True, False),
+        "without reconstruction": (dataclasses.replace(base, lambda_rec=0.0), False, False),
+        "without self-training": (dataclasses.replace(base, lambda_pseudo=0.0), True, False),
+        "without diagnostics": (base, True, True),
+    }
+    steps = {}
+    for name, (loss_cfg, with_rec, no_diag) in variants.items():
+        torch.manual_seed(0)
+        model, loss = RobultModel(specs, task, cfg), RobultLoss(task, len(dims), loss_cfg)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+        def step(model=model, loss=loss, opt=opt, with_rec=with_rec, no_diag=no_diag) -> None:
+            opt.zero_grad(set_to_none=True)
+            saved = robult_loss.representation_diagnostics
+            if no_diag:
+                robult_loss.representation_diagnostics = lambda *a, **k: {}
+            try:
+                loss(model(batch, with_reconstruction=with_rec), batch, epoch=10.0).total.backward()
+            finally:
+                robult_loss.representation_diagnostics = saved
+            opt.step()
+
+        steps[name] = step
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for f in steps.values():  # warm-up
+        for _ in range(3):
+            f()
+    for _ in range(repeats):
+        for name, f in steps.items():
+            times[name].append(median_time(f, 1, warmup=0))
+    med = {name: sorted(v)[len(v) // 2] for name, v in times.items()}
+    whole = med["whole step"]
+    print(f"breakdown (interleaved medians; late fusion step {t_late * 1e3:.2f} ms):")
+    for name, t in med.items():
+        extra = "" if name == "whole step" else f", part costs {1e3 * (whole - t):6.2f} ms"
+        print(f"  {name:26s} {t * 1e3:7.2f} ms ({t / t_late:.2f}x late fusion){extra}")
 
 
 def contrastive_share(b, specs, task, cfg, dims, repeats) -> tuple[float, float]:

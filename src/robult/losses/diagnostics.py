@@ -23,13 +23,15 @@ def alignment(z: Tensor, s: Tensor) -> float:
 
 def uniformity(s: Tensor) -> float:
     """Uniformity: ``log E_{i≠j} exp(−2‖ŝ_i − ŝ_j‖²)`` (NaN for fewer than 2 vectors)."""
+    return float(_uniformity(s)) if s.shape[0] >= 2 else float("nan")
+
+
+def _uniformity(s: Tensor) -> Tensor:
     n = s.shape[0]
-    if n < 2:
-        return float("nan")
     sn = torch.nn.functional.normalize(s, dim=-1)
-    d2 = torch.cdist(sn, sn).pow(2)
-    off = ~torch.eye(n, dtype=torch.bool, device=sn.device)
-    return float(torch.log(torch.exp(-2 * d2[off]).mean()))
+    kernel = torch.cdist(sn, sn).square_().mul_(-2.0).exp_()
+    kernel.diagonal().zero_()  # the mean over i ≠ j without a masked copy
+    return torch.log(kernel.sum() / (n * (n - 1)))
 
 
 @torch.no_grad()
@@ -37,23 +39,36 @@ def representation_diagnostics(
     output: Any, target: Tensor, labeled: Tensor, task: TaskSpec, names: Sequence[str]
 ) -> dict[str, float]:
     """``diag/u_norm/<name>``, ``diag/alignment_zs``, ``diag/uniformity_s`` and ``diag/pseudo_label_acc`` of a
-    :class:`robult.models.RobultOutput` (``specific``, ``shared``, ``fused``, ``fused_logits``, ``present``)."""
-    out: dict[str, float] = {}
+    :class:`robult.models.RobultOutput` (``specific``, ``shared``, ``fused``, ``fused_logits``, ``present``).
+
+    Computed on whole tensors with masks and read back in one transfer (one device sync per step, not one per
+    value)."""
     present = output.present
-    norms = output.specific.norm(dim=-1)
-    for m, name in enumerate(names):
-        rows = present[:, m]
-        if rows.any():
-            out[f"diag/u_norm/{name}"] = float(norms[rows, m].mean())
-    rows, cols = present.nonzero(as_tuple=True)
-    out["diag/alignment_zs"] = alignment(output.shared[rows, cols], output.fused[rows])
+    count = present.sum(0)  # [M]
+    norms = torch.where(present, output.specific.norm(dim=-1), 0.0)  # [B, M]
+    values = [norms.sum(0) / count.clamp(min=1)]  # u_norm per modality
+    zn = torch.nn.functional.normalize(output.shared, dim=-1)
+    sn = torch.nn.functional.normalize(output.fused, dim=-1)[:, None, :]
+    sq = torch.where(present, (zn - sn).pow(2).sum(-1), 0.0)  # [B, M]
+    values.append((sq.sum() / count.sum())[None])  # alignment over present pairs
+    keys = [f"diag/u_norm/{name}" for name in names] + ["diag/alignment_zs"]
     if output.fused.shape[0] >= 2:
-        out["diag/uniformity_s"] = uniformity(output.fused)
+        values.append(_uniformity(output.fused)[None])
+        keys.append("diag/uniformity_s")
     unl = ~labeled
-    if unl.any() and task.kind in (TaskKind.MULTICLASS, TaskKind.BINARY):
-        logits = output.fused_logits[unl]
+    if task.kind in (TaskKind.MULTICLASS, TaskKind.BINARY):
+        logits = output.fused_logits
         pred = logits.argmax(-1) if task.kind == TaskKind.MULTICLASS else (logits[:, 0] > 0).long()
-        out["diag/pseudo_label_acc"] = float((pred == target[unl].long()).float().mean())
+        hits = ((pred == target.long()) & unl).sum()
+        values.append((hits / unl.sum())[None])  # NaN without unlabeled rows (dropped below)
+        keys.append("diag/pseudo_label_acc")
+    numbers = torch.cat([v.float() for v in values] + [count.float(), unl.sum()[None].float()]).tolist()
+    out = dict(zip(keys, numbers, strict=False))
+    for name, n in zip(names, numbers[len(keys) : len(keys) + len(names)], strict=True):
+        if n == 0:  # a modality absent from the whole batch has no norm
+            del out[f"diag/u_norm/{name}"]
+    if numbers[-1] == 0:  # no unlabeled row: no pseudo-label accuracy
+        out.pop("diag/pseudo_label_acc", None)
     return out
 
 
@@ -61,11 +76,8 @@ def pu_weight_diagnostics(mean_weight: Tensor | None, saturation: Tensor | None)
     """``diag/pu_weight_{mean,low,high}`` from the soft PU loss's output (empty when it reported none)."""
     if mean_weight is None or saturation is None:
         return {}
-    return {
-        "diag/pu_weight_mean": float(mean_weight),
-        "diag/pu_weight_low": float(saturation[0]),
-        "diag/pu_weight_high": float(saturation[1]),
-    }
+    mean, low, high = torch.cat([mean_weight.reshape(1), saturation.reshape(2)]).tolist()
+    return {"diag/pu_weight_mean": mean, "diag/pu_weight_low": low, "diag/pu_weight_high": high}
 
 
 def default_names(num_modalities: int) -> list[str]:
