@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_provenance_of_this_checkout() -> None:
+    prov_mod.git_commit.cache_clear()  # the commit is cached per process; the checkout may have moved since
     info = provenance()
     assert info["robult"] == robult.__version__ and info["torch"] == torch.__version__
     assert info["device"] == f"cpu ({info['device'].split('(')[1]}" and "threads" in info["device"]
