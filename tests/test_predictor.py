@@ -554,6 +554,10 @@ def test_cli_evaluate_on_another_dataset(runs, tmp_path: Path, kind: str) -> Non
     predictor = robult.load(run_dir)
     n = len(data["target"])
     assert written["counts"]["n"] == n and written["counts"]["labeled"] == n - 3
+    metric = written["metric"]
+    assert f"{metric} on {inp} per modality subset:" in result.output  # the input is named, not "test"
+    assert f"{inp}: {n - 3} of {n} samples labeled" in result.output
+    assert "test " not in result.output.replace(str(tmp_path), "")
     assert written["metric"] == ("accuracy" if kind == "user_multiclass" else "mae")
     names = predictor.modality_names
     scored = dict(data, target=data["target"][3:], inputs={k: v[3:] for k, v in data["inputs"].items()})

@@ -311,7 +311,7 @@ def _evaluate_input(run: Path, input: Path, protocols: list[str], masks_dir: Pat
                 "mask_seed": cfg.eval.mask_seed,
             }
             atomic_write_json(out, {**record, **ev.to_dict()})
-    typer.echo(format_evaluation(ev, metric))
+    typer.echo(format_evaluation(ev, metric, scored=str(input)))
     if out is not None:
         typer.echo(f"wrote {out}")
 

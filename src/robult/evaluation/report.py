@@ -276,12 +276,17 @@ def write_summary(path: str | Path, doc: dict[str, Any], extra_header: str = "")
     atomic_write_text(path, "\n".join(parts).rstrip("\n") + "\n")
 
 
-def format_evaluation(evaluation: Any, metric: str) -> str:
-    """A short text table of one evaluation (``EvaluationResult``): ``metric`` per subset and per missing rate."""
-    lines = [f"test {metric} per modality subset:"] if evaluation.subsets else []
+def format_evaluation(evaluation: Any, metric: str, scored: str = "test") -> str:
+    """A short text table of one evaluation (``EvaluationResult``): ``metric`` per subset and per missing rate.
+
+    ``scored`` names what was scored in the titles: ``test`` (the run's test split) or, e.g., an input directory.
+    """
+    title = f"test {metric}" if scored == "test" else f"{metric} on {scored}"
+    lines = [f"{title} per modality subset:"] if evaluation.subsets else []
     n, labeled = evaluation.counts.get("n"), evaluation.counts.get("labeled")
     if n is not None and labeled is not None and labeled < n:
-        lines.insert(0, f"test split: {labeled} of {n} samples labeled (only those are scored)")
+        what = "test split" if scored == "test" else scored
+        lines.insert(0, f"{what}: {labeled} of {n} samples labeled (only those are scored)")
     width = max((len(k) for k in evaluation.subsets), default=0)
     width = max(width, len("mean")) if evaluation.subsets else 0
     for key, vals in evaluation.subsets.items():
@@ -289,7 +294,7 @@ def format_evaluation(evaluation: Any, metric: str) -> str:
     if evaluation.subsets:
         lines.append(f"  {'mean':<{width}}  {evaluation.mean_over_subsets(metric):.4f}")
     if evaluation.random_rate:
-        lines.append(f"test {metric} per random missing rate:")
+        lines.append(f"{title} per random missing rate:")
         lines.append("  " + "  ".join(f"{r}:{v[metric]:.3f}" for r, v in evaluation.random_rate.items()))
     return "\n".join(lines)
 
