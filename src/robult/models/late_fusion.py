@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from robult.batch import Batch, validate_batch
 from robult.models.robult import RobultConfig
-from robult.models.subsets import SubsetPredictions, aggregate_subsets, subset_masks
+from robult.models.subsets import PredictsSubsets, SubsetPredictions, aggregate_subsets, subset_masks
 from robult.modules.encoders import ModalityEncoders
 from robult.modules.layers import MLP
 from robult.specs import ModalitySpec, TaskSpec
@@ -29,7 +29,7 @@ class LateFusionOutput:
     fused_logits: Tensor | None = None
 
 
-class LateFusionModel(nn.Module):
+class LateFusionModel(PredictsSubsets, nn.Module):
     """Unimodal encoders and heads; a subset's prediction is the mean of its modalities' logits.
 
     Args:
@@ -70,12 +70,3 @@ class LateFusionModel(nn.Module):
         """Mean of the subset's per-modality logits, from one forward pass."""
         keys, masks = subset_masks(subsets, self.names)
         return aggregate_subsets(keys, masks, output.logits, output.present)
-
-    @torch.no_grad()
-    def predict(self, batch: Batch, subsets: Sequence[Sequence[str]] | Tensor) -> SubsetPredictions:
-        was_training = self.training
-        self.eval()
-        try:
-            return self.predict_subsets(self.forward(batch), subsets)
-        finally:
-            self.train(was_training)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from robult.batch import Batch, validate_batch
-from robult.models.subsets import SubsetPredictions, aggregate_subsets, subset_masks
+from robult.models.subsets import PredictsSubsets, SubsetPredictions, aggregate_subsets, subset_masks
 from robult.modules.encoders import ModalityEncoders
 from robult.modules.fusions import build_fusion
 from robult.modules.layers import MLP, GroupedMLP
@@ -108,7 +108,7 @@ class RobultOutput:
     reconstruction_target: Tensor | None = None
 
 
-class RobultModel(nn.Module):
+class RobultModel(PredictsSubsets, nn.Module):
     """Robult: redundancy (``Z``) and modality-specific (``U``) features for robust multimodal learning.
 
     Args:
@@ -218,16 +218,3 @@ class RobultModel(nn.Module):
             fused_logits=output.fused_logits if fused_complete else None,
             weights=self.modality_weights,
         )
-
-    @torch.no_grad()
-    def predict(
-        self, batch: Batch, subsets: Sequence[Sequence[str]] | Tensor, aggregate: str | None = None
-    ) -> SubsetPredictions:
-        """Eval-mode predictions for ``subsets`` from one encoder pass (the module's train/eval mode is restored)."""
-        was_training = self.training
-        self.eval()
-        try:
-            out = self.forward(batch, with_reconstruction=False)
-            return self.predict_subsets(out, subsets, aggregate)
-        finally:
-            self.train(was_training)
