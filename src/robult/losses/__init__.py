@@ -10,7 +10,7 @@ from robult.losses.contrastive import (
 from robult.losses.keys import contrastive_keys, key_similarity
 from robult.losses.reconstruction import reconstruction_loss
 from robult.losses.robult import RobultLoss, RobultLossConfig, RobultLossOutput, ramp_weight
-from robult.losses.supervised import SupervisedLossOutput, supervised_loss, task_loss
+from robult.losses.supervised import SupervisedLossOutput, supervised_loss, supervised_loss_of, task_loss
 
 __all__ = [
     "KERNELS",
@@ -27,5 +27,6 @@ __all__ = [
     "reconstruction_loss",
     "soft_pu_contrastive_loss",
     "supervised_loss",
+    "supervised_loss_of",
     "task_loss",
 ]

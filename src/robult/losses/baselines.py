@@ -38,7 +38,7 @@ from robult.losses.logging import fields_log
 from robult.losses.pseudo_label import PseudoLabelOutput, pseudo_label_loss
 from robult.losses.reconstruction import reconstruction_loss
 from robult.losses.robult import ramp_weight
-from robult.losses.supervised import SupervisedLossOutput, supervised_loss
+from robult.losses.supervised import SupervisedLossOutput, supervised_loss_of
 from robult.models.robult import RobultOutput
 from robult.specs import TaskSpec
 from robult.utils import distributed as dist_utils
@@ -80,15 +80,7 @@ class SupervisedOnlyLoss(nn.Module):
 
     def forward(self, output: Any, batch: Any, epoch: float = 0.0) -> SupervisedLossOutput:
         """Args: a model output with ``logits``, ``fused_logits``, ``present``; its batch; the epoch (unused)."""
-        return supervised_loss(
-            output.logits,
-            output.fused_logits,
-            output.present,
-            batch.target,
-            batch.labeled,
-            self.task,
-            self.config.regression_loss,
-        )
+        return supervised_loss_of(output, batch, self.task, self.config.regression_loss)
 
 
 # ====================================================================== pseudo-labels
@@ -150,8 +142,7 @@ class PseudoLabelLoss(nn.Module):
         """Args: the model output (``logits``, ``present``, optional ``fused_logits``), its batch, the epoch."""
         cfg = self.config
         logits, present = output.logits, output.present
-        fused = getattr(output, "fused_logits", None)
-        sup = supervised_loss(logits, fused, present, batch.target, batch.labeled, self.task, cfg.regression_loss)
+        sup = supervised_loss_of(output, batch, self.task, cfg.regression_loss)
         pl = pseudo_label_loss(logits, present, batch.labeled, self.task, self.threshold)
         lam = ramp_weight(cfg.lambda_pl, epoch, cfg.warmup_epochs)
         total = sup.total + lam * pl.loss
@@ -248,9 +239,7 @@ class InstanceContrastiveLoss(nn.Module):
         """Args: a RobultModel output, its batch, and the (fractional) epoch for the warm-up ramp."""
         cfg = self.config
         o = output
-        sup = supervised_loss(
-            o.logits, o.fused_logits, o.present, batch.target, batch.labeled, self.task, cfg.regression_loss
-        )
+        sup = supervised_loss_of(o, batch, self.task, cfg.regression_loss)
         nce = instance_contrastive_loss(o.shared, o.fused, o.present, cfg.temperature)
         lam = ramp_weight(cfg.lambda_nce, epoch, cfg.warmup_epochs)
         total = sup.total + lam * nce
@@ -453,8 +442,7 @@ class SharedPrivateLoss(nn.Module):
         """Args: a RobultModel output, its batch and the epoch (unused: no term is ramped)."""
         o = output
         shared, specific, present = o.shared, o.specific, o.present
-        reg = self.config.regression_loss
-        sup = supervised_loss(o.logits, o.fused_logits, present, batch.target, batch.labeled, self.task, reg)
+        sup = supervised_loss_of(o, batch, self.task, self.config.regression_loss)
         zero = sup.total * 0.0
         sim = shared_similarity_loss(shared, present, self.moments) if self.sim_weight else zero
         diff = difference_loss(shared, specific, present) if self.diff_weight else zero

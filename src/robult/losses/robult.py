@@ -16,7 +16,7 @@ from robult.losses.keys import contrastive_keys
 from robult.losses.logging import fields_log
 from robult.losses.pseudo_label import pseudo_label_loss
 from robult.losses.reconstruction import reconstruction_loss
-from robult.losses.supervised import supervised_loss
+from robult.losses.supervised import supervised_loss_of
 from robult.models.robult import RobultOutput
 from robult.specs import TaskSpec
 from robult.utils.bounds import check_bounds
@@ -144,15 +144,7 @@ class RobultLoss(nn.Module):
     def forward(self, output: RobultOutput, batch: Batch, epoch: float = 0.0) -> RobultLossOutput:
         """Args: the model output, its batch, and the (fractional) training epoch for the warm-up ramp."""
         cfg = self.config
-        sup = supervised_loss(
-            output.logits,
-            output.fused_logits,
-            output.present,
-            batch.target,
-            batch.labeled,
-            self.task,
-            cfg.regression_loss,
-        )
+        sup = supervised_loss_of(output, batch, self.task, cfg.regression_loss)
         zero = sup.total * 0.0
         lam_ulb = ramp_weight(cfg.lambda_ulb, epoch, cfg.warmup_epochs)
         con: ContrastiveLossOutput | None = None

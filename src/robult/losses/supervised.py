@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -87,3 +88,10 @@ def supervised_loss(
     if fused_logits is not None:
         fused = task_loss(fused_logits.index_select(0, rows), tgt, task, regression_loss).mean()
     return SupervisedLossOutput(unimodal + fused, unimodal, fused)
+
+
+def supervised_loss_of(output: Any, batch: Any, task: TaskSpec, regression_loss: str = "l1") -> SupervisedLossOutput:
+    """:func:`supervised_loss` of a model output (``logits``, ``present`` and ``fused_logits``, ``None`` for a model
+    without a fused head) and its batch (``target``, ``labeled``)."""
+    fused = getattr(output, "fused_logits", None)
+    return supervised_loss(output.logits, fused, output.present, batch.target, batch.labeled, task, regression_loss)
