@@ -1,7 +1,8 @@
-"""Worker of ``test_distributed.py``: one rank of a 2-process gloo run of the soft PU loss.
+"""Worker of ``test_distributed.py``: one rank of a 2-process gloo run of the soft PU loss (``pu``) or of Robult's
+whole objective on a tiny model (``robult``: supervised, soft PU, reconstruction and self-training terms).
 
-Run as ``python gloo_worker.py RANK WORLD INIT_FILE OUT_FILE SIZES`` (SIZES like ``7,4``); the test imports the
-same file for the single-process reference, so both sides build identical data and models.
+Run as ``python gloo_worker.py RANK WORLD INIT_FILE OUT_FILE SIZES [pu|robult]`` (SIZES like ``7,4``); the test
+imports the same file for the single-process reference, so both sides build identical data and models.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import sys
 import torch
 import torch.distributed as dist
 
-from robult.losses import contrastive_chunks
+from robult import Batch, ModalitySpec, TaskSpec
+from robult.losses import RobultLoss, RobultLossConfig, contrastive_chunks
 from robult.losses.contrastive import SoftPUContrastiveLoss
+from robult.models import RobultConfig, RobultModel
 
 
 def make_data(sizes: tuple[int, ...]):
@@ -38,14 +41,33 @@ def step(x, keys, labeled, present):
     return total.detach(), grads, loss.mu.clone(), loss.sigma.clone()
 
 
-def main(rank: int, world: int, init_file: str, out_file: str, sizes: tuple[int, ...]) -> None:
+def robult_step(x, keys, labeled, present):
+    """Loss, parameter gradients and EMA state of one step of a tiny Robult model (no dropout) with every term on
+    (a low pseudo-label threshold, so the self-training term has kept samples)."""
+    torch.manual_seed(1)
+    specs = [ModalitySpec("a", "vector", (6,)), ModalitySpec("b", "vector", (6,))]
+    task = TaskSpec("multiclass", num_classes=3)
+    config = RobultConfig(hidden_dim=8, shared_dim=4, specific_dim=4, encoder_hidden=(8,), dropout=0.0)
+    model = RobultModel(specs, task, config).double()
+    loss = RobultLoss(task, 2, RobultLossConfig(ema=0.5, pseudo_confidence=0.34))
+    batch = Batch({"a": x[:, 0], "b": x[:, 1]}, present, keys, labeled)
+    out = loss(model(batch), batch, epoch=10.0)
+    out.total.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    return out.total.detach(), grads, loss.contrastive.mu.clone(), loss.contrastive.sigma.clone()
+
+
+STEPS = {"pu": step, "robult": robult_step}
+
+
+def main(rank: int, world: int, init_file: str, out_file: str, sizes: tuple[int, ...], mode: str = "pu") -> None:
     contrastive_chunks.CHUNK_ELEMENTS = 8  # several chunks per rank (the single-process reference uses one)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         x, keys, labeled, present = make_data(sizes)
         start = sum(sizes[:rank])
         sl = slice(start, start + sizes[rank])
-        total, grads, mu, sigma = step(x[sl], keys[sl], labeled[sl], present[sl])
+        total, grads, mu, sigma = STEPS[mode](x[sl], keys[sl], labeled[sl], present[sl])
         for g in grads:  # what DDP does: average the gradients over ranks
             dist.all_reduce(g)
             g /= world
@@ -59,4 +81,4 @@ def main(rank: int, world: int, init_file: str, out_file: str, sizes: tuple[int,
 
 if __name__ == "__main__":
     r, w, init, out, sz = sys.argv[1:6]
-    main(int(r), int(w), init, out, tuple(int(s) for s in sz.split(",")))
+    main(int(r), int(w), init, out, tuple(int(s) for s in sz.split(",")), *sys.argv[6:7])

@@ -1,4 +1,5 @@
-"""A 2-process gloo run of the soft PU loss equals one process on the concatenated batch (loss and gradients)."""
+"""A 2-process gloo run of the soft PU loss, and of Robult's whole objective, equals one process on the
+concatenated batch (loss and gradients), also when the ranks hold different numbers of samples."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ worker = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(worker)
 
 
-@pytest.mark.parametrize("sizes", [(6, 6), (7, 4)])
-def test_two_process_gloo_equals_single_process(sizes: tuple[int, int], tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sizes", "mode"), [((6, 6), "pu"), ((7, 4), "pu"), ((7, 4), "robult"), ((3, 9), "robult")])
+def test_two_process_gloo_equals_single_process(sizes: tuple[int, int], mode: str, tmp_path: Path) -> None:
+    """With uneven ranks the supervised, reconstruction and self-training means must weigh every sample alike
+    (each rank's sum over the count of all ranks), not average the ranks' own means."""
     if not dist.is_available():
         pytest.skip("torch.distributed is not available in this build")
     init_file, out_file = tmp_path / "init", tmp_path / "out.pt"
@@ -29,7 +32,7 @@ def test_two_process_gloo_equals_single_process(sizes: tuple[int, int], tmp_path
     size_arg = ",".join(map(str, sizes))
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), str(r), "2", str(init_file), str(out_file), size_arg],
+            [sys.executable, str(WORKER), str(r), "2", str(init_file), str(out_file), size_arg, mode],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -43,7 +46,7 @@ def test_two_process_gloo_equals_single_process(sizes: tuple[int, int], tmp_path
             p.kill()
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)
     got = torch.load(out_file, weights_only=True)
-    want_total, want_grads, want_mu, want_sigma = worker.step(*worker.make_data(sizes))
+    want_total, want_grads, want_mu, want_sigma = worker.STEPS[mode](*worker.make_data(sizes))
     torch.testing.assert_close(got["total"], want_total, rtol=1e-10, atol=1e-12)
     for a, b in zip(got["grads"], want_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

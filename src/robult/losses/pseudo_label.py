@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robult.specs import TaskKind, TaskSpec
+from robult.utils import distributed as dist_utils
 
 
 @dataclass
@@ -55,7 +56,7 @@ def pseudo_label_loss(
     unl = ~labeled
     pairs = (present & unl[:, None]).to(logits.dtype)  # [B, M]
     n_pairs = pairs.sum()
-    if task.kind == TaskKind.REGRESSION or n_pairs == 0:
+    if task.kind == TaskKind.REGRESSION or (n_pairs == 0 and not dist_utils.is_distributed()):
         return PseudoLabelOutput(zero, zero.detach(), int(unl.sum()))
     pres = present.to(logits.dtype)
     if teacher_logits is None:
@@ -68,8 +69,8 @@ def pseudo_label_loss(
         keep = (conf >= threshold).to(logits.dtype)
         per = F.cross_entropy(logits.reshape(b * m, k), pseudo.repeat_interleave(m), reduction="none").reshape(b, m)
         weight = pairs * keep[:, None]  # [B, M]
-        loss = (per * weight).sum() / n_pairs
-        rate = weight.sum() / n_pairs
+        loss = dist_utils.mean_over_ranks((per * weight).sum(), n_pairs)  # over every rank's unlabeled pairs
+        rate = weight.sum() / n_pairs.clamp(min=1)
     else:  # binary and multi-label: one decision per output
         prob = torch.sigmoid(mean)  # [B, K]
         pseudo = (prob >= 0.5).to(logits.dtype)
@@ -78,6 +79,6 @@ def pseudo_label_loss(
             logits, pseudo[:, None, :].expand_as(logits), reduction="none"
         )  # [B, M, K]
         weight = pairs[..., None] * keep[:, None, :]
-        loss = (per * weight).sum() / (n_pairs * k)
-        rate = weight.sum() / (n_pairs * k)
+        loss = dist_utils.mean_over_ranks((per * weight).sum(), n_pairs * k)
+        rate = weight.sum() / (n_pairs * k).clamp(min=1)
     return PseudoLabelOutput(loss, rate.detach(), int(unl.sum()))

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from robult.utils import distributed as dist_utils
+
 
 def reconstruction_loss(reconstruction: Tensor, target: Tensor, present: Tensor, feature_mean: bool = False) -> Tensor:
     """Squared reconstruction error ``‖r − t‖²`` averaged over present (sample, modality) pairs.
@@ -25,4 +27,4 @@ def reconstruction_loss(reconstruction: Tensor, target: Tensor, present: Tensor,
     sq = (reconstruction - target).pow(2)
     err = sq.mean(-1) if feature_mean else sq.sum(-1)  # [B, M]
     mask = present.to(err.dtype)
-    return (err * mask).sum() / mask.sum().clamp(min=1)
+    return dist_utils.mean_over_ranks((err * mask).sum(), mask.sum())  # over every rank's present pairs

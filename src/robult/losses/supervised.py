@@ -10,6 +10,7 @@ from torch import Tensor
 
 from robult.losses.logging import fields_log
 from robult.specs import TaskKind, TaskSpec
+from robult.utils import distributed as dist_utils
 
 REGRESSION_LOSSES = ("l1", "mse")
 
@@ -76,17 +77,19 @@ def supervised_loss(
     """
     zero = logits.sum() * 0.0
     rows = labeled.nonzero().flatten()
-    if rows.numel() == 0:
+    if rows.numel() == 0 and not dist_utils.is_distributed():  # with DDP every rank reaches the means below
         return SupervisedLossOutput(zero, zero, zero)
     tgt = target.index_select(0, rows)
     lg = logits.index_select(0, rows)  # [L, M, K]
     pres = present.index_select(0, rows)
     b, m, k = lg.shape
     per = task_loss(lg.reshape(b * m, k), tgt.repeat_interleave(m, dim=0), task, regression_loss).reshape(b, m)
-    unimodal = (per * pres).sum() / pres.sum().clamp(min=1)
+    # means over the labeled rows of every rank (each sample weighs the same whichever rank holds it)
+    unimodal = dist_utils.mean_over_ranks((per * pres).sum(), pres.sum())
     fused = zero
     if fused_logits is not None:
-        fused = task_loss(fused_logits.index_select(0, rows), tgt, task, regression_loss).mean()
+        per_fused = task_loss(fused_logits.index_select(0, rows), tgt, task, regression_loss)
+        fused = dist_utils.mean_over_ranks(per_fused.sum(), rows.new_tensor(rows.numel()))
     return SupervisedLossOutput(unimodal + fused, unimodal, fused)
 
 

@@ -77,6 +77,20 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     return out
 
 
+def mean_over_ranks(total: Tensor, count: Tensor) -> Tensor:
+    """The mean ``Σ_r total_r / Σ_r count_r`` over the samples of every rank, as this rank's share of it.
+
+    DDP averages the ranks' gradients. A per-rank mean ``total_r / count_r`` would weigh each sample by its own
+    rank's ``1 / count_r``, so a rank holding fewer (sample, modality) pairs (an uneven last batch, fewer labeled
+    rows) would weigh each of them more than one process with the whole batch does. This returns
+    ``total_r · world / Σ_r count_r`` (the count summed over ranks, no gradient), whose average over ranks is the
+    global mean. In one process it is ``total / count`` (``count`` clamped to 1). Every rank must call it.
+    """
+    if not is_distributed():
+        return total / count.clamp(min=1)
+    return total * world_size() / all_reduce_sum(count).clamp(min=1)
+
+
 def rank_offset(n: int, device: torch.device) -> int:
     """Index of this rank's first sample in the gathered batch."""
     if not is_distributed():
