@@ -29,7 +29,7 @@ from robult.methods import METHODS, method_color
 from robult.utils.io import atomic_write_json, atomic_write_text
 
 PARTS = ("tuned", "defaults", "full", "ratios")
-DATASETS = ("handwritten", "cub", "pie", "scene15", "synthetic_clusters", "synthetic")
+DATASETS = ("handwritten", "cub", "pie", "scene15", "synthetic_clusters", "synthetic", "avdigits")
 BASELINES = ("supervised", "moddrop", "pseudolabel", "contrastive", "shared_private")
 
 
@@ -105,7 +105,7 @@ def variants_table(parts: dict[str, dict[str, dict[str, Any]]], methods: list[st
     lines = ["| dataset | seeds | " + " | ".join(methods) + " |", "|---|---|" + "---:|" * len(methods)]
     for ds, by_part in parts.items():
         doc = by_part.get("defaults")
-        if doc is None:
+        if doc is None or "tuned" not in by_part:  # a set without a tuned part has its own section
             continue
         # the seeds every method of the table ran (ablations may have fewer): paired comparisons only
         runs = [r for r in doc["runs"] if abs(float(r["label_ratio"]) - 0.05) < 1e-9 and r["method"] in methods]
@@ -136,6 +136,30 @@ def subset_table(doc: dict[str, Any], methods: list[str], ratio: float = 0.05) -
             vals.append(cell((statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0, len(xs))))
         lines.append(f"| {meth} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
+
+
+def defaults_section(ds: str, doc: dict[str, Any], ratio: float = 0.05) -> str:
+    """A dataset benchmarked with the committed defaults only (no tuned part): every method's per-subset scores,
+    and robult against supervised on the mean over subsets in units of their larger seed-std."""
+    order = {m: i for i, m in enumerate(("robult", *BASELINES))}
+    methods = sorted({r["method"] for r in doc["runs"]}, key=lambda m: (order.get(m, len(order)), m))
+    m = means(doc, ratio)
+    seeds = {k: v[2] for k, v in m.items()}
+    text = (
+        f"Test accuracy (%) at {ratio:.0%} labels with the committed defaults (`configs/{ds}.yaml`), mean ± sample "
+        "std over seeds (" + ", ".join(f"{k} {n}" for k, n in seeds.items()) + "); mean = the mean over every "
+        "subset.\n\n" + subset_table(doc, methods, ratio)
+    )
+    if "robult" in m and "supervised" in m:
+        diff = (m["robult"][0] - m["supervised"][0]) * 100
+        std = max(m["robult"][1], m["supervised"][1]) * 100
+        text += (
+            f"\n\n`robult` − `supervised` on the mean over subsets: {diff:+.1f} points "
+            f"({diff / std:.1f}× the larger seed-std, {std:.1f})."
+            if std > 0
+            else f"\n\n`robult` − `supervised`: {diff:+.1f}."
+        )
+    return text
 
 
 def ratio_plot(parts: dict[str, dict[str, dict[str, Any]]], png: Path) -> list[str]:
@@ -226,6 +250,16 @@ def main() -> None:
                 + subset_table(by_part["tuned"], ["robult", "supervised", "pseudolabel"])
                 + "\n\n"
             )
+    untuned = ""
+    for ds, by_part in parts.items():
+        if "tuned" not in by_part and "defaults" in by_part:
+            untuned += (
+                f"## {ds}: every method with the committed defaults\n\n"
+                f"([appendix](results/appendix.md#{ds}), [heatmap](results/{ds}/defaults/subsets.png), "
+                f"[random missingness](results/{ds}/defaults/random_rate.png))\n\n"
+                + defaults_section(ds, by_part["defaults"])
+                + "\n\n"
+            )
     text = (
         "# Benchmark results\n\n"
         f"Produced at commit `{args.commit}` by `python benchmarks/results_md.py` from `robult benchmark` runs; the\n"
@@ -246,6 +280,7 @@ def main() -> None:
         + (args.notes.read_text() + "\n" if args.notes.is_file() else "")
         + "## Where modalities are missing: per-subset scores at 5% labels (tuned)\n\n"
         + per_subset
+        + untuned
         + ("## Label ratios\n\n![label ratios](results/ratios.png)\n" if shown else "")
     )
     atomic_write_text(args.out, text)
