@@ -180,6 +180,20 @@ def test_multiclass_scores_are_torchmetrics_bit_for_bit() -> None:
             assert many[i] == {"accuracy": _to_float(acc), "macro_f1": _to_float(f1)}
 
 
+def test_many_classes_count_settings_in_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With many classes the confusion counts are made a few settings at a time (bounded memory): same values."""
+    from robult.evaluation import metrics
+
+    g = torch.Generator().manual_seed(1)
+    task = TaskSpec("multiclass", num_classes=30)
+    preds = torch.randn(7, 200, 30, generator=g)
+    valid = torch.rand(7, 200, generator=g) > 0.3
+    target = torch.randint(0, 30, (200,), generator=g)
+    whole = compute_metrics_many(preds, valid, target, task)
+    monkeypatch.setattr(metrics, "CONFUSION_CELLS", 2 * 30 * 30)  # groups of 2 settings
+    assert compute_metrics_many(preds, valid, target, task) == whole
+
+
 def test_registry_directions_and_defaults() -> None:
     assert higher_is_better("accuracy") and higher_is_better("corr") and not higher_is_better("mae")
     with pytest.raises(ValueError, match=r"unknown metric 'rmse'.*accuracy"):

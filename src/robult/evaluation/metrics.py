@@ -259,6 +259,10 @@ def _compute(pred: Tensor, target: Tensor, task: TaskSpec) -> dict[str, float]:
     return {name: _to_float(out[name]) for name in _FOR_KIND[kind]}
 
 
+# Cells of one confusion count (settings x classes x classes): 2^22 int64 = 32 MB.
+CONFUSION_CELLS = 1 << 22
+
+
 def _multiclass_scores(labels: Tensor, target: Tensor, valid: Tensor, task: TaskSpec) -> tuple[Tensor, Tensor]:
     """Accuracy and macro F1, float32 ``[S]``, of class ids ``labels [S, N]`` against ``target [N]`` over the
     ``valid [S, N]`` rows of each setting, from one confusion count of every setting.
@@ -269,8 +273,13 @@ def _multiclass_scores(labels: Tensor, target: Tensor, valid: Tensor, task: Task
     more for the 63 subsets of six modalities.
     """
     s, k = labels.shape[0], task.num_classes
-    code = (torch.arange(s)[:, None] * k + target[None]) * k + labels  # (setting, target, predicted)
-    confusion = torch.bincount(code[valid], minlength=s * k * k).reshape(s, k, k)
+    group = max(1, CONFUSION_CELLS // (k * k))  # settings per count: bounded memory with many classes
+    parts = []
+    for g0 in range(0, s, group):
+        g = min(group, s - g0)
+        code = (torch.arange(g)[:, None] * k + target[None]) * k + labels[g0 : g0 + g]  # (setting, target, pred)
+        parts.append(torch.bincount(code[valid[g0 : g0 + g]], minlength=g * k * k).reshape(g, k, k))
+    confusion = torch.cat(parts)
     tp = confusion.diagonal(dim1=1, dim2=2)
     fp = confusion.sum(1) - tp
     fn = confusion.sum(2) - tp
