@@ -7,12 +7,22 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
 
 def scalar_log(prefix: str, parts: dict[str, Tensor | float]) -> dict[str, float]:
-    """``{prefix + name: float}`` from tensors (detached) and numbers: the ``log_dict`` of every loss result."""
-    return {f"{prefix}{k}": float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in parts.items()}
+    """``{prefix + name: float}`` from tensors (detached) and numbers: the ``log_dict`` of every loss result.
+
+    The tensors of one device are read back in one transfer (on a GPU each read is a synchronisation), widened to
+    float64 first, so each value is exactly ``float(tensor)``."""
+    tensors = [v for v in parts.values() if isinstance(v, Tensor)]
+    if len({t.device for t in tensors}) == 1:
+        read = iter(torch.stack([t.detach().reshape(()).double() for t in tensors]).tolist())
+        values = [next(read) if isinstance(v, Tensor) else float(v) for v in parts.values()]
+    else:
+        values = [float(v.detach()) if isinstance(v, Tensor) else float(v) for v in parts.values()]
+    return {f"{prefix}{k}": value for k, value in zip(parts, values, strict=True)}
 
 
 def fields_log(prefix: str, result: Any, rename: Mapping[str, str] | None = None) -> dict[str, float]:
