@@ -174,6 +174,19 @@ def _memory_mb(pid: int) -> tuple[float, float]:
     return values.get("Rss", 0.0), values.get("Pss", 0.0)
 
 
+def _rss_kinds(pid: int) -> list[float]:
+    """RssAnon, RssFile and RssShmem of one process in MB (from ``/proc/PID/status``)."""
+    kinds = dict.fromkeys(("RssAnon", "RssFile", "RssShmem"), 0.0)
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in kinds:
+                kinds[key] = round(int(value.split()[0]) / 1024, 1)
+    except OSError:
+        pass
+    return list(kinds.values())
+
+
 def train_child(directory: Path, out_dir: Path, method: str, workers: int, batch_size: int, clock: Path) -> None:
     """One training epoch on the dataset (child process); epoch start/end times go to ``clock`` (JSON)."""
     import lightning as L
@@ -244,6 +257,8 @@ def train_measure(
                         "main_rss_mb": round(mem[0][0], 1),
                         "rss_mb": round(sum(m[0] for m in mem), 1),
                         "pss_mb": round(sum(m[1] for m in mem), 1),
+                        "rss_by_process_mb": [round(m[0], 1) for m in mem],
+                        "anon_file_shmem_mb": [_rss_kinds(pid) for pid in pids],
                     }
                 )
                 time.sleep(interval)
