@@ -144,7 +144,7 @@ def defaults_section(ds: str, doc: dict[str, Any], ratio: float = 0.05) -> str:
     order = {m: i for i, m in enumerate(("robult", *BASELINES))}
     methods = sorted({r["method"] for r in doc["runs"]}, key=lambda m: (order.get(m, len(order)), m))
     m = means(doc, ratio)
-    seeds = {k: v[2] for k, v in m.items()}
+    seeds = {k: m[k][2] for k in methods if k in m}
     text = (
         f"Test accuracy (%) at {ratio:.0%} labels with the committed defaults (`configs/{ds}.yaml`), mean ± sample "
         "std over seeds (" + ", ".join(f"{k} {n}" for k, n in seeds.items()) + "); mean = the mean over every "
@@ -237,7 +237,7 @@ def main() -> None:
     variant_methods = [
         m
         for m in (*[k for k in METHODS if k.startswith("robult")], "supervised")
-        if any(m in means(p["defaults"]) for p in parts.values() if "defaults" in p)
+        if any(m in means(p["defaults"]) for p in parts.values() if "defaults" in p and "tuned" in p)
     ]
     shown = ratio_plot(parts, args.dest / "ratios.png")
     per_subset = ""
