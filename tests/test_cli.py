@@ -90,6 +90,8 @@ def test_tiny_benchmark_writes_results_summary_and_plots(tmp_path: Path) -> None
     assert run["random_rate"]["0.0"] == pytest.approx(run["subsets"]["m0+m1+m2"])
     summary = (out / "summary.md").read_text()
     assert "robult" in summary and "supervised" in summary and "m0+m1+m2" in summary
+    # the recorded command reruns the benchmark: every --set is in it
+    assert "--set dataset.options.n_samples=600 --set train.max_epochs=2 --set 'eval.rates=[0.0, 0.5]'`" in summary
     # provenance: package, commit (this is a git checkout), torch, device, date; each run keeps its own record
     import torch
 

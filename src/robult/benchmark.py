@@ -8,6 +8,7 @@ the same command after an interruption finishes the grid without redoing finishe
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -124,6 +125,8 @@ def run_benchmark(
         f"robult benchmark --dataset {bundle.name} --methods {','.join(methods)} "
         f"--label-ratios {','.join(f'{r:g}' for r in label_ratios)} --seeds {len(seeds)}"
         + (f" --tuned {tuned}" if tuned is not None else "")
+        + (f" --config {config}" if config is not None else "")
+        + "".join(f" --set {shlex.quote(o)}" for o in overrides or [])
     )
     header = (
         f"Command: `{command}`  \nWall time: {elapsed:.0f} s for {len(configs)} runs.  \n"
