@@ -8,7 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robult.losses.contrastive import KERNELS, SoftPUContrastiveLoss, kernel_weights, soft_pu_contrastive_loss
+from robult.losses.contrastive import (
+    KERNELS,
+    SoftPUContrastiveLoss,
+    TargetQueue,
+    kernel_weights,
+    soft_pu_contrastive_loss,
+)
 from robult.losses.contrastive_dense import soft_pu_contrastive_loss_dense
 from robult.losses.keys import contrastive_keys, key_similarity
 from robult.specs import TaskSpec
@@ -480,3 +486,62 @@ def test_chunked_runs_in_float32_under_autocast() -> None:
         torch.testing.assert_close(getattr(auto[0], name), getattr(exact[0], name), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(auto[1], exact[1], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(auto[2], exact[2], rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------- queue of past targets
+def test_extra_targets_act_as_samples_that_are_never_anchors() -> None:
+    """Targets from a queue are what the same samples would be in the batch with every modality absent: targets
+    (positives, candidates, μ/σ pairs) but no anchors. Values and gradients of the batch's own Z and S agree."""
+    z, s, present, keys, labeled = _dense_case(seed=5, b=13)
+    b = 9  # the last 4 samples play the queue
+    mu0, sigma0 = (
+        torch.tensor([0.2, 0.1, 0.3], dtype=torch.float64),
+        torch.tensor([0.3, 0.2, 0.25], dtype=torch.float64),
+    )
+    init = torch.tensor([True, False, True])
+    args = (mu0, sigma0, 0.5, "rbf", 0.8, init, 0.05)
+    za, sa = z[:b].clone().requires_grad_(True), s[:b].clone().requires_grad_(True)
+    queued = (s[b:].detach(), keys[b:], labeled[b:])
+    new = soft_pu_contrastive_loss(
+        za, sa, present[:b], keys[:b], labeled[:b], *args, extra_targets=queued, chunk_rows=4
+    )
+    (0.7 * new.labeled + 1.3 * new.unlabeled).backward()
+    zf, sf = z.clone().requires_grad_(True), s.clone().requires_grad_(True)
+    absent = present.clone()
+    absent[b:] = False
+    ref = soft_pu_contrastive_loss(zf, sf, absent, keys, labeled, *args)
+    (0.7 * ref.labeled + 1.3 * ref.unlabeled).backward()
+    assert new.labeled.item() == pytest.approx(ref.labeled.item(), rel=1e-10)
+    assert new.unlabeled.item() == pytest.approx(ref.unlabeled.item(), rel=1e-10)
+    assert torch.allclose(new.mu, ref.mu) and torch.allclose(new.sigma, ref.sigma, equal_nan=True)
+    assert torch.allclose(za.grad, zf.grad[:b], atol=1e-12) and torch.allclose(sa.grad, sf.grad[:b], atol=1e-12)
+    # the queued targets change the loss (they are not ignored)
+    alone = soft_pu_contrastive_loss(z[:b], s[:b], present[:b], keys[:b], labeled[:b], *args)
+    assert abs(alone.unlabeled.item() - new.unlabeled.item()) > 1e-6
+
+
+def test_target_queue_is_first_in_first_out_and_skips_own_keys() -> None:
+    q = TargetQueue(size=5, dim=2)
+    assert q.contents()[0].shape == (0, 2)
+    s = torch.arange(8.0).reshape(4, 2)
+    q.push(s, torch.tensor([0, -7, 1, 2]), torch.tensor([True, False, False, True]))  # key -7: a sample's own key
+    targets, keys, labeled = q.contents()
+    assert keys.tolist() == [0, 1, 2] and labeled.tolist() == [True, False, True]
+    assert targets.tolist() == [[0.0, 1.0], [4.0, 5.0], [6.0, 7.0]]
+    q.push(torch.full((3, 2), 9.0), torch.tensor([3, 4, 5]), torch.tensor([False, False, True]))
+    targets, keys, _ = q.contents()  # 6 stored into 5 slots: the oldest (key 0) was overwritten
+    assert sorted(keys.tolist()) == [1, 2, 3, 4, 5] and int(q.pointer) == 1
+
+
+def test_module_fills_its_queue_on_training_steps_only() -> None:
+    z, s, present, keys, labeled = _tiny()
+    loss = SoftPUContrastiveLoss(2, queue=TargetQueue(size=16, dim=s.shape[1])).double()
+    loss.eval()
+    loss(z, s, present, keys, labeled)
+    assert int(loss.queue.filled.sum()) == 0
+    loss.train()
+    first = loss(z, s, present, keys, labeled)
+    assert int(loss.queue.filled.sum()) == len(keys)
+    second = loss(z, s, present, keys, labeled)  # the same batch now also meets its own past targets
+    assert second.unlabeled.item() != pytest.approx(first.unlabeled.item())
+    assert "contrastive.queue.targets" in {f"contrastive.{k}" for k in loss.state_dict()}

@@ -8,6 +8,7 @@ import torch
 from robult.losses import RobultLoss, RobultLossConfig, ramp_weight
 from robult.losses.pseudo_label import pseudo_label_loss
 from robult.models import RobultConfig, RobultModel
+from robult.specs import TaskSpec
 
 from ..conftest import make_batch
 
@@ -86,3 +87,14 @@ def test_contrastive_grad_to_fusion_off_keeps_the_alignment_off_the_fusion(specs
     assert sum(t.abs().sum().item() for t in grads[True][1] if t is not None) > 0
     for live, frozen in zip(grads[True][2], grads[False][2], strict=True):
         torch.testing.assert_close(live, frozen)
+
+
+def test_queue_size_builds_a_queue_of_the_fused_width() -> None:
+    task = TaskSpec("multiclass", num_classes=3)
+    with pytest.raises(ValueError, match="queue_size > 0 needs the width of the fused targets"):
+        RobultLoss(task, 2, RobultLossConfig(queue_size=8))
+    loss = RobultLoss(task, 2, RobultLossConfig(queue_size=8), target_dim=5)
+    assert loss.contrastive.queue is not None and tuple(loss.contrastive.queue.targets.shape) == (8, 5)
+    assert RobultLoss(task, 2, RobultLossConfig(), target_dim=5).contrastive.queue is None  # off by default
+    multilabel = RobultLoss(TaskSpec("multilabel", num_classes=4), 2, RobultLossConfig(queue_size=8), target_dim=5)
+    assert tuple(multilabel.contrastive.queue.keys.shape) == (8, 4)

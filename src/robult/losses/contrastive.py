@@ -119,6 +119,7 @@ def soft_pu_contrastive_loss(
     fallback: str = "prior",
     soft_weights: bool = True,
     chunk_rows: int | None = None,
+    extra_targets: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> ContrastiveLossOutput:
     """The soft PU contrastive loss for one batch (see the module docstring).
 
@@ -143,6 +144,8 @@ def soft_pu_contrastive_loss(
         chunk_rows: anchors per chunk of the computation (:mod:`robult.losses.contrastive_chunks`, whose values and
             gradients equal the dense definition in :mod:`robult.losses.contrastive_dense`; no ``B·M·N`` tensor is
             kept).
+        extra_targets: ``(S', keys', labeled')`` further targets without gradient (e.g. :class:`TargetQueue`'s past
+            targets): candidates, labeled positives and ``μ, σ`` pairs like the batch's, never an anchor's own.
     """
     check_options(kernel, temperature, sigma_min, fallback)
     m = shared.shape[1]
@@ -150,6 +153,10 @@ def soft_pu_contrastive_loss(
     targets = dist_utils.gather_with_grad(fused)  # [N, d]: the targets of every rank
     target_keys = dist_utils.gather_no_grad(keys)
     target_labeled = dist_utils.gather_no_grad(labeled.long()).bool()
+    if extra_targets is not None:  # after the batch's targets: the anchors' own columns (k = j) do not move
+        targets = torch.cat([targets, extra_targets[0].to(targets.dtype)])
+        target_keys = torch.cat([target_keys, extra_targets[1].to(target_keys.dtype)])
+        target_labeled = torch.cat([target_labeled, extra_targets[2]])
     # cosines in at least float32 (μ, σ and the weights must be, METHOD.md), whatever the autocast dtype
     dtype = torch.promote_types(torch.promote_types(shared.dtype, fused.dtype), torch.float32)
     order, plan = plan_chunks(keys, labeled, present, target_keys, target_labeled, temperature, chunk_rows)
@@ -197,10 +204,61 @@ def soft_pu_contrastive_loss(
     )
 
 
+class TargetQueue(nn.Module):
+    """First-in-first-out memory of the last ``size`` fused targets with their keys and labeled flags (MoCo-style):
+    extra targets, without gradient, so that a batch meets more labeled positives and candidates than it holds.
+
+    Args:
+        size: capacity (targets).
+        dim: width of ``S``.
+        key_width: 0 for class keys ``[B]``; the number of labels for multilabel keys ``[B, L]``.
+    """
+
+    targets: Tensor
+    keys: Tensor
+    labeled: Tensor
+    filled: Tensor
+    pointer: Tensor
+
+    def __init__(self, size: int, dim: int, key_width: int = 0) -> None:
+        super().__init__()
+        if size < 1 or dim < 1:
+            raise ValueError(f"a target queue needs a positive size and width, got size {size}, dim {dim}")
+        keys = torch.zeros(size, key_width) if key_width else torch.zeros(size, dtype=torch.long)
+        self.register_buffer("targets", torch.zeros(size, dim))
+        self.register_buffer("keys", keys)
+        self.register_buffer("labeled", torch.zeros(size, dtype=torch.bool))
+        self.register_buffer("filled", torch.zeros(size, dtype=torch.bool))
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+
+    def contents(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(S', keys', labeled')`` of the filled slots, in slot order."""
+        f = self.filled
+        return self.targets[f], self.keys[f], self.labeled[f]
+
+    @torch.no_grad()
+    def push(self, targets: Tensor, keys: Tensor, labeled: Tensor) -> None:
+        """Store a step's (gathered) targets over the oldest ones. Class keys below 0 (a sample's key of its own,
+        see ``contrastive_keys``' threshold) are not stored: they would match another step's own keys."""
+        if keys.ndim == 1:
+            keep = keys >= 0
+            targets, keys, labeled = targets[keep], keys[keep], labeled[keep]
+        size = self.targets.shape[0]
+        n = min(targets.shape[0], size)
+        if n == 0:
+            return
+        slots = (self.pointer + torch.arange(n, device=self.pointer.device)) % size
+        self.targets[slots] = targets[-n:].detach().to(self.targets.dtype)
+        self.keys[slots] = keys[-n:].to(self.keys.dtype)
+        self.labeled[slots] = labeled[-n:]
+        self.filled[slots] = True
+        self.pointer.copy_((self.pointer + n) % size)
+
+
 class SoftPUContrastiveLoss(nn.Module):
     """:func:`soft_pu_contrastive_loss` with its EMA state ``μ``, ``σ`` (buffers, saved in checkpoints; advanced on
     training steps only). Arguments as there; ``mu_init``, ``sigma_init``: the state before any labeled positive
-    pair has been seen."""
+    pair has been seen; ``queue``: a :class:`TargetQueue` of past targets (filled on training steps only)."""
 
     mu: Tensor
     sigma: Tensor
@@ -217,9 +275,11 @@ class SoftPUContrastiveLoss(nn.Module):
         sigma_init: float = 0.25,
         fallback: str = "prior",
         soft_weights: bool = True,
+        queue: TargetQueue | None = None,
     ) -> None:
         super().__init__()
         check_options(kernel, temperature, sigma_min, fallback)
+        self.queue = queue
         self.fallback, self.soft_weights = fallback, soft_weights
         if not 0.0 <= ema < 1.0:
             raise ValueError(f"ema must lie in [0, 1), got {ema}")
@@ -246,9 +306,14 @@ class SoftPUContrastiveLoss(nn.Module):
             self.sigma_min,
             fallback=self.fallback,
             soft_weights=self.soft_weights,
+            extra_targets=self.queue.contents() if self.queue is not None else None,
         )
-        if self.training:  # the EMA advances only on training steps
+        if self.training:  # the EMA and the queue advance only on training steps
             self.mu.copy_(out.mu)
             self.sigma.copy_(out.sigma)
             self.initialized |= torch.isfinite(out.pair_mu)
+            if self.queue is not None:
+                gathered = (dist_utils.gather_no_grad(t) for t in (fused.detach(), keys, labeled.long()))
+                s_all, keys_all, labeled_all = gathered
+                self.queue.push(s_all, keys_all, labeled_all.bool())
         return out

@@ -10,7 +10,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from robult.batch import Batch
-from robult.losses.contrastive import ContrastiveLossOutput, SoftPUContrastiveLoss
+from robult.losses.contrastive import ContrastiveLossOutput, SoftPUContrastiveLoss, TargetQueue
 from robult.losses.diagnostics import default_names, pu_weight_diagnostics, representation_diagnostics
 from robult.losses.keys import contrastive_keys
 from robult.losses.logging import fields_log
@@ -18,7 +18,7 @@ from robult.losses.pseudo_label import pseudo_label_loss
 from robult.losses.reconstruction import reconstruction_loss
 from robult.losses.supervised import supervised_loss_of
 from robult.models.robult import RobultOutput
-from robult.specs import TaskSpec
+from robult.specs import TaskKind, TaskSpec
 from robult.utils.bounds import check_bounds
 
 
@@ -55,6 +55,10 @@ class RobultLossConfig:
             paper-literal live ``S`` (the ``robult_paper`` ablation).
         soft_weights: weight PU candidates by ``K(π)`` (off: every candidate gets weight 0, so ``L_lb`` keeps the
             labeled positives and ``L_ulb`` only the ``k = j`` term — the ``robult_supcon`` ablation).
+        queue_size: keep this many past fused targets (with their keys and labeled flags) as extra targets of the
+            soft PU loss, MoCo-style (:class:`robult.losses.contrastive.TargetQueue`; 0 = off, the default): a batch
+            then meets labeled positives and candidates it does not hold, e.g. with one label per class. Not in
+            METHOD.md; the cost of the loss grows with ``batch + queue_size`` targets.
 
     Bounds (``temperature > 0``, ``sigma_min > 0``, ...) are part of each field's metadata: the dataclass checks
     them and the run config's ``loss`` section enforces the same ones, naming the key.
@@ -77,6 +81,7 @@ class RobultLossConfig:
     lambda_pseudo: float = field(default=1.0, metadata={"ge": 0.0})
     pseudo_confidence: float = field(default=0.95, metadata={"gt": 0.0, "le": 1.0})
     pseudo_source: Literal["fused", "unimodal_mean"] = "fused"
+    queue_size: int = field(default=0, metadata={"ge": 0})
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -118,6 +123,7 @@ class RobultLoss(nn.Module):
         num_modalities: M.
         config: loss options.
         names: modality names (keys of the per-modality diagnostics; default ``m0, m1, ...``).
+        target_dim: width of the fused targets ``S`` (the model's ``shared_dim``); needed when ``queue_size > 0``.
     """
 
     def __init__(
@@ -126,11 +132,18 @@ class RobultLoss(nn.Module):
         num_modalities: int,
         config: RobultLossConfig | None = None,
         names: Sequence[str] | None = None,
+        target_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.task = task
         self.names = list(names) if names is not None else default_names(num_modalities)
         self.config = cfg = config or RobultLossConfig()
+        queue = None
+        if cfg.queue_size > 0:
+            if target_dim is None:
+                raise ValueError("loss.queue_size > 0 needs the width of the fused targets (target_dim)")
+            key_width = task.num_classes if task.kind == TaskKind.MULTILABEL else 0
+            queue = TargetQueue(cfg.queue_size, target_dim, key_width)
         self.contrastive = SoftPUContrastiveLoss(
             num_modalities,
             cfg.temperature,
@@ -139,6 +152,7 @@ class RobultLoss(nn.Module):
             cfg.sigma_min,
             fallback=cfg.pu_fallback,
             soft_weights=cfg.soft_weights,
+            queue=queue,
         )
 
     def forward(self, output: RobultOutput, batch: Batch, epoch: float = 0.0) -> RobultLossOutput:
