@@ -12,9 +12,9 @@ import torch
 from torch import Tensor, nn
 
 from robult.batch import Batch, validate_batch
+from robult.models.base import MultimodalModel
 from robult.models.robult import RobultConfig
-from robult.models.subsets import PredictsSubsets, SubsetPredictions, aggregate_subsets, subset_masks
-from robult.modules.encoders import ModalityEncoders
+from robult.models.subsets import SubsetPredictions, aggregate_subsets, subset_masks
 from robult.modules.layers import MLP
 from robult.specs import ModalitySpec, TaskSpec
 
@@ -29,7 +29,7 @@ class LateFusionOutput:
     fused_logits: Tensor | None = None
 
 
-class LateFusionModel(PredictsSubsets, nn.Module):
+class LateFusionModel(MultimodalModel):
     """Unimodal encoders and heads; a subset's prediction is the mean of its modalities' logits.
 
     Args:
@@ -45,15 +45,9 @@ class LateFusionModel(PredictsSubsets, nn.Module):
         config: RobultConfig | None = None,
         encoders: Mapping[str, nn.Module] | None = None,
     ) -> None:
-        super().__init__()
-        self.modalities = list(modalities)
-        self.names = [s.name for s in self.modalities]
-        self.task = task
-        self.config = cfg = config or RobultConfig()
+        cfg = config or RobultConfig()
+        super().__init__(modalities, task, cfg, encoders)
         d_h, k = cfg.hidden_dim, task.num_outputs
-        self.encoders = ModalityEncoders(
-            self.modalities, d_h, dict(encoders or {}), cfg.encoder_hidden, cfg.dropout, cfg.sequence_encoder
-        )
         self.heads = nn.ModuleDict({n: MLP(d_h, cfg.head_hidden, k, dropout=0.0) for n in self.names})
 
     def forward(self, batch: Batch, with_reconstruction: bool = False, validate: bool = True) -> LateFusionOutput:

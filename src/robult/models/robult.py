@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from robult.batch import Batch, validate_batch
-from robult.models.subsets import PredictsSubsets, SubsetPredictions, aggregate_subsets, subset_masks
-from robult.modules.encoders import ModalityEncoders
+from robult.models.base import MultimodalModel
+from robult.models.subsets import SubsetPredictions, aggregate_subsets, subset_masks
 from robult.modules.fusions import build_fusion
 from robult.modules.layers import MLP, GroupedMLP
 from robult.specs import ModalitySpec, TaskSpec
@@ -108,7 +108,7 @@ class RobultOutput:
     reconstruction_target: Tensor | None = None
 
 
-class RobultModel(PredictsSubsets, nn.Module):
+class RobultModel(MultimodalModel):
     """Robult: redundancy (``Z``) and modality-specific (``U``) features for robust multimodal learning.
 
     Args:
@@ -126,17 +126,9 @@ class RobultModel(PredictsSubsets, nn.Module):
         config: RobultConfig | None = None,
         encoders: Mapping[str, nn.Module] | None = None,
     ) -> None:
-        super().__init__()
-        self.modalities = list(modalities)
-        self.names = [s.name for s in self.modalities]
-        if len(set(self.names)) != len(self.names):
-            raise ValueError(f"modality names must be unique, got {self.names}")
-        self.task = task
-        self.config = cfg = config or RobultConfig()
+        cfg = config or RobultConfig()
+        super().__init__(modalities, task, cfg, encoders)
         d_h, d_z, d_u, k = cfg.hidden_dim, cfg.shared_dim, cfg.specific_dim, task.num_outputs
-        self.encoders = ModalityEncoders(
-            self.modalities, d_h, dict(encoders or {}), cfg.encoder_hidden, cfg.dropout, cfg.sequence_encoder
-        )
         self.shared_projector = MLP(d_h, cfg.projector_hidden, d_z, dropout=0.0)
         self.specific_projectors = GroupedMLP(len(self.names), d_h, cfg.projector_hidden, d_u)
         self.fusion = build_fusion(cfg.fusion, len(self.names), d_h, d_z, dropout=cfg.dropout)

@@ -128,20 +128,3 @@ def _subset_sums(masks: Tensor, present: Tensor, values: Tensor, weights: Tensor
 
 
 __all__ = ["SubsetPredictions", "aggregate_subsets", "subset_masks"]
-
-
-class PredictsSubsets:
-    """Mixin of the models: :meth:`predict`, eval-mode predictions for several subsets from one encoder pass (the
-    model's ``forward`` and ``predict_subsets`` do the work; its train/eval mode is restored)."""
-
-    @torch.no_grad()
-    def predict(
-        self, batch: object, subsets: Sequence[Sequence[str]] | Tensor, aggregate: str | None = None
-    ) -> SubsetPredictions:
-        was_training = self.training  # type: ignore[attr-defined]
-        self.eval()  # type: ignore[attr-defined]
-        try:
-            output = self.forward(batch, with_reconstruction=False)  # type: ignore[attr-defined]
-            return self.predict_subsets(output, subsets, aggregate=aggregate)  # type: ignore[attr-defined]
-        finally:
-            self.train(was_training)  # type: ignore[attr-defined]

@@ -1,0 +1,59 @@
+"""What every model shares: its modalities, task and config, one encoder per modality to the common width, and
+:meth:`MultimodalModel.predict`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from robult.models.subsets import SubsetPredictions
+from robult.modules.encoders import ModalityEncoders
+from robult.specs import ModalitySpec, TaskSpec
+
+
+class MultimodalModel(nn.Module):
+    """Base of the models: ``modalities`` (unique names, in the column order of ``present``), ``task``, ``config``
+    and ``encoders`` (the user's where given, built-ins for the others, all to ``config.hidden_dim``).
+
+    A subclass defines ``forward(batch, with_reconstruction, validate)`` and ``predict_subsets(output, subsets,
+    aggregate=None)``.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[ModalitySpec],
+        task: TaskSpec,
+        config: Any,
+        encoders: Mapping[str, nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        self.modalities = list(modalities)
+        self.names = [s.name for s in self.modalities]
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"modality names must be unique, got {self.names}")
+        self.task = task
+        self.config = config
+        self.encoders = ModalityEncoders(
+            self.modalities,
+            config.hidden_dim,
+            dict(encoders or {}),
+            config.encoder_hidden,
+            config.dropout,
+            config.sequence_encoder,
+        )
+
+    @torch.no_grad()
+    def predict(
+        self, batch: Any, subsets: Sequence[Sequence[str]] | Tensor, aggregate: str | None = None
+    ) -> SubsetPredictions:
+        """Eval-mode predictions for ``subsets`` from one encoder pass (the module's train/eval mode is restored)."""
+        was_training = self.training
+        self.eval()
+        try:
+            output = self.forward(batch, with_reconstruction=False)
+            return self.predict_subsets(output, subsets, aggregate=aggregate)  # type: ignore[attr-defined]
+        finally:
+            self.train(was_training)
