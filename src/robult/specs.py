@@ -183,12 +183,12 @@ class TaskSpec:
         if kind == TaskKind.MULTICLASS:
             if target.is_floating_point() and not torch.equal(target, target.round()):
                 raise ValueError(f"{where}multiclass target holds non-integer values")
-            lo, hi = int(target.min()), int(target.max())
-            if lo < 0 or hi >= self.num_classes:
-                bad = lo if lo < 0 else hi
+            outside = (target < 0) | (target >= self.num_classes)
+            if outside.any():
+                bad = int(target[outside][0])  # the value of the first row at fault (the one named)
                 raise ValueError(
                     f"{where}label {bad} is outside the task's range [0, {self.num_classes - 1}] "
-                    f"({self.num_classes} classes){at((target < 0) | (target >= self.num_classes))}"
+                    f"({self.num_classes} classes){at(outside)}"
                 )
         elif kind in (TaskKind.BINARY, TaskKind.MULTILABEL):
             wrong = (target != 0) & (target != 1)
@@ -201,12 +201,11 @@ class TaskSpec:
                 raise ValueError(f"{where}regression target holds NaN or Inf{at(~torch.isfinite(target))}")
             if self.target_range is not None:
                 lo, hi = self.target_range
-                tmin, tmax = float(target.min()), float(target.max())
-                if tmin < lo - 1e-6 or tmax > hi + 1e-6:
-                    bad = tmin if tmin < lo else tmax
+                outside = (target < lo - 1e-6) | (target > hi + 1e-6)
+                if outside.any():
+                    bad = float(target[outside][0])  # the value of the first row at fault (the one named)
                     raise ValueError(
-                        f"{where}regression target {bad:g} is outside the task's range [{lo:g}, {hi:g}]"
-                        f"{at((target < lo - 1e-6) | (target > hi + 1e-6))}"
+                        f"{where}regression target {bad:g} is outside the task's range [{lo:g}, {hi:g}]{at(outside)}"
                     )
 
 

@@ -274,7 +274,7 @@ def test_labels_out_of_range(tmp_path: Path) -> None:
 def test_out_of_range_label_names_its_file_row(tmp_path: Path) -> None:
     # rows are counted in labels.npy, not among the labeled rows the check sees
     labels = _labels()
-    labels[[40, 90]] = 9
+    labels[[40, 90]] = [9, -3]  # the message names row 40 and the value it holds
     labeled = np.ones(N, dtype=bool)
     labeled[:30] = False
     write_user_dataset(

@@ -524,24 +524,36 @@ def test_target_queue_is_first_in_first_out_and_skips_own_keys() -> None:
     q = TargetQueue(size=5, dim=2)
     assert q.contents()[0].shape == (0, 2)
     s = torch.arange(8.0).reshape(4, 2)
-    q.push(s, torch.tensor([0, -7, 1, 2]), torch.tensor([True, False, False, True]))  # key -7: a sample's own key
+    ids = torch.tensor([10, 11, 12, 13])
+    q.push(s, torch.tensor([0, -7, 1, 2]), torch.tensor([True, False, False, True]), ids)  # -7: a sample's own key
     targets, keys, labeled = q.contents()
     assert keys.tolist() == [0, 1, 2] and labeled.tolist() == [True, False, True]
     assert targets.tolist() == [[0.0, 1.0], [4.0, 5.0], [6.0, 7.0]]
-    q.push(torch.full((3, 2), 9.0), torch.tensor([3, 4, 5]), torch.tensor([False, False, True]))
+    assert q.contents(exclude=torch.tensor([12, 99]))[1].tolist() == [0, 2]  # samples of the batch are left out
+    q.push(torch.full((3, 2), 9.0), torch.tensor([3, 4, 5]), torch.tensor([False, False, True]), ids[:3] + 10)
     targets, keys, _ = q.contents()  # 6 stored into 5 slots: the oldest (key 0) was overwritten
     assert sorted(keys.tolist()) == [1, 2, 3, 4, 5] and int(q.pointer) == 1
 
 
-def test_module_fills_its_queue_on_training_steps_only() -> None:
+def test_module_fills_its_queue_on_training_steps_only_and_never_shows_a_sample_its_past() -> None:
     z, s, present, keys, labeled = _tiny()
+    index = torch.arange(len(keys))
     loss = SoftPUContrastiveLoss(2, queue=TargetQueue(size=16, dim=s.shape[1])).double()
+    with pytest.raises(ValueError, match="sample ids"):
+        loss(z, s, present, keys, labeled)
     loss.eval()
-    loss(z, s, present, keys, labeled)
+    loss(z, s, present, keys, labeled, index)
     assert int(loss.queue.filled.sum()) == 0
     loss.train()
-    first = loss(z, s, present, keys, labeled)
+    first = loss(z, s, present, keys, labeled, index)
     assert int(loss.queue.filled.sum()) == len(keys)
-    second = loss(z, s, present, keys, labeled)  # the same batch now also meets its own past targets
-    assert second.unlabeled.item() != pytest.approx(first.unlabeled.item())
-    assert "contrastive.queue.targets" in {f"contrastive.{k}" for k in loss.state_dict()}
+    # the same samples again: their queued targets are left out, so the step equals one without a queue
+    plain = SoftPUContrastiveLoss(2).double().train()
+    plain(z, s, present, keys, labeled)
+    again, ref = loss(z, s, present, keys, labeled, index), plain(z, s, present, keys, labeled)
+    assert again.unlabeled.item() == pytest.approx(ref.unlabeled.item(), rel=1e-12)
+    assert again.labeled.item() == pytest.approx(ref.labeled.item(), rel=1e-12)
+    # other samples (new ids) do meet the queued targets
+    other = loss(z, s, present, keys, labeled, index + 100)
+    assert other.unlabeled.item() != pytest.approx(first.unlabeled.item())
+    assert "queue.ids" in loss.state_dict()

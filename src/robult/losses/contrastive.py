@@ -145,7 +145,7 @@ def soft_pu_contrastive_loss(
             gradients equal the dense definition in :mod:`robult.losses.contrastive_dense`; no ``B·M·N`` tensor is
             kept).
         extra_targets: ``(S', keys', labeled')`` further targets without gradient (e.g. :class:`TargetQueue`'s past
-            targets): candidates, labeled positives and ``μ, σ`` pairs like the batch's, never an anchor's own.
+            targets of samples not in the batch): candidates, labeled positives and ``μ, σ`` pairs like the batch's.
     """
     check_options(kernel, temperature, sigma_min, fallback)
     m = shared.shape[1]
@@ -205,8 +205,10 @@ def soft_pu_contrastive_loss(
 
 
 class TargetQueue(nn.Module):
-    """First-in-first-out memory of the last ``size`` fused targets with their keys and labeled flags (MoCo-style):
-    extra targets, without gradient, so that a batch meets more labeled positives and candidates than it holds.
+    """First-in-first-out memory of the last ``size`` fused targets with their keys, labeled flags and sample ids
+    (MoCo-style): extra targets, without gradient, so that a batch meets more labeled positives and candidates than
+    it holds. A queued target of a sample that is in the current batch is left out (the batch holds its current
+    target), so no anchor ever meets its own past target.
 
     Args:
         size: capacity (targets).
@@ -217,6 +219,7 @@ class TargetQueue(nn.Module):
     targets: Tensor
     keys: Tensor
     labeled: Tensor
+    ids: Tensor
     filled: Tensor
     pointer: Tensor
 
@@ -228,21 +231,25 @@ class TargetQueue(nn.Module):
         self.register_buffer("targets", torch.zeros(size, dim))
         self.register_buffer("keys", keys)
         self.register_buffer("labeled", torch.zeros(size, dtype=torch.bool))
+        self.register_buffer("ids", torch.full((size,), -1, dtype=torch.long))
         self.register_buffer("filled", torch.zeros(size, dtype=torch.bool))
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
 
-    def contents(self) -> tuple[Tensor, Tensor, Tensor]:
-        """``(S', keys', labeled')`` of the filled slots, in slot order."""
+    def contents(self, exclude: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """``(S', keys', labeled')`` of the filled slots, in slot order, without the samples whose ids are in
+        ``exclude`` (the current batch's)."""
         f = self.filled
+        if exclude is not None:
+            f = f & ~torch.isin(self.ids, exclude)
         return self.targets[f], self.keys[f], self.labeled[f]
 
     @torch.no_grad()
-    def push(self, targets: Tensor, keys: Tensor, labeled: Tensor) -> None:
+    def push(self, targets: Tensor, keys: Tensor, labeled: Tensor, ids: Tensor) -> None:
         """Store a step's (gathered) targets over the oldest ones. Class keys below 0 (a sample's key of its own,
         see ``contrastive_keys``' threshold) are not stored: they would match another step's own keys."""
         if keys.ndim == 1:
             keep = keys >= 0
-            targets, keys, labeled = targets[keep], keys[keep], labeled[keep]
+            targets, keys, labeled, ids = targets[keep], keys[keep], labeled[keep], ids[keep]
         size = self.targets.shape[0]
         n = min(targets.shape[0], size)
         if n == 0:
@@ -251,6 +258,7 @@ class TargetQueue(nn.Module):
         self.targets[slots] = targets[-n:].detach().to(self.targets.dtype)
         self.keys[slots] = keys[-n:].to(self.keys.dtype)
         self.labeled[slots] = labeled[-n:]
+        self.ids[slots] = ids[-n:].to(self.ids.dtype)
         self.filled[slots] = True
         self.pointer.copy_((self.pointer + n) % size)
 
@@ -289,8 +297,19 @@ class SoftPUContrastiveLoss(nn.Module):
         self.register_buffer("initialized", torch.zeros(num_modalities, dtype=torch.bool))
 
     def forward(
-        self, shared: Tensor, fused: Tensor, present: Tensor, keys: Tensor, labeled: Tensor
+        self, shared: Tensor, fused: Tensor, present: Tensor, keys: Tensor, labeled: Tensor, index: Tensor | None = None
     ) -> ContrastiveLossOutput:
+        """Args as :func:`soft_pu_contrastive_loss`; ``index``: the samples' ids in their dataset (``Batch.index``),
+        needed with a queue on training steps (an evaluation batch without ids is scored without the queue)."""
+        extra = ids = None
+        if self.queue is not None and (index is not None or self.training):
+            if index is None:
+                raise ValueError(
+                    "loss.queue_size > 0 needs the batch's sample ids (Batch.index), so that no sample meets its "
+                    "own past target"
+                )
+            ids = dist_utils.gather_no_grad(index)
+            extra = self.queue.contents(exclude=ids)
         out = soft_pu_contrastive_loss(
             shared,
             fused,
@@ -306,14 +325,14 @@ class SoftPUContrastiveLoss(nn.Module):
             self.sigma_min,
             fallback=self.fallback,
             soft_weights=self.soft_weights,
-            extra_targets=self.queue.contents() if self.queue is not None else None,
+            extra_targets=extra,
         )
         if self.training:  # the EMA and the queue advance only on training steps
             self.mu.copy_(out.mu)
             self.sigma.copy_(out.sigma)
             self.initialized |= torch.isfinite(out.pair_mu)
-            if self.queue is not None:
+            if self.queue is not None and ids is not None:
                 gathered = (dist_utils.gather_no_grad(t) for t in (fused.detach(), keys, labeled.long()))
                 s_all, keys_all, labeled_all = gathered
-                self.queue.push(s_all, keys_all, labeled_all.bool())
+                self.queue.push(s_all, keys_all, labeled_all.bool(), ids)
         return out

@@ -174,7 +174,7 @@ class RobultLoss(nn.Module):
             )
             labeled = batch.labeled
             targets = output.fused if cfg.contrastive_grad_to_fusion else output.fused.detach()
-            con = self.contrastive(output.shared, targets, output.present, keys, labeled)
+            con = self.contrastive(output.shared, targets, output.present, keys, labeled, batch.index)
             lb, ulb = con.labeled, con.unlabeled
         rec = zero
         if cfg.lambda_rec > 0:
