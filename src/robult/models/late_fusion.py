@@ -59,8 +59,14 @@ class LateFusionModel(MultimodalModel):
         return LateFusionOutput(hidden, logits, batch.present)
 
     def predict_subsets(
-        self, output: LateFusionOutput, subsets: Sequence[Sequence[str]] | Tensor, **_: object
+        self,
+        output: LateFusionOutput,
+        subsets: Sequence[Sequence[str]] | Tensor,
+        aggregate: str | None = None,
+        **_: object,
     ) -> SubsetPredictions:
-        """Mean of the subset's per-modality logits, from one forward pass."""
+        """Mean of the subset's per-modality logits, from one forward pass (the only aggregate late fusion has)."""
+        if aggregate not in (None, "logit_mean"):
+            raise ValueError(f"late fusion averages logits: aggregate {aggregate!r} is not available, use 'logit_mean'")
         keys, masks = subset_masks(subsets, self.names)
         return aggregate_subsets(keys, masks, output.logits, output.present)
