@@ -92,8 +92,10 @@ class MethodModule(L.LightningModule):
         n_batches = max(1, int(self.trainer.num_training_batches)) if self.trainer else 1
         epoch = self.current_epoch + batch_idx / n_batches
         result = self.criterion(output, batch, epoch=epoch)
-        self.log_dict(result.log_dict("train/"), on_step=False, on_epoch=True, batch_size=batch.size)
-        self.log_dict(result.diagnostics, on_step=False, on_epoch=True)  # each loss reports its own
+        # under DDP each rank's loss parts are its share of the global mean (utils.distributed.mean_over_ranks), so
+        # the logged epoch value is their mean over ranks (sync_dist; nothing happens in one process)
+        self.log_dict(result.log_dict("train/"), on_step=False, on_epoch=True, batch_size=batch.size, sync_dist=True)
+        self.log_dict(result.diagnostics, on_step=False, on_epoch=True, sync_dist=True)  # each loss reports its own
         return result.total
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
