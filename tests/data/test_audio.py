@@ -42,6 +42,14 @@ def test_read_wav_errors_name_the_file(tmp_path: Path) -> None:
         read_wav(junk)
     with pytest.raises(FileNotFoundError, match=r"audio file .*absent\.wav not found"):
         read_wav(tmp_path / "absent.wav")
+    cut = write_wav(tmp_path / "cut.wav", np.arange(10, dtype=np.int16))
+    cut.write_bytes(cut.read_bytes()[:-1])  # the last sample cut in half
+    with pytest.raises(ValueError, match=r"cut\.wav: 19 bytes of 16-bit samples, an odd count"):
+        read_wav(cut)
+    short = write_wav(tmp_path / "short.wav", np.arange(10, dtype=np.int16))
+    short.write_bytes(short.read_bytes()[:-4])  # two whole samples missing
+    with pytest.raises(ValueError, match=r"short\.wav: header says 10 samples, the file holds 8"):
+        read_wav(short)
 
 
 def test_mel_scale_round_trip_and_filterbank_shape() -> None:

@@ -40,6 +40,8 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         raise ValueError(f"{path}: not a readable WAV file ({err})") from None
     if channels != 1 or width != 2:
         raise ValueError(f"{path}: {channels} channel(s) of {8 * width}-bit samples; expected mono 16-bit PCM")
+    if len(raw) % 2:  # a truncated last sample: frombuffer would fail without naming the file
+        raise ValueError(f"{path}: {len(raw)} bytes of 16-bit samples, an odd count (truncated?)")
     samples = np.frombuffer(raw, dtype="<i2")
     if len(samples) != frames:
         raise ValueError(f"{path}: header says {frames} samples, the file holds {len(samples)} (truncated?)")
