@@ -18,19 +18,22 @@ Format (paths are relative to the YAML file's directory)::
     labeled: labeled.npy    # optional: bool [N], which labels training may use (others may hold anything)
     standardize: false      # optional: z-score float modalities with train statistics computed by chunks
 
-Modality arrays are opened memory-mapped (``np.load(..., mmap_mode="r", allow_pickle=False)``) and never loaded
-whole: a batch reads only its rows, and mapped pages are released every few batches (see :class:`MappedArray`) so
-the resident memory stays at the size of a few batches. Labels, split, presence, labeled and lengths files are
-small and read in full.
+Modality arrays are never loaded whole: their headers are read when the dataset is opened, and a batch reads only
+its rows, with positional reads into the batch's buffer (see :class:`MappedArray`), so the resident memory stays at
+the size of the batches in flight however large the files are. Labels, split, presence, labeled and lengths files
+are small and read in full.
 """
 
 from __future__ import annotations
 
+import math
 import mmap
+import os
 import re
+import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -44,7 +47,6 @@ from robult.specs import ModalityKind, ModalitySpec, TaskKind, TaskSpec
 from robult.utils.io import atomic_open, atomic_write_text
 
 __all__ = [
-    "RELEASE_BYTES",
     "YAML_NAME",
     "MappedArray",
     "MissingFileError",
@@ -59,8 +61,6 @@ __all__ = [
 
 YAML_NAME = "dataset.yaml"
 _CHUNK_BYTES = 64 << 20
-RELEASE_BYTES = 16 << 20  # mapped bytes a MappedArray may accumulate before it releases them
-_FAULT_AROUND = 64 << 10  # the kernel maps up to this much around each page fault
 _SPLIT_NAMES = {0: "train", 1: "val", 2: "test"}
 
 
@@ -196,51 +196,138 @@ def read_config(path: str | Path) -> tuple[UserDatasetConfig, Path]:
 
 
 class MappedArray:
-    """Rows of a memory-mapped ``.npy`` array, read on demand.
+    """Rows of a ``.npy`` array on disk, read on demand with positional reads.
 
-    Indexing reads only the requested rows (sorted for locality), casts them to ``dtype`` and applies an optional
-    standardisation. Pages a read maps stay in the resident set until about :data:`RELEASE_BYTES` have
-    accumulated, then they are released (``MADV_DONTNEED``: the kernel's page cache keeps them, this process's
-    resident set does not), so iterating over a file larger than memory keeps the RSS flat. Pickles by path, so
-    ``DataLoader`` workers re-open the file instead of copying it.
+    Indexing reads only the requested rows, casts them to ``dtype`` and applies an optional standardisation. The
+    rows are read with ``os.preadv`` (``os.pread``, or seek and ``readinto`` where those are missing) straight into
+    the batch's buffer: the requested rows are sorted and de-duplicated, and each run of adjacent rows is one read.
+    No page of the file is mapped into the process, so the resident memory is the batches in flight and nothing
+    else, whatever the file's size and whatever the kernel's fault-around or page-cache folio size (the kernel's
+    page cache holds the file's pages, shared and reclaimable, outside every process's resident set).
+
+    A Fortran-ordered file (``fortran_order: True`` in its header, e.g. ``np.save(path, x.T)``) keeps each row's
+    values apart from one another, so it is read through a memory map instead, released after every read; a batch
+    then touches pages all over the file: save it C-ordered (``np.save(path, np.ascontiguousarray(x))``) for fast,
+    bounded reads. The file's size is checked against its header when opened; a file cut short later is an error
+    naming the file when a read reaches past its end. Pickles by path, so ``DataLoader`` workers re-open the file
+    instead of copying it.
 
     Args:
         path: the ``.npy`` file.
         dtype: dtype of the rows handed out (``float32`` for float modalities, ``int64`` for tokens).
         mean, std: optional standardisation, broadcastable against one sample.
+
+    Attributes:
+        shape: the stored array's shape. stored_dtype: its dtype as stored. offset: the byte where its data starts.
+        fortran_order: whether the file is Fortran-ordered (read through a memory map).
     """
 
     def __init__(
         self, path: str | Path, dtype: Any, mean: np.ndarray | None = None, std: np.ndarray | None = None
     ) -> None:
         self.path = Path(path)
-        self.base = _open_npy(self.path)
+        layout = _npy_layout(self.path)
+        self.shape: tuple[int, ...] = layout.shape
+        self.stored_dtype: np.dtype = layout.dtype
+        self.offset = layout.offset
+        self.fortran_order = layout.fortran_order
         self.dtype = np.dtype(dtype)
-        self.shape: tuple[int, ...] = tuple(int(s) for s in self.base.shape)
         self.mean = None if mean is None else np.asarray(mean, dtype=np.float32)
         self.std = None if std is None else np.asarray(std, dtype=np.float32)
-        self._row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.base.dtype.itemsize
-        self._mapped = 0  # upper estimate of the bytes mapped since the last release
+        self._row_bytes = math.prod(self.shape[1:]) * self.stored_dtype.itemsize
+        # rows are contiguous runs of bytes unless the file is Fortran-ordered with more than one row and column
+        self._scattered = self.fortran_order and self.ndim >= 2 and self.shape[0] > 1 and math.prod(self.shape[1:]) > 1
+        self._fh: Any = None  # opened on the first read, re-opened in a forked child
+        self._pid = -1
+        self._lock = threading.Lock()
+        self._memmap: np.ndarray | None = None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def raw_rows(self, rows: np.ndarray) -> np.ndarray:
-        """Rows ``rows`` as stored (no cast, no standardisation)."""
-        rows = np.asarray(rows, dtype=np.int64)
+        """Rows ``rows`` as stored (no cast, no standardisation), in the order given (repeats and negative indices
+        allowed)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        n = self.shape[0] if self.shape else 0
+        if len(rows) and (rows.min() < -n or rows.max() >= n):
+            bad = int(rows.min()) if rows.min() < -n else int(rows.max())
+            raise IndexError(f"{self.path}: row {bad} is out of range for {n} rows")
+        rows = np.where(rows < 0, rows + n, rows)
+        if self._scattered:
+            return self._mapped_rows(rows)
+        if len(rows) and bool((rows[1:] > rows[:-1]).all()):  # sorted and distinct: read in place
+            unique, inverse = rows, None
+        else:
+            unique, inverse = np.unique(rows, return_inverse=True)
+        out = np.empty((len(unique), *self.shape[1:]), dtype=self.stored_dtype)
+        if len(unique) and self._row_bytes:
+            raw = memoryview(out.reshape(-1).view(np.uint8))
+            cuts = np.flatnonzero(np.diff(unique) != 1) + 1  # runs of adjacent rows: one read each
+            starts = np.concatenate(([0], cuts)).tolist()
+            stops = np.concatenate((cuts, [len(unique)])).tolist()
+            first = unique[starts].tolist()
+            rb = self._row_bytes
+            fh = self._file()
+            for a, b, row in zip(starts, stops, first, strict=True):
+                self._read_exact(fh, raw[a * rb : b * rb], self.offset + row * rb, row)
+        return out if inverse is None else out[inverse.reshape(-1)]
+
+    def _file(self) -> Any:
+        """The open file (opened on first use; re-opened after a fork so no offset is shared with the parent)."""
+        fh = self._fh
+        if fh is None or self._pid != os.getpid():
+            try:
+                fh = open(self.path, "rb", buffering=0)  # noqa: SIM115 (kept open across reads)
+            except FileNotFoundError:
+                raise MissingFileError(
+                    f"{self.path}: file not found (it was there when the dataset was opened)"
+                ) from None
+            self._fh, self._pid, self._lock = fh, os.getpid(), threading.Lock()
+        return fh
+
+    def _read_exact(self, fh: Any, buf: memoryview, pos: int, row: int) -> None:
+        """Fill ``buf`` from byte ``pos`` of the file; a short read is an error naming the file."""
+        done = 0
+        while done < len(buf):
+            part = buf[done:]
+            if _PREADV is not None:
+                got = _PREADV(fh.fileno(), [part], pos + done)
+            elif _PREAD is not None:
+                data = _PREAD(fh.fileno(), len(part), pos + done)
+                got = len(data)
+                part[:got] = data
+            else:  # no positional reads on this platform: seek and read under a lock
+                with self._lock:
+                    fh.seek(pos + done)
+                    got = fh.readinto(part) or 0
+            if got == 0:
+                size = os.fstat(fh.fileno()).st_size
+                raise ValueError(
+                    f"{self.path}: the file is truncated: row {row + done // max(1, self._row_bytes)} needs bytes up "
+                    f"to {pos + len(buf)}, but the file ends at byte {size} (header: {self.shape} "
+                    f"{self.stored_dtype}, data from byte {self.offset})"
+                )
+            done += got
+
+    def _mapped_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Rows of a Fortran-ordered file through a memory map, released right after the read."""
+        if self._memmap is None:
+            self._memmap = _open_npy(self.path)
         order = np.argsort(rows, kind="stable")
-        sorted_rows = rows[order]
-        out = np.empty((len(rows), *self.shape[1:]), dtype=self.base.dtype)
-        out[order] = self.base[sorted_rows]
-        self._mapped += len(rows) * (self._row_bytes + _FAULT_AROUND)
-        if self._mapped >= RELEASE_BYTES:
-            self.release()
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.stored_dtype)
+        out[order] = self._memmap[rows[order]]
+        self.release()
         return out
 
     def release(self) -> None:
-        """Drop the mapped pages from this process's resident set (no-op where unsupported)."""
-        self._mapped = 0
-        mm = getattr(self.base, "_mmap", None)
+        """Drop mapped pages from this process's resident set (only a Fortran-ordered file is mapped; no-op where
+        unsupported)."""
+        mm = getattr(self._memmap, "_mmap", None)
         advice = getattr(mmap, "MADV_DONTNEED", None)
         if mm is not None and advice is not None:
             mm.madvise(advice)
@@ -254,9 +341,10 @@ class MappedArray:
         else:
             rows = np.asarray(idx)
             if rows.dtype == bool:
+                if rows.shape != (n,):
+                    raise IndexError(f"{self.path}: a boolean index needs {n} entries, got shape {rows.shape}")
                 rows = np.flatnonzero(rows)
-            rows = np.where(rows < 0, rows + n, rows)
-        x = self.raw_rows(rows).astype(self.dtype, copy=False)
+        x = self.raw_rows(rows).reshape(*rows.shape, *self.shape[1:]).astype(self.dtype, copy=False)
         if self.mean is not None and self.std is not None:
             x = ((x - self.mean) / self.std).astype(self.dtype, copy=False)
         return x
@@ -271,12 +359,65 @@ class MappedArray:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"], state["dtype"], state["mean"], state["std"])  # type: ignore[misc]
 
+    def __del__(self) -> None:
+        fh = getattr(self, "_fh", None)
+        if fh is not None:
+            fh.close()
+
+
+_PREADV = getattr(os, "preadv", None)
+_PREAD = getattr(os, "pread", None)
+
 
 def _describe_read_error(err: BaseException) -> str:
     """Why ``np.load`` failed, in words (numpy says only "No data left in file" for an empty file)."""
     if isinstance(err, EOFError):
         return f"the file is empty or truncated: {err}"
     return str(err)
+
+
+class _NpyLayout(NamedTuple):
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+    offset: int
+
+
+def _npy_layout(path: Path) -> _NpyLayout:
+    """Shape, dtype, order and data offset from a ``.npy`` header; the file must hold all the data it describes."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise MissingFileError(f"{path}: file not found") from None
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read as a .npy array ({err})") from None
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        head = fh.read(6)
+        fh.seek(0)
+        if size == 0:
+            raise ValueError(f"{path}: cannot read as a .npy array (the file is empty or truncated: 0 bytes)")
+        if head.startswith(b"PK"):
+            raise ValueError(f"{path}: expected a .npy array, got a zip archive (an .npz archive?)")
+        try:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        except (ValueError, OSError, EOFError, SyntaxError) as err:
+            raise ValueError(f"{path}: cannot read as a .npy array ({_describe_read_error(err)})") from None
+        offset = fh.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{path}: cannot read as a .npy array (it holds Python objects, which are not read)")
+    shape = tuple(int(s) for s in shape)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if size < offset + nbytes:
+        raise ValueError(
+            f"{path}: cannot read as a .npy array (the file is empty or truncated: its header describes {shape} "
+            f"{dtype}, {nbytes} bytes of data from byte {offset}, but the file holds {size - offset})"
+        )
+    return _NpyLayout(shape, dtype, bool(fortran), offset)
 
 
 def _open_npy(path: Path) -> np.ndarray:
@@ -316,7 +457,7 @@ def _chunked_stats(
     reader: MappedArray, kind: ModalityKind, rows: np.ndarray, lengths: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std per feature (vector, sequence: last axis; image: channel) over ``rows``, read by chunks."""
-    row_bytes = max(1, int(np.prod(reader.shape[1:], dtype=np.int64)) * reader.base.dtype.itemsize)
+    row_bytes = max(1, math.prod(reader.shape[1:]) * reader.stored_dtype.itemsize)
     chunk = max(1, _CHUNK_BYTES // row_bytes)
     width = reader.shape[1] if kind == ModalityKind.IMAGE else reader.shape[-1]
     total = np.zeros(width)
@@ -361,7 +502,7 @@ def load_user_dataset(path: str | Path, seed: int = 0, val_fraction: float = 0.1
     """Load a dataset in the user format (see the module docstring).
 
     Steps: read and validate ``dataset.yaml`` (:func:`read_config`), the labels and labeled mask
-    (:func:`_read_labels`), open the modality arrays memory-mapped (:func:`_open_modalities`), read the presence
+    (:func:`_read_labels`), open the modality arrays for row reads (:func:`_open_modalities`), read the presence
     mask (:func:`_read_presence`), split the rows (:func:`_split_rows`), fit the optional standardisation on train
     (:func:`_standardize`), and cut the bundle's splits out of one lazily read dataset.
 
@@ -372,7 +513,7 @@ def load_user_dataset(path: str | Path, seed: int = 0, val_fraction: float = 0.1
             (or there is no split file).
 
     Returns:
-        The bundle; modality arrays stay memory-mapped.
+        The bundle; modality arrays stay on disk and are read by rows.
 
     Raises:
         MissingFileError: a named file does not exist.
@@ -419,7 +560,7 @@ def load_user_dataset(path: str | Path, seed: int = 0, val_fraction: float = 0.1
             else "none"
         ),
         "description": config.description,
-        "memory_mapped": True,
+        "read_by_rows": True,  # never loaded whole: each batch reads its rows from the files
     }
     return DatasetBundle(
         config.name,
@@ -468,7 +609,7 @@ def _read_labels(config: UserDatasetConfig, base: Path, task: TaskSpec) -> tuple
 def _open_modalities(
     config: UserDatasetConfig, base: Path, n: int, labels_name: str
 ) -> tuple[list[ModalitySpec], dict[str, MappedArray], dict[str, np.ndarray]]:
-    """Open every modality array memory-mapped and check it against the labels' row count; read the lengths."""
+    """Open every modality array for row reads and check it against the labels' row count; read the lengths."""
     specs: list[ModalitySpec] = []
     readers: dict[str, MappedArray] = {}
     lengths: dict[str, np.ndarray] = {}
@@ -480,14 +621,14 @@ def _open_modalities(
         where = f"modality {mc.name!r} ({file})"
         if kind == ModalityKind.TOKENS:
             reader = MappedArray(file, np.int64)
-            if reader.base.dtype.kind not in "iub":
-                raise ValueError(f"{where}: tokens need an integer array, got dtype {reader.base.dtype}")
+            if reader.stored_dtype.kind not in "iub":
+                raise ValueError(f"{where}: tokens need an integer array, got dtype {reader.stored_dtype}")
         else:
             reader = MappedArray(file, np.float32)
-            if reader.base.dtype.kind not in "biuf":
-                raise ValueError(f"{where}: dtype {reader.base.dtype} is not numeric")
-        if reader.base.ndim == 0 or reader.shape[0] != n:
-            rows = reader.shape[0] if reader.base.ndim else 0
+            if reader.stored_dtype.kind not in "biuf":
+                raise ValueError(f"{where}: dtype {reader.stored_dtype} is not numeric")
+        if reader.ndim == 0 or reader.shape[0] != n:
+            rows = reader.shape[0] if reader.ndim else 0
             raise ValueError(f"{where} has {rows} rows, but {labels_name} has {n} (one row per sample)")
         try:
             spec = ModalitySpec(mc.name, kind, reader.shape[1:])
