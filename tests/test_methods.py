@@ -18,8 +18,8 @@ from .conftest import make_batch
 
 MODEL = {"hidden_dim": 16, "shared_dim": 8, "specific_dim": 8, "encoder_hidden": (12,)}
 BASELINES = ("supervised", "moddrop", "pseudolabel", "contrastive", "shared_private")
-# parameters a method's loss leaves without gradient, by name prefix
-UNUSED = {"robult_no_rec": ("reconstructors.",)}
+# modules a method freezes because its loss never uses them (DDP then needs no find_unused_parameters)
+FROZEN = {"robult_no_rec": ("reconstructors.",), "contrastive": ("reconstructors.",)}
 
 
 def test_registry_holds_the_baselines_and_the_robult_variants() -> None:
@@ -76,12 +76,24 @@ def test_every_method_gets_identical_encoders(specs, task) -> None:
     assert len({tuple(s) for s in signatures.values()}) == 1
 
 
+@pytest.mark.filterwarnings("ignore:method 'pseudolabel' has no confident pseudo-labels")
 @pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize(
+    "task", [TaskSpec("multiclass", num_classes=4), TaskSpec("regression"), TaskSpec("multilabel", num_classes=4)]
+)
 def test_train_step_all_parameters_learn(specs, task, name: str) -> None:
+    """Every trainable parameter gets a non-zero gradient from one step (multi-process training relies on it: DDP
+    runs without find_unused_parameters when no batch can lack a modality); modules a method's loss never uses are
+    frozen."""
     torch.manual_seed(0)
     ramped = "warmup_epochs" in {f.name for f in dataclasses.fields(METHODS[name].loss_config)}
     model, loss = build_method(name, specs, task, MODEL, {"warmup_epochs": 0.0} if ramped else {})
     batch = make_batch(b=16, seed=7)
+    g = torch.Generator().manual_seed(1)
+    if task.kind.value == "regression":
+        batch = replace(batch, target=torch.randn(16, generator=g) * 2)
+    elif task.kind.value == "multilabel":
+        batch = replace(batch, target=(torch.rand(16, 4, generator=g) < 0.5).float())
     result = loss(model(batch, with_reconstruction=True), batch, epoch=3.0)
     result.total.backward()
     logged = result.log_dict("train/")
@@ -95,14 +107,19 @@ def test_train_step_all_parameters_learn(specs, task, name: str) -> None:
         assert {"diag/alignment_zs", "diag/uniformity_s", *(f"diag/u_norm/{s.name}" for s in specs)} <= set(diag)
     if name.startswith("robult") and name != "robult_labeled_only":
         assert "diag/pu_weight_mean" in diag
-    unused = UNUSED.get(name, ())
+    frozen = FROZEN.get(name, ())
     for pname, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        got = p.grad is not None and bool(p.grad.abs().sum() > 0)
-        assert got != pname.startswith(unused), f"{name}: {pname}"
-        if p.grad is not None:
+        assert p.requires_grad != pname.startswith(frozen), f"{name}: {pname}"
+        if p.requires_grad:
+            assert p.grad is not None and bool(p.grad.abs().sum() > 0), f"{name}: {pname}"
             assert torch.isfinite(p.grad).all(), f"{name}: {pname}"
+
+
+def test_robult_without_reconstruction_loss_freezes_its_reconstructors(specs, task) -> None:
+    model, _ = build_method("robult", specs, task, MODEL, {"lambda_rec": 0.0})
+    assert not any(p.requires_grad for p in model.reconstructors.parameters())
+    model, _ = build_method("robult", specs, task, MODEL, {"lambda_rec": 0.1})
+    assert all(p.requires_grad for p in model.reconstructors.parameters())
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -163,6 +163,8 @@ def train(
             raise
         typer.secho(_resume_hint(cfg, config, set_, dataset, method, label_ratio, data_dir, tuned), err=True)
         raise typer.Exit(code=130) from None
+    if result.rank != 0:  # under DDP every process runs this command; rank 0 reports
+        return
     ev = result.evaluation
     typer.echo(f"run: {result.run_dir}")
     if result.labels:

@@ -147,6 +147,11 @@ class TrainSection(_Strict):
     """Lightning accelerator: ``auto`` (a GPU when one is present, else the CPU), ``cpu``, ``gpu``, ..."""
     devices: int | str = 1
     """Number of devices (or a Lightning device string); more than one trains with DDP."""
+    find_unused_parameters: bool | None = None
+    """DDP only: let DDP look for parameters without a gradient after every backward pass (slower). ``None``: only
+    when a training batch can lack a modality entirely (training samples with absent modalities, or modality
+    dropout), which leaves that encoder without a gradient; every built-in method uses all its trainable
+    parameters otherwise. Set ``true`` for a user encoder with parameters its forward pass does not use."""
     precision: str = "32-true"
     """Lightning precision, e.g. ``32-true`` or ``bf16-mixed``."""
     num_workers: int = Field(0, ge=0)

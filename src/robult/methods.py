@@ -141,7 +141,10 @@ def _build_robult(modalities, task, model_options, loss_options, encoders=None):
 
     model_cfg = _dataclass_from(RobultConfig, model_options, "model")
     loss_cfg = _dataclass_from(RobultLossConfig, loss_options, "loss")
-    return RobultModel(modalities, task, model_cfg, encoders), RobultLoss(
+    model = RobultModel(modalities, task, model_cfg, encoders)
+    if loss_cfg.lambda_rec == 0:  # no reconstruction loss: frozen reconstructors (see _build_contrastive)
+        model.reconstructors.requires_grad_(False)
+    return model, RobultLoss(
         task, len(modalities), loss_cfg, [m.name for m in modalities], target_dim=model_cfg.shared_dim
     )
 

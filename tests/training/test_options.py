@@ -80,3 +80,35 @@ def test_a_run_saved_with_the_old_cpu_default_stays_reusable(tmp_path: Path) -> 
     other = _cfg(tmp_path, "train.lr=0.5")
     with pytest.raises(ConfigError, match="holds a run with another config"):
         check_reusable(tmp_path / "x", load_bundle(other).train, other)
+
+
+def test_ddp_looks_for_unused_parameters_only_where_a_batch_can_lack_a_modality() -> None:
+    from robult.training.run import ddp_strategy
+
+    complete, gappy = torch.ones(6, 3, dtype=torch.bool), torch.ones(6, 3, dtype=torch.bool)
+    gappy[2, 1] = False
+    two = load_config(None, ["train.devices=2"])
+    assert ddp_strategy(load_config(None, []), gappy, 0.5) == "auto"  # one device: no DDP
+    assert ddp_strategy(two, complete, 0.0) == "ddp"
+    assert ddp_strategy(two, gappy, 0.0) == "ddp_find_unused_parameters_true"
+    assert ddp_strategy(two, complete, 0.3) == "ddp_find_unused_parameters_true"  # modality dropout
+    forced = load_config(None, ["train.devices=2", "train.find_unused_parameters=true"])
+    assert ddp_strategy(forced, complete, 0.0) == "ddp_find_unused_parameters_true"
+    never = load_config(None, ["train.devices=2", "train.find_unused_parameters=false"])
+    assert ddp_strategy(never, gappy, 0.5) == "ddp"
+
+
+def test_ddp_unused_parameter_error_names_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    said = (
+        "Expected to have finished reduction in the prior iteration before starting a new one. This error indicates "
+        "that your module has parameters that were not used in producing loss. You can enable unused parameter "
+        "detection by passing the keyword argument `find_unused_parameters=True` to DistributedDataParallel\nmore"
+    )
+
+    def fit(*args, **kwargs):
+        raise RuntimeError(said)
+
+    monkeypatch.setattr(L.Trainer, "fit", fit)
+    with pytest.raises(RuntimeError, match=r"set train\.find_unused_parameters=true\. DDP said: Expected") as err:
+        train_run(_cfg(tmp_path))
+    assert "\nmore" not in str(err.value)

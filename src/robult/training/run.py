@@ -57,6 +57,7 @@ class RunResult:
     evaluation: Any  # robult.evaluation.evaluate.EvaluationResult
     config: RunConfig
     labels: dict[str, Any] = field(default_factory=dict)  # training labels used (see labels_used)
+    rank: int = 0  # this process's rank under DDP (rank 0 evaluates and writes the artefacts)
 
 
 def load_bundle(cfg: RunConfig, seed: int | None = None) -> DatasetBundle:
@@ -484,6 +485,29 @@ def _num_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def ddp_strategy(cfg: RunConfig, train_present: Any, modality_dropout: float) -> str:
+    """Lightning's strategy: ``auto`` on one device, else DDP, looking for parameters without a gradient
+    (``find_unused_parameters``) only where a step can leave one: ``train.find_unused_parameters`` when set, else
+    when a training batch can lack a modality entirely (an absent entry in ``train_present`` or modality
+    dropout), which leaves that modality's encoder out of the step. Every built-in method's trainable parameters
+    all get a gradient from a batch with every modality (``tests/test_methods.py``)."""
+    if str(cfg.train.devices) == "1":
+        return "auto"
+    find = cfg.train.find_unused_parameters
+    if find is None:
+        find = modality_dropout > 0 or not bool(torch.as_tensor(train_present).all())
+    return "ddp_find_unused_parameters_true" if find else "ddp"
+
+
+def _unused_parameter_hint(err: RuntimeError) -> RuntimeError:
+    """DDP's error for a parameter left without a gradient, with the setting that allows it."""
+    return RuntimeError(
+        "a training step left a parameter without a gradient, which DDP without find_unused_parameters does not "
+        "allow (a user encoder with parameters its forward pass does not use?): set "
+        f"train.find_unused_parameters=true. DDP said: {str(err).splitlines()[0]}"
+    )
+
+
 def _train_locked(
     cfg: RunConfig,
     method: Any,
@@ -543,8 +567,7 @@ def _train_locked(
     trainer = L.Trainer(
         accelerator=cfg.train.accelerator,
         devices=cfg.train.devices,
-        # a batch may lack a modality (its encoder then gets no gradient) and ablations leave modules unused
-        strategy="auto" if str(cfg.train.devices) == "1" else "ddp_find_unused_parameters_true",
+        strategy=ddp_strategy(cfg, train.present, module.modality_dropout),
         precision=cfg.train.precision,
         max_epochs=cfg.train.max_epochs,
         callbacks=cbs,
@@ -562,15 +585,22 @@ def _train_locked(
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
+        # every rank scores the whole validation split, so val/score is already the same on every rank
+        warnings.filterwarnings("ignore", message=".*sync_dist=True.*when logging on epoch level.*")
         # resume goes through SafeCheckpointIO: checksum verified, loaded weights-only whatever the environment
         with _interrupt_as_keyboard_interrupt(trainer):
-            trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
+            try:
+                trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
+            except RuntimeError as err:
+                if "find_unused_parameters" in str(err) and not cfg.train.find_unused_parameters:
+                    raise _unused_parameter_hint(err) from err
+                raise
 
     best_path = Path(best_ckpt.best_model_path) if best_ckpt.best_model_path else last
     best_epoch = load_weights(module, best_path)
     best_score = float(best_ckpt.best_model_score) if best_ckpt.best_model_score is not None else math.nan
     if trial:  # scored by best_score alone: no subset weights, hence no artefact of a model its config misdescribes
-        return RunResult(run_dir, best_score, best_epoch, None, cfg, labels)
+        return RunResult(run_dir, best_score, best_epoch, None, cfg, labels, trainer.global_rank)
     fit_weights(module.model, bundle)  # the subset weights (model.subset_weights), before anything is saved/scored
 
     if trainer.is_global_zero:  # the self-contained model artefact <run>/model/ (robult.load, robult predict)
@@ -603,7 +633,7 @@ def _train_locked(
                 "provenance": provenance(trainer.strategy.root_device, trainer.world_size),
             },
         )
-    return RunResult(run_dir, best_score, best_epoch, evaluation, cfg, labels)
+    return RunResult(run_dir, best_score, best_epoch, evaluation, cfg, labels, trainer.global_rank)
 
 
 def fit_weights(model: nn.Module, bundle: DatasetBundle) -> None:
