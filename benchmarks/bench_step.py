@@ -1,14 +1,17 @@
 """Training-step cost of Robult vs a plain late-fusion model with the same encoders, and the soft PU loss alone.
 
-    python benchmarks/bench_step.py [--threads 2] [--repeats 30] [--dense-loss] [--skip-loss] [--breakdown]
+    python benchmarks/bench_step.py [--threads 2] [--repeats 30] [--dense-loss] [--skip-loss] [--breakdown] [--flops]
 
 Prints (1) the time of one training step (forward + all losses + backward + AdamW step) for Robult and for the
-late-fusion baseline (M = 3 MLP encoders, batch 256) and their ratio; (2) the soft PU contrastive loss
+late-fusion baseline (M = 3 MLP encoders, batch 256, the library's default widths d_h = 128, d_z = d_u = 64 unless
+``--hidden-dim/--shared-dim/--specific-dim`` say otherwise) and their ratio; (2) the soft PU contrastive loss
 (forward + backward) at batch 256, 1024 and 4096 with d = 128, M = 3, and its share of a Robult step at that batch.
 ``--dense-loss`` runs everything with the dense soft PU loss that the chunked one replaced (to compare the two in one
 session); ``--skip-loss`` prints (1) only. ``--breakdown`` adds Robult steps with one part switched off at a time
 (the soft PU loss, the reconstruction branch, the self-training term, the diagnostics), timed interleaved with the
-whole step, so each difference is what that part costs (forward and backward).
+whole step, so each difference is what that part costs (forward and backward). ``--flops`` counts the floating-point
+operations of one step of each (``torch.utils.flop_counter``), Robult's forward by module, and a lower bound for any
+implementation of the method's modules at these sizes (see :func:`flops`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,11 @@ def main() -> None:
     ap.add_argument("--dense-loss", action="store_true", help="use the dense soft PU loss (the pre-chunking one)")
     ap.add_argument("--skip-loss", action="store_true", help="only the training-step comparison")
     ap.add_argument("--breakdown", action="store_true", help="also time Robult steps with one part off at a time")
+    ap.add_argument("--flops", action="store_true", help="count the floating-point operations of both steps")
+    defaults = RobultConfig()
+    ap.add_argument("--hidden-dim", type=int, default=defaults.hidden_dim, help="d_h")
+    ap.add_argument("--shared-dim", type=int, default=defaults.shared_dim, help="d_z")
+    ap.add_argument("--specific-dim", type=int, default=defaults.specific_dim, help="d_u")
     args = ap.parse_args()
     if args.dense_loss:
         from robult.losses.contrastive_dense import soft_pu_contrastive_loss_dense
@@ -56,7 +64,9 @@ def main() -> None:
     specs = [ModalitySpec(f"m{i}", "vector", (d,)) for i, d in enumerate(dims)]
     task = TaskSpec("multiclass", num_classes=10)
     hidden = tuple(int(h) for h in args.encoder_hidden.split(",") if h)
-    cfg = RobultConfig(hidden_dim=128, shared_dim=128, specific_dim=128, encoder_hidden=hidden)
+    cfg = RobultConfig(
+        hidden_dim=args.hidden_dim, shared_dim=args.shared_dim, specific_dim=args.specific_dim, encoder_hidden=hidden
+    )
 
     def step_fn(model, loss):
         opt = torch.optim.AdamW([*model.parameters(), *loss.parameters()], lr=1e-3)
@@ -74,12 +84,17 @@ def main() -> None:
     late = step_fn(LateFusionModel(specs, task, cfg), SupervisedOnlyLoss(task))
     t_r = median_time(robult, args.repeats, warmup=5)
     t_l = median_time(late, args.repeats, warmup=5)
-    print(f"threads={args.threads} M={len(dims)} dims={dims} encoder_hidden={hidden} batch=256 d_h=d_z=d_u=128")
+    print(
+        f"threads={args.threads} M={len(dims)} dims={dims} encoder_hidden={hidden} batch=256 "
+        f"d_h={cfg.hidden_dim} d_z={cfg.shared_dim} d_u={cfg.specific_dim}"
+    )
     loss_kind = "dense" if args.dense_loss else "chunked"
     print(
         f"training step ({loss_kind} soft PU loss): robult {t_r * 1e3:.2f} ms, "
         f"late fusion {t_l * 1e3:.2f} ms, ratio {t_r / t_l:.2f}x"
     )
+    if args.flops:
+        flops(specs, task, cfg, dims)
     if args.breakdown:
         breakdown(specs, task, cfg, dims, args.repeats, t_r, t_l)
     if args.skip_loss:
@@ -89,6 +104,55 @@ def main() -> None:
     for b in (256, 1024, 4096):
         t_c, t_f = contrastive_share(b, specs, task, cfg, dims, max(3, args.repeats // (b // 256)))
         print(f"  batch {b:5d}: loss {t_c * 1e3:8.2f} ms, robult step {t_f * 1e3:8.2f} ms, share {t_c / t_f:.0%}")
+
+
+def flops(specs, task, cfg, dims) -> None:
+    """Floating-point operations of one training step (forward + losses + backward) of each model, Robult's forward
+    by module, and a lower bound on what the method's own modules cost at these sizes in any implementation.
+
+    The bound counts, besides the encoders both models share: each linear map of ``g_0``, ``g_m`` (once), the
+    fusion and ``r_m`` at least twice its forward (forward and the weight gradient), and the soft PU loss at least
+    its logits ``Z·S`` and their gradient with respect to ``Z`` (``S`` under stop-gradient), ``2 × 2·B·M·B·d_z``.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = make_batch(256, dims, 10)
+    models = {
+        "robult": (RobultModel(specs, task, cfg), RobultLoss(task, len(dims))),
+        "late fusion": (LateFusionModel(specs, task, cfg), SupervisedOnlyLoss(task)),
+    }
+    totals, forward = {}, {}
+    for name, (model, loss) in models.items():
+        with FlopCounterMode(display=False, depth=2) as counter:
+            out = model(batch, with_reconstruction=True)
+            value = loss(out, batch, epoch=10.0).total
+            forward[name] = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
+            value.backward()
+        totals[name] = counter.get_total_flops()
+    late, robult = totals["late fusion"], totals["robult"]
+    print(
+        f"FLOPs of one step (forward + backward): robult {robult / 1e6:.0f} M, late fusion {late / 1e6:.0f} M, "
+        f"ratio {robult / late:.2f}x"
+    )
+    parts = {k.removeprefix("RobultModel.").removeprefix("RobultLoss."): v for k, v in forward["robult"].items()}
+    print(
+        "  robult forward by module (M): "
+        + ", ".join(
+            f"{k} {v / 1e6:.1f}"
+            for k, v in parts.items()
+            if "." not in k and k not in ("Global", "RobultModel", "RobultLoss")
+        )
+    )
+    b, m = batch.size, len(dims)
+    own = ("shared_projector", "specific_projectors", "fusion", "reconstructors")
+    bound = 2 * sum(parts.get(k, 0.0) for k in own)
+    if "specific_projectors" in parts:  # run on B rows for prediction and on B rows of sg(H): count one
+        bound -= parts["specific_projectors"]
+    bound += 2 * 2 * b * m * b * cfg.shared_dim
+    print(
+        f"  lower bound for the method's own modules: {bound / 1e6:.0f} M, so a Robult step is at least "
+        f"{(late + bound) / late:.2f}x a late-fusion step at these sizes"
+    )
 
 
 def breakdown(specs, task, cfg, dims, repeats, t_full: float, t_late: float) -> None:

@@ -149,23 +149,26 @@ class SoftPUChunks(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: Tensor, s: Tensor, plan: ChunkPlan):  # type: ignore[override]
+        # targets under stop-gradient (the default): the gradients with respect to S are not formed
         with full_precision(z.device):
-            sum_lb, sum_ulb, diag, kept, grads = _soft_pu_chunks(z, s, plan)
+            sum_lb, sum_ulb, diag, kept, grads = _soft_pu_chunks(z, s, plan, grad_s=ctx.needs_input_grad[1])
         ctx.save_for_backward(*grads)
         ctx.mark_non_differentiable(diag, kept)
         return sum_lb, sum_ulb, diag, kept
 
     @staticmethod
     def backward(ctx, g_lb: Tensor, g_ulb: Tensor, _diag: Tensor, _kept: Tensor):  # type: ignore[override]
-        gz_lb, gz_ulb, gs_lb, gs_ulb = ctx.saved_tensors
-        return g_lb * gz_lb + g_ulb * gz_ulb, g_lb * gs_lb + g_ulb * gs_ulb, None
+        gz_lb, gz_ulb, *gs = ctx.saved_tensors
+        grad_s = g_lb * gs[0] + g_ulb * gs[1] if gs else None
+        return g_lb * gz_lb + g_ulb * gz_ulb, grad_s, None
 
 
-def _soft_pu_chunks(z: Tensor, s: Tensor, plan: ChunkPlan):
+def _soft_pu_chunks(z: Tensor, s: Tensor, plan: ChunkPlan, grad_s: bool = True):
     """The chunk loop. Per anchor ``(j, m)`` and positive weights ``q`` (``Q = Σ_k q``), the part is
     ``-(Σ_k q_k p_jk - Q·lse_j)/Q`` with logits ``p``, and its gradient with respect to the logits is
     ``softmax - q/Q``; ``q`` is ``pos_lb + δ_j`` for ``L_lb`` and ``w·pu + δ_j`` for ``L_ulb``. The softmax is
-    kept unnormalised (``e = exp(p - max)``); its row sums scale the small operands of the products instead."""
+    kept unnormalised (``e = exp(p - max)``); its row sums scale the small operands of the products instead.
+    With ``grad_s`` false only the gradients with respect to ``Z`` are formed (``grads`` holds two tensors)."""
     b, m, d = z.shape
     n = s.shape[0]
     dtype, device = z.dtype, z.device
@@ -178,8 +181,10 @@ def _soft_pu_chunks(z: Tensor, s: Tensor, plan: ChunkPlan):
     target_lab = plan.target_labeled.to(dtype)
     class_keys = plan.keys.ndim == 1  # same-key weights are 0/1
     grad = plan.need_grad
+    grad_s = grad and grad_s
     if grad:
         gz_lb, gz_ulb = torch.zeros_like(z), torch.zeros_like(z)
+    if grad_s:
         gs_lb, gs_ulb, gs_lab = (torch.zeros_like(s) for _ in range(3))
     if plan.kernel is not None:
         assert plan.mu is not None and plan.sigma is not None
@@ -248,12 +253,16 @@ def _soft_pu_chunks(z: Tensor, s: Tensor, plan: ChunkPlan):
             sum_lb = sum_lb - ((num_lb - q_lb * lse[:nl]) / q_lb * anchor[:nl]).sum()
 
         if grad:  # d(part)/d(logits) = anchor · (softmax - q/Q); logits = Z·S/τ
-            za = zc * (anchor / total)[..., None]  # [c, M, d]: the softmax's normalisation moved here
             ps = (e.view(c * m, n) @ st).view(c, m, d) / total[..., None]  # Σ_k softmax_k S_k/τ
             own_s = st[cols][:, None, :]  # [c, 1, d]
             st_c = st if cc is None else st[cc]
             qs = own_s if qu is None else (qu.view(c * m, -1) @ st_c).view(c, m, d) + own_s
             gz_ulb[i0:i1] = anchor[..., None] * (ps - qs / q_ulb[..., None])
+            if nl:
+                pos_s = (pos_lb @ st)[:, None, :] + own_s[:nl]  # Σ_k q_k S_k/τ, [nl, 1, d]
+                gz_lb[i0 : i0 + nl] = anchor[:nl, :, None] * (ps[:nl] - pos_s / q_lb[..., None])
+        if grad_s:
+            za = zc * (anchor / total)[..., None]  # [c, M, d]: the softmax's normalisation moved here
             zu = zc * (anchor / q_ulb)[..., None]
             if qu is not None:
                 update = qu.view(c * m, -1).T @ zu.view(c * m, d)
@@ -266,8 +275,6 @@ def _soft_pu_chunks(z: Tensor, s: Tensor, plan: ChunkPlan):
             gs_ulb.add_(e[nl:].reshape(-1, n).T @ za[nl:].reshape(-1, d))
             if nl:
                 gs_lab.add_(e[:nl].reshape(-1, n).T @ za[:nl].reshape(-1, d))
-                pos_s = (pos_lb @ st)[:, None, :] + own_s[:nl]  # Σ_k q_k S_k/τ, [nl, 1, d]
-                gz_lb[i0 : i0 + nl] = anchor[:nl, :, None] * (ps[:nl] - pos_s / q_lb[..., None])
                 zl = (zc[:nl] * (anchor[:nl] / q_lb)[..., None]).sum(1)  # [nl, d]
                 gs_lb.sub_(pos_lb.T @ zl)
                 gs_lb.index_add_(0, cols[:nl], zl, alpha=-1.0)
@@ -275,9 +282,11 @@ def _soft_pu_chunks(z: Tensor, s: Tensor, plan: ChunkPlan):
     kept_t = torch.cat(kept) if kept else z.new_empty(0)
     grads: tuple[Tensor, ...] = ()
     if grad:
+        grads = (gz_lb, gz_ulb)
+    if grad_s:
         gs_lb.add_(gs_lab).mul_(inv_tau)
         gs_ulb.add_(gs_lab).mul_(inv_tau)
-        grads = (gz_lb, gz_ulb, gs_lb, gs_ulb)
+        grads = (*grads, gs_lb, gs_ulb)
     return sum_lb, sum_ulb, diag_stats, kept_t, grads
 
 
