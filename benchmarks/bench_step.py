@@ -20,7 +20,7 @@ import argparse
 import dataclasses
 
 import torch
-from timing import median_time  # benchmarks/timing.py
+from timing import interleaved_medians, median_time  # benchmarks/timing.py
 
 from robult import Batch, ModalitySpec, TaskSpec
 from robult.losses import RobultLoss, RobultLossConfig, contrastive, contrastive_keys
@@ -82,8 +82,9 @@ def main() -> None:
 
     robult = step_fn(RobultModel(specs, task, cfg), RobultLoss(task, len(dims)))
     late = step_fn(LateFusionModel(specs, task, cfg), SupervisedOnlyLoss(task))
-    t_r = median_time(robult, args.repeats, warmup=5)
-    t_l = median_time(late, args.repeats, warmup=5)
+    # interleaved rounds: load changes on a shared machine fall on both alike
+    med = interleaved_medians({"robult": robult, "late": late}, args.repeats, warmup=5)
+    t_r, t_l = med["robult"], med["late"]
     print(
         f"threads={args.threads} M={len(dims)} dims={dims} encoder_hidden={hidden} batch=256 "
         f"d_h={cfg.hidden_dim} d_z={cfg.shared_dim} d_u={cfg.specific_dim}"
@@ -184,14 +185,7 @@ def breakdown(specs, task, cfg, dims, repeats, t_full: float, t_late: float) -> 
             opt.step()
 
         steps[name] = step
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for f in steps.values():  # warm-up
-        for _ in range(3):
-            f()
-    for _ in range(repeats):
-        for name, f in steps.items():
-            times[name].append(median_time(f, 1, warmup=0))
-    med = {name: sorted(v)[len(v) // 2] for name, v in times.items()}
+    med = interleaved_medians(steps, repeats, warmup=3)
     whole = med["whole step"]
     print(f"breakdown (interleaved medians; late fusion step {t_late * 1e3:.2f} ms):")
     for name, t in med.items():
