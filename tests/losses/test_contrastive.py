@@ -547,6 +547,11 @@ def test_module_fills_its_queue_on_training_steps_only_and_never_shows_a_sample_
     loss.train()
     first = loss(z, s, present, keys, labeled, index)
     assert int(loss.queue.filled.sum()) == len(keys)
+    # the queue stores the batch's targets the loss returns (no gather of its own): S detached, keys, flags
+    stored_s, stored_keys, stored_labeled = first.batch_targets
+    assert torch.equal(stored_s, s) and not stored_s.requires_grad
+    assert torch.equal(stored_keys, keys) and torch.equal(stored_labeled, labeled)
+    assert torch.equal(loss.queue.targets[: len(keys)], s) and torch.equal(loss.queue.ids[: len(keys)], index)
     # the same samples again: their queued targets are left out, so the step equals one without a queue
     plain = SoftPUContrastiveLoss(2).double().train()
     plain(z, s, present, keys, labeled)

@@ -167,8 +167,9 @@ def instance_contrastive_loss(shared: Tensor, fused: Tensor, present: Tensor, te
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     b = shared.shape[0]
-    offset = dist_utils.rank_offset(b, shared.device)
-    targets = dist_utils.gather_with_grad(fused)  # [N, d]
+    sizes = dist_utils.gather_sizes(b, shared.device)
+    offset = sum(sizes[: dist_utils.rank()])
+    targets = dist_utils.gather_with_grad(fused, sizes)  # [N, d]
     z = F.normalize(shared, dim=-1)
     s = F.normalize(targets, dim=-1)
     log_prob = F.log_softmax(torch.einsum("bmd,nd->bmn", z, s) / temperature, dim=-1)  # [B, M, N]
@@ -249,17 +250,44 @@ class InstanceContrastiveLoss(nn.Module):
 
 
 # ====================================================================== shared-private (MISA-style)
-def _masked_mean(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
-    """Weighted mean over dim 0 of ``x [B, P, d]`` with ``weight [B, P]``; returns ``(mean [P, d], count [P])``."""
-    count = weight.sum(0)
-    return torch.einsum("bpd,bp->pd", x, weight) / count.clamp(min=1)[:, None], count
+# Each term is a function of sums over the rows of a pair (counts, feature sums, central moments, cross products).
+# Under torch.distributed those sums are taken over every rank's rows (dist_utils.sum_over_ranks, with gradient), so
+# every rank computes the one-process value of the whole batch, and the DDP-averaged gradient is the one-process
+# gradient; in one process the sums are the batch's own (the same operations as without the sums over ranks).
+def _row_sums(x1: Tensor, x2: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """This rank's weighted sums over dim 0 of ``x1 [B, P, d1]``, ``x2 [B, P, d2]`` (weights ``w [B, P]``) and its
+    counts ``[P]``."""
+    return torch.einsum("bpd,bp->pd", x1, w), torch.einsum("bpd,bp->pd", x2, w), w.sum(0)
+
+
+def _means(sum1: Tensor, sum2: Tensor, count: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    n = count.clamp(min=1)[:, None]
+    return sum1 / n, sum2 / n, count
+
+
+def _central_moment_discrepancy(x1: Tensor, x2: Tensor, weight: Tensor, moments: int) -> tuple[Tensor, Tensor]:
+    """``([P] discrepancies, [P] row counts)``; see :func:`masked_central_moment_discrepancy`."""
+    if moments < 1:
+        raise ValueError(f"CMD needs at least one moment, got {moments}")
+    w = weight.to(x1.dtype)
+    m1, m2, count = _means(*dist_utils.sum_over_ranks(*_row_sums(x1, x2, w)))
+    c1, c2 = x1 - m1, x2 - m2  # [B, P, d]
+    n = count.clamp(min=1)[:, None]
+    powers = range(2, moments + 1)
+    sums = [torch.einsum("bpd,bp->pd", c.pow(k), w) for c in (c1, c2) for k in powers]
+    sums = dist_utils.sum_over_ranks(*sums)
+    diffs = [m1 - m2] + [(a - b) / n for a, b in zip(sums[: len(powers)], sums[len(powers) :], strict=True)]
+    # ‖·‖₂ has a zero subgradient at 0 in torch (a plain sqrt would give NaN gradients for identical moments)
+    return torch.linalg.vector_norm(torch.stack(diffs), dim=-1).sum(0), count
 
 
 def masked_central_moment_discrepancy(x1: Tensor, x2: Tensor, weight: Tensor, moments: int = 5) -> Tensor:
     """Central moment discrepancy of several pairs of samples at once, each over its own rows.
 
     ``CMD_K(X, Y) = ‖E X − E Y‖₂ + Σ_{k=2..K} ‖C_k(X) − C_k(Y)‖₂`` with ``C_k(X) = E (X − E X)^k``
-    element-wise (Zellinger et al. 2017 without the range scaling, as in MISA).
+    element-wise (Zellinger et al. 2017 without the range scaling, as in MISA). Under ``torch.distributed`` the
+    expectations are over the rows of every rank (every rank must call it), with gradient: every rank returns the
+    value of one process holding all the rows, and the DDP-averaged gradient is that process's gradient.
 
     Args:
         x1, x2: ``[B, P, d]``, ``P`` pairs of ``B``-sample sets.
@@ -269,18 +297,7 @@ def masked_central_moment_discrepancy(x1: Tensor, x2: Tensor, weight: Tensor, mo
     Returns:
         ``[P]`` discrepancies (0 for a pair without rows).
     """
-    if moments < 1:
-        raise ValueError(f"CMD needs at least one moment, got {moments}")
-    w = weight.to(x1.dtype)
-    m1, count = _masked_mean(x1, w)
-    m2, _ = _masked_mean(x2, w)
-    c1, c2 = x1 - m1, x2 - m2  # [B, P, d]
-    n = count.clamp(min=1)[:, None]
-    diffs = [m1 - m2]
-    for k in range(2, moments + 1):
-        diffs.append((torch.einsum("bpd,bp->pd", c1.pow(k), w) - torch.einsum("bpd,bp->pd", c2.pow(k), w)) / n)
-    # ‖·‖₂ has a zero subgradient at 0 in torch (a plain sqrt would give NaN gradients for identical moments)
-    return torch.linalg.vector_norm(torch.stack(diffs), dim=-1).sum(0)
+    return _central_moment_discrepancy(x1, x2, weight, moments)[0]
 
 
 def central_moment_discrepancy(x1: Tensor, x2: Tensor, moments: int = 5) -> Tensor:
@@ -289,11 +306,31 @@ def central_moment_discrepancy(x1: Tensor, x2: Tensor, moments: int = 5) -> Tens
     return masked_central_moment_discrepancy(x1[:, None], x2[:, None], ones, moments)[0]
 
 
+def _soft_orthogonalities(*groups: tuple[Tensor, Tensor, Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """``[([P] losses, [P] row counts)]`` of :func:`masked_soft_orthogonality` for several ``(x1, x2, weight)``
+    groups, with two sums over ranks for all of them (means, then cross products)."""
+    ws = [w.to(x1.dtype) for x1, _, w in groups]
+    sums = dist_utils.sum_over_ranks(
+        *(s for (x1, x2, _), w in zip(groups, ws, strict=True) for s in _row_sums(x1, x2, w))
+    )
+    means = [_means(*sums[3 * g : 3 * g + 3]) for g in range(len(groups))]
+    products = []
+    for (x1, x2, _), w, (m1, m2, _) in zip(groups, ws, means, strict=True):
+        c1, c2 = (x1 - m1) * w[..., None], (x2 - m2) * w[..., None]
+        c1 = c1 / (c1.detach().norm(dim=-1, keepdim=True) + 1e-6)
+        c2 = c2 / (c2.detach().norm(dim=-1, keepdim=True) + 1e-6)
+        products.append(torch.einsum("bpi,bpj->pij", c1, c2))
+    products = dist_utils.sum_over_ranks(*products)
+    return [(p.pow(2).mean(dim=(1, 2)), count) for p, (_, _, count) in zip(products, means, strict=True)]
+
+
 def masked_soft_orthogonality(x1: Tensor, x2: Tensor, weight: Tensor) -> Tensor:
     """MISA's difference loss for several pairs at once, each over its own rows.
 
     Each input is centred over its rows, every row is scaled to unit norm (the norm carries no gradient, as in
-    MISA), and the loss is ``‖X̂ᵀ Ŷ‖_F² / (d₁ d₂)``: 0 exactly when the two feature sets are orthogonal.
+    MISA), and the loss is ``‖X̂ᵀ Ŷ‖_F² / (d₁ d₂)``: 0 exactly when the two feature sets are orthogonal. Under
+    ``torch.distributed`` the means and ``X̂ᵀ Ŷ`` are over the rows of every rank, as in
+    :func:`masked_central_moment_discrepancy`.
 
     Args:
         x1: ``[B, P, d1]``; x2: ``[B, P, d2]``.
@@ -302,13 +339,7 @@ def masked_soft_orthogonality(x1: Tensor, x2: Tensor, weight: Tensor) -> Tensor:
     Returns:
         ``[P]``.
     """
-    w = weight.to(x1.dtype)
-    m1, _ = _masked_mean(x1, w)
-    m2, _ = _masked_mean(x2, w)
-    c1, c2 = (x1 - m1) * w[..., None], (x2 - m2) * w[..., None]
-    c1 = c1 / (c1.detach().norm(dim=-1, keepdim=True) + 1e-6)
-    c2 = c2 / (c2.detach().norm(dim=-1, keepdim=True) + 1e-6)
-    return torch.einsum("bpi,bpj->pij", c1, c2).pow(2).mean(dim=(1, 2))
+    return _soft_orthogonalities((x1, x2, weight))[0][0]
 
 
 def soft_orthogonality(x1: Tensor, x2: Tensor) -> Tensor:
@@ -334,26 +365,33 @@ def _mean_over_pairs(values: Tensor, counts: Tensor, min_count: int) -> Tensor:
 def shared_similarity_loss(shared: Tensor, present: Tensor, moments: int = 5) -> Tensor:
     """``L_sim``: mean over modality pairs ``(m, n)`` of ``CMD_K(Z^m, Z^n)`` over the samples holding both.
 
-    A pair held by fewer than two samples of the batch is skipped (its moments are not a distribution).
+    A pair held by fewer than two samples of the batch (of every rank's, under ``torch.distributed``) is skipped
+    (its moments are not a distribution).
     """
     i, j = _pairs(shared.shape[1], shared.device)
     if i.numel() == 0:
         return shared.sum() * 0.0
     both = present[:, i] & present[:, j]  # [B, P]
-    cmd = masked_central_moment_discrepancy(shared[:, i], shared[:, j], both, moments)
-    return _mean_over_pairs(cmd, both.sum(0), 2)
+    cmd, count = _central_moment_discrepancy(shared[:, i], shared[:, j], both, moments)
+    return _mean_over_pairs(cmd, count, 2)
 
 
 def difference_loss(shared: Tensor, specific: Tensor, present: Tensor) -> Tensor:
     """``L_diff = mean_m D(Z^m, U^m) + mean_{m<n} D(U^m, U^n)`` with ``D`` the soft orthogonality, each over the
-    samples holding the modalities (a term with fewer than two samples is skipped)."""
-    own = masked_soft_orthogonality(shared, specific, present)  # [M]
-    loss = _mean_over_pairs(own, present.sum(0), 2)
+    samples holding the modalities (a term with fewer than two samples is skipped; every rank's samples under
+    ``torch.distributed``)."""
     i, j = _pairs(shared.shape[1], shared.device)
+    if dist_utils.is_distributed() and i.numel():  # both terms' sums over ranks at once (2 collectives, not 4)
+        own, cross = _soft_orthogonalities(
+            (shared, specific, present), (specific[:, i], specific[:, j], present[:, i] & present[:, j])
+        )
+        return _mean_over_pairs(*own, 2) + _mean_over_pairs(*cross, 2)
+    # one term after the other: in one process, the order of operations (so the rounding of the gradients that
+    # accumulate on ``specific``) of the plain definition
+    loss = _mean_over_pairs(*_soft_orthogonalities((shared, specific, present))[0], 2)
     if i.numel():
-        both = present[:, i] & present[:, j]
-        cross = masked_soft_orthogonality(specific[:, i], specific[:, j], both)
-        loss = loss + _mean_over_pairs(cross, both.sum(0), 2)
+        cross = _soft_orthogonalities((specific[:, i], specific[:, j], present[:, i] & present[:, j]))[0]
+        loss = loss + _mean_over_pairs(*cross, 2)
     return loss
 
 

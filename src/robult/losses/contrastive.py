@@ -87,6 +87,9 @@ class ContrastiveLossOutput:
         mean_weight: mean soft weight over the candidate pairs (0 when there are none).
         saturation: ``[2]`` shares of candidate weights below 0.05 and above 0.95 (saturated at 0 or 1).
         num_labeled_anchors, num_unlabeled_anchors: global anchor counts.
+        batch_targets: ``(S [N, d]`` detached``, keys, labeled)`` of the batch's samples on every rank (``N``: the
+            samples of all ranks, in rank order; the batch's own in one process), without any extra targets: what a
+            :class:`TargetQueue` stores, so that it needs no gather of its own.
     """
 
     labeled: Tensor
@@ -100,6 +103,7 @@ class ContrastiveLossOutput:
     num_unlabeled_anchors: int
     mean_weight: Tensor | None = None
     saturation: Tensor | None = None
+    batch_targets: tuple[Tensor, Tensor, Tensor] | None = None
 
 
 def soft_pu_contrastive_loss(
@@ -150,9 +154,11 @@ def soft_pu_contrastive_loss(
     check_options(kernel, temperature, sigma_min, fallback)
     m = shared.shape[1]
     world = dist_utils.world_size()
-    targets = dist_utils.gather_with_grad(fused)  # [N, d]: the targets of every rank
-    target_keys = dist_utils.gather_no_grad(keys)
-    target_labeled = dist_utils.gather_no_grad(labeled.long()).bool()
+    sizes = dist_utils.gather_sizes(fused.shape[0], fused.device)  # exchanged once for the three gathers
+    targets = dist_utils.gather_with_grad(fused, sizes)  # [N, d]: the targets of every rank
+    target_keys = dist_utils.gather_no_grad(keys, sizes)
+    target_labeled = dist_utils.gather_no_grad(labeled.long(), sizes).bool()
+    batch_targets = (targets.detach(), target_keys, target_labeled)
     if extra_targets is not None:  # after the batch's targets: the anchors' own columns (k = j) do not move
         targets = torch.cat([targets, extra_targets[0].to(targets.dtype)])
         target_keys = torch.cat([target_keys, extra_targets[1].to(target_keys.dtype)])
@@ -201,6 +207,7 @@ def soft_pu_contrastive_loss(
         saturation=diag[2:4] / n_cand,
         num_labeled_anchors=int(count_lb),
         num_unlabeled_anchors=int(count_ulb),
+        batch_targets=batch_targets,
     )
 
 
@@ -332,7 +339,6 @@ class SoftPUContrastiveLoss(nn.Module):
             self.sigma.copy_(out.sigma)
             self.initialized |= torch.isfinite(out.pair_mu)
             if self.queue is not None and ids is not None:
-                gathered = (dist_utils.gather_no_grad(t) for t in (fused.detach(), keys, labeled.long()))
-                s_all, keys_all, labeled_all = gathered
-                self.queue.push(s_all, keys_all, labeled_all.bool(), ids)
+                assert out.batch_targets is not None
+                self.queue.push(*out.batch_targets, ids)  # the targets the loss gathered (no second gather)
         return out

@@ -24,18 +24,34 @@ class _GatherWithGrad(torch.autograd.Function):
     and returns this rank's slice, so the gradient equals that of one process holding the concatenated batch."""
 
     @staticmethod
-    def forward(ctx, tensor: Tensor) -> Tensor:  # type: ignore[override]
-        sizes = _gather_sizes(tensor.shape[0], tensor.device)
+    def forward(ctx, tensor: Tensor, sizes: list[int]) -> Tensor:  # type: ignore[override]
         ctx.sizes = sizes
         ctx.rank = dist.get_rank()
         return _pad_gather(tensor.contiguous(), sizes)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         start = sum(ctx.sizes[: ctx.rank])
-        return grad[start : start + ctx.sizes[ctx.rank]]
+        return grad[start : start + ctx.sizes[ctx.rank]], None
+
+
+class _SumWithGrad(torch.autograd.Function):
+    """All-reduce (sum) whose backward sums the incoming gradients over ranks: every rank receives the sum, and
+    its input's gradient is the sum of every rank's gradient of that sum."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:  # type: ignore[override]
+        out = tensor.contiguous().clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
 
 
 def _gather_sizes(n: int, device: torch.device) -> list[int]:
@@ -43,6 +59,12 @@ def _gather_sizes(n: int, device: torch.device) -> list[int]:
     sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, size)
     return [int(s) for s in sizes]
+
+
+def gather_sizes(n: int, device: torch.device) -> list[int]:
+    """Every rank's number of rows ``n`` (``[n]`` in one process): pass it to :func:`gather_with_grad` and
+    :func:`gather_no_grad` when several tensors of the same rows are gathered, to exchange the sizes once."""
+    return _gather_sizes(n, device) if is_distributed() else [n]
 
 
 def _pad_gather(tensor: Tensor, sizes: list[int]) -> Tensor:
@@ -54,18 +76,47 @@ def _pad_gather(tensor: Tensor, sizes: list[int]) -> Tensor:
     return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)])
 
 
-def gather_with_grad(tensor: Tensor) -> Tensor:
-    """Concatenate ``tensor`` from all ranks along dim 0, keeping the gradient path to every rank's input."""
-    if not is_distributed():
-        return tensor
-    return _GatherWithGrad.apply(tensor)
+def _sizes_of(tensor: Tensor, sizes: list[int] | None) -> list[int]:
+    if sizes is None:
+        return _gather_sizes(tensor.shape[0], tensor.device)
+    if len(sizes) != dist.get_world_size() or sizes[dist.get_rank()] != tensor.shape[0]:
+        raise ValueError(
+            f"sizes {sizes} do not match this rank's {tensor.shape[0]} rows (rank {dist.get_rank()} of "
+            f"{dist.get_world_size()})"
+        )
+    return sizes
 
 
-def gather_no_grad(tensor: Tensor) -> Tensor:
-    """Concatenate ``tensor`` from all ranks along dim 0 (no gradient)."""
+def gather_with_grad(tensor: Tensor, sizes: list[int] | None = None) -> Tensor:
+    """Concatenate ``tensor`` from all ranks along dim 0, keeping the gradient path to every rank's input.
+
+    ``sizes``: every rank's number of rows (from :func:`gather_sizes`; exchanged here when not given)."""
     if not is_distributed():
         return tensor
-    return _pad_gather(tensor.detach().contiguous(), _gather_sizes(tensor.shape[0], tensor.device))
+    return _GatherWithGrad.apply(tensor, _sizes_of(tensor, sizes))
+
+
+def gather_no_grad(tensor: Tensor, sizes: list[int] | None = None) -> Tensor:
+    """Concatenate ``tensor`` from all ranks along dim 0 (no gradient); ``sizes`` as in :func:`gather_with_grad`."""
+    if not is_distributed():
+        return tensor
+    return _pad_gather(tensor.detach().contiguous(), _sizes_of(tensor, sizes))
+
+
+def sum_over_ranks(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """The sums over ranks of ``tensors`` (one collective for all of them), with gradient.
+
+    Every rank receives the same sums; the backward pass sums the incoming gradients over ranks, so a loss that
+    every rank computes alike from these sums (a batch statistic) gives, once DDP averages the ranks' gradients,
+    the gradient of one process holding every rank's samples. In one process the tensors are returned as they are.
+    Every rank must call it with tensors of the same shapes.
+    """
+    if not is_distributed():
+        return tensors
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    total = _SumWithGrad.apply(flat)
+    parts = total.split([t.numel() for t in tensors])
+    return tuple(p.reshape(t.shape).to(t.dtype) for p, t in zip(parts, tensors, strict=True))
 
 
 def all_reduce_sum(tensor: Tensor) -> Tensor:
