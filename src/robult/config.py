@@ -123,7 +123,8 @@ class TrainSection(_Strict):
     file) trains on its labeled rows as given, unless ``train.given_labels: subsample``."""
     given_labels: Literal["use", "subsample"] = "use"
     """When the dataset marks some training rows unlabeled: ``use`` trains on exactly its labeled rows (ignoring
-    ``label_ratio``); ``subsample`` keeps only a seeded ``label_ratio`` share of the training split among them."""
+    ``label_ratio``); ``subsample`` keeps a seeded ``label_ratio`` share of them, stratified by class (at least one
+    label per class)."""
     labeled_share: float | None = Field(None, gt=0.0, le=1.0)
     """Share of labeled samples in every batch (default ``max(label_ratio, 0.25)``; ignored when the method trains
     on labeled data only)."""

@@ -19,8 +19,8 @@ from ..conftest import TINY_TWO_EPOCHS
 TINY = [*TINY_TWO_EPOCHS, "train.batch_size=16"]
 
 
-def _own_data(root: Path, n_train_labels: int = 19, val_labels: int = 6) -> Path:
-    """120 rows (80 train, 20 val, 20 test); unlabeled rows hold -1 in every split."""
+def _own_data(root: Path, n_train_labels: int = 19, val_labels: int = 6, unlabeled_value: int = -1) -> Path:
+    """120 rows (80 train, 20 val, 20 test); unlabeled rows hold ``unlabeled_value`` in every split."""
     from robult.data.user import write_user_dataset
 
     g = np.random.default_rng(3)
@@ -33,7 +33,7 @@ def _own_data(root: Path, n_train_labels: int = 19, val_labels: int = 6) -> Path
     labeled[:n_train_labels] = True
     labeled[80 : 80 + val_labels] = True
     labeled[100:112] = True
-    y = np.where(labeled, y, -1)
+    y = np.where(labeled, y, unlabeled_value)
     write_user_dataset(
         root / "mydata", {"a": x, "b": x[:, :3] + 0.1 * g.standard_normal((n, 3))}, y,
         {"kind": "multiclass", "num_classes": 3}, name="mydata", split=split, labeled=labeled,
@@ -69,6 +69,23 @@ def test_given_labels_subsample_applies_the_label_ratio(tmp_path: Path) -> None:
     labels = result.labels
     assert labels["source"] == "label_ratio" and labels["dataset_labeled"] == 19
     assert 1 <= labels["n_labeled"] < 19
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_subsampled_given_labels_keep_a_label_of_every_class(tmp_path: Path, seed: int) -> None:
+    """The stratified subsample is drawn among the rows the dataset labels: the unlabeled rows' targets (a class id,
+    0, here: they may hold anything) are no stratum, so every class keeps at least one label whatever the seed.
+    Drawn over every row and then intersected with the labeled rows, class 0 lost its labels for 5 of these 6 seeds."""
+    from robult.training.run import _subset_indices, load_bundle
+
+    data = _own_data(tmp_path, n_train_labels=30, unlabeled_value=0)
+    cfg = _cfg(tmp_path, data, "train.given_labels=subsample", "train.label_ratio=0.05", f"train.seed={seed}")
+    train = load_bundle(cfg).train
+    mask, indices, _ = _subset_indices(train, cfg)
+    assert bool((mask <= train.labeled).all())
+    classes = set(train.target[train.labeled].tolist())
+    assert set(train.target[mask].tolist()) == classes and len(classes) == 3
+    assert len(indices) == 3  # 5% of 30 labeled rows, at least one per class
 
 
 def test_a_fully_labeled_dataset_still_uses_the_label_ratio(tmp_path: Path) -> None:

@@ -86,10 +86,12 @@ def _subset_indices(train: MultimodalDataset, cfg: RunConfig) -> tuple[torch.Ten
     """The labeled mask this code produces for ``cfg``, its indices and their SHA-256."""
     if label_source(train, cfg) == "given":
         mask = train.labeled.clone()
-    else:
+    elif bool(train.labeled.all()):
         mask = labeled_subset(train.target, train.task, cfg.train.label_ratio, cfg.train.seed)
-        # samples whose label the dataset itself marks unknown stay unlabeled
-        mask &= train.labeled
+    else:  # given_labels: subsample: stratified among the rows the dataset labels (the others' targets mean nothing)
+        rows = train.labeled.nonzero().flatten()
+        mask = torch.zeros_like(train.labeled)
+        mask[rows[labeled_subset(train.target[rows], train.task, cfg.train.label_ratio, cfg.train.seed)]] = True
     indices = mask.nonzero().flatten().tolist()
     return mask, indices, hashlib.sha256(json.dumps(indices).encode()).hexdigest()
 
