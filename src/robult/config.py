@@ -143,7 +143,8 @@ class TrainSection(_Strict):
     modality_dropout: float | None = Field(None, ge=0.0, lt=1.0)
     """Training-time modality dropout rate (``None``: the method's default, 0 for most methods)."""
     use_unlabeled: bool | None = None
-    """Feed unlabeled samples to training (``None``: the method decides)."""
+    """Feed unlabeled samples to training (``None``: the method decides; ``true`` is refused for a method that trains
+    on labeled samples only)."""
     accelerator: str = "auto"
     """Lightning accelerator: ``auto`` (a GPU when one is present, else the CPU), ``cpu``, ``gpu``, ..."""
     devices: int | str = 1

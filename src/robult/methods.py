@@ -228,8 +228,8 @@ register_method(
 register_method(
     Method(
         "robult_paper",
-        "Robult as the paper describes it (METHOD.md v1): live fused targets S, no self-training, plain subset mean "
-        "(ablation)",
+        "Robult closer to the paper: live fused targets S, no self-training, plain subset mean; L_ulb over every "
+        "anchor and the summed L_rec as in v2 (ablation)",
         _build_robult,
         fixed_loss={"contrastive_grad_to_fusion": True, "lambda_pseudo": 0.0},
         fixed_model={"subset_weights": "uniform"},

@@ -112,3 +112,10 @@ def test_ddp_unused_parameter_error_names_the_setting(tmp_path: Path, monkeypatc
     with pytest.raises(RuntimeError, match=r"set train\.find_unused_parameters=true\. DDP said: Expected") as err:
         train_run(_cfg(tmp_path))
     assert "\nmore" not in str(err.value)
+
+
+@pytest.mark.parametrize("method", ["robult_labeled_only", "supervised"])
+def test_unlabeled_data_for_a_labeled_only_method_is_one_error_line(tmp_path: Path, method: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^train\.use_unlabeled: true contradicts method '{method}'"):
+        train_run(_cfg(tmp_path, f"train.method={method}", "train.use_unlabeled=true"))
+    assert not (tmp_path / "x").exists()

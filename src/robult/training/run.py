@@ -374,6 +374,11 @@ def train_run(
     import lightning as L
 
     method = get_method(cfg.train.method)
+    if cfg.train.use_unlabeled and not method.uses_unlabeled:
+        raise ConfigError(
+            f"train.use_unlabeled: true contradicts method {method.name!r}, which trains on labeled samples only "
+            "(leave it unset, or choose a method that uses unlabeled data)"
+        )
     bundle = bundle or load_bundle(cfg)
     # seed before building so the initial weights depend only on the seed (on resume they come from last.ckpt);
     # every check that can fail on bad input (dataset, method options) runs before the run directory is created
