@@ -45,6 +45,22 @@ def test_values_on_a_crafted_output() -> None:
     assert d["diag/alignment_zs"] == pytest.approx(0.0, abs=1e-7)
     # three orthonormal targets: pairwise squared distance 2 -> uniformity log(exp(-4)) = -4
     assert d["diag/uniformity_s"] == pytest.approx(-4.0)
+    assert d["diag/uniformity_z/a"] == pytest.approx(-4.0)  # rows 0, 1: orthonormal
+    assert d["diag/uniformity_z/b"] == pytest.approx(-4.0)  # rows 0, 2: orthonormal
+    collapsed = shared.clone()
+    collapsed[:, 1] = torch.tensor([1.0, 2.0, 0.0, 0.0])  # Z^b the same for every row: uniformity log 1 = 0
+    collapsed[1, 1] = float("nan")  # an absent row is never read
+    only_one_a = present.clone()
+    only_one_a[1, 0] = False  # a single row of a: no pair, no value
+    d = representation_diagnostics(
+        _Out(specific, collapsed, fused, fused_logits, only_one_a),
+        batch.target,
+        batch.labeled,
+        TaskSpec("multiclass", num_classes=2),
+        ["a", "b"],
+    )
+    assert d["diag/uniformity_z/b"] == pytest.approx(0.0, abs=1e-6)
+    assert "diag/uniformity_z/a" not in d
     assert d["diag/pseudo_label_acc"] == pytest.approx(0.5)  # unlabeled rows 1 (pred 1, wrong), 2 (pred 0, right)
 
 

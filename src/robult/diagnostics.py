@@ -3,7 +3,7 @@
 Logged by the trainer under ``diag/`` (each loss reports them, see :mod:`robult.losses.diagnostics`): ``‖U^m‖`` per
 modality (collapse of the unique features), the soft PU weights (mean and the shares saturated at 0 or 1), the
 fused head's pseudo-label accuracy on the unlabeled samples, alignment of ``Z`` with ``S`` and uniformity of
-``S``; plus the validation selection score.
+``S`` and of each ``Z^m``; plus the validation selection score.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ PANELS = (
     ("diag/pu_weight", "soft PU weights: mean, share < 0.05, share > 0.95"),
     ("diag/pseudo_label_acc", "pseudo-label accuracy on unlabeled"),
     ("diag/alignment_zs", "alignment of Z with S (lower = closer)"),
-    ("diag/uniformity_s", "uniformity of S (lower = more uniform)"),
+    ("diag/uniformity", "uniformity of S and of each Z^m (lower = more uniform)"),
     ("val/score", "validation score (mean over subsets)"),
 )
 
