@@ -119,3 +119,33 @@ def test_unlabeled_data_for_a_labeled_only_method_is_one_error_line(tmp_path: Pa
     with pytest.raises(ConfigError, match=rf"^train\.use_unlabeled: true contradicts method '{method}'"):
         train_run(_cfg(tmp_path, f"train.method={method}", "train.use_unlabeled=true"))
     assert not (tmp_path / "x").exists()
+
+
+def test_a_loss_without_reconstruction_skips_the_branch_and_trains_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """robult_no_rec (lambda_rec = 0) asks for no reconstruction in its training steps, and its weights are bit for
+    bit those of a run that computes the unused branch."""
+    from safetensors.torch import load_file
+
+    from robult.losses.robult import RobultLoss
+    from robult.models.robult import RobultModel
+
+    asked: list[bool] = []
+    real_forward = RobultModel.forward
+
+    def recording(self, batch, with_reconstruction=True, validate=True):
+        if self.training:
+            asked.append(with_reconstruction)
+        return real_forward(self, batch, with_reconstruction, validate)
+
+    monkeypatch.setattr(RobultModel, "forward", recording)
+    skipped = train_run(_cfg(tmp_path, "train.method=robult_no_rec", "name=skip"), evaluate_test=False)
+    assert asked and not any(asked)
+    asked.clear()
+    monkeypatch.setattr(RobultLoss, "needs_reconstruction", property(lambda self: True))
+    computed = train_run(_cfg(tmp_path, "train.method=robult_no_rec", "name=full"), evaluate_test=False)
+    assert asked and all(asked)
+    a, b = (load_file(r.run_dir / "model" / "weights.safetensors") for r in (skipped, computed))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -155,6 +155,12 @@ class RobultLoss(nn.Module):
             queue=queue,
         )
 
+    @property
+    def needs_reconstruction(self) -> bool:
+        """Whether the loss reads the model's reconstruction (``lambda_rec > 0``); the trainer skips the branch
+        otherwise."""
+        return self.config.lambda_rec > 0
+
     def forward(self, output: RobultOutput, batch: Batch, epoch: float = 0.0) -> RobultLossOutput:
         """Args: the model output, its batch, and the (fractional) training epoch for the warm-up ramp."""
         cfg = self.config

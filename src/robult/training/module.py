@@ -88,7 +88,9 @@ class MethodModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if self.modality_dropout > 0:
             batch = batch.with_present(drop_modalities(batch.present, self.modality_dropout))
-        output = self.model(batch, with_reconstruction=True, **self._forward_kwargs)
+        # a loss that declares it does not read the reconstruction (robult with lambda_rec = 0) saves the branch
+        rec = getattr(self.criterion, "needs_reconstruction", True)
+        output = self.model(batch, with_reconstruction=rec, **self._forward_kwargs)
         n_batches = max(1, int(self.trainer.num_training_batches)) if self.trainer else 1
         epoch = self.current_epoch + batch_idx / n_batches
         result = self.criterion(output, batch, epoch=epoch)
