@@ -53,8 +53,10 @@ def run_benchmark(
         write_results,
         write_summary,
     )
+    from robult.grid import launched_rank
     from robult.training.run import check_reusable, load_bundle, train_run
 
+    rank = launched_rank()  # > 0: a worker of a multi-device run; it trains its share, rank 0 does the rest
     base = load_config(config, list(overrides or []))
     for r in label_ratios:
         if not 0 < r <= 1:
@@ -87,7 +89,7 @@ def run_benchmark(
     entries = []
     first: dict[str, Any] = {}
     start = time.perf_counter()
-    bar = tqdm(configs, desc="benchmark", unit="run")
+    bar = tqdm(configs, desc="benchmark", unit="run", disable=rank > 0)
     for cfg in bar:
         bar.set_postfix_str(cfg.run_name())
         run_dir = Path(cfg.out_dir) / cfg.run_name()
@@ -100,9 +102,13 @@ def run_benchmark(
         else:
             resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
             train_run(cfg, resume=resume, bundle=bundles[seed])
+        if rank > 0:  # rank 0 evaluates and writes result.json
+            continue
         result = json.loads(result_file.read_text())
         first = first or result  # metric and direction of the grid (the same for every run of one dataset)
         entries.append(_run_entry(result))
+    if rank > 0:
+        return ""
     elapsed = time.perf_counter() - start
     bundle = bundles.get(seeds[0]) or load_bundle(configs[0])
     from robult.utils.provenance import provenance, provenance_line

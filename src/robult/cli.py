@@ -440,7 +440,8 @@ def benchmark(
             diagnostics=diagnostics,
             tuned=tuned,
         )
-    typer.echo(summary)
+    if summary:  # empty in the worker processes of a multi-device run: rank 0 reports
+        typer.echo(summary)
 
 
 @app.command()
@@ -478,7 +479,8 @@ def tune(
             config=config,
             overrides=set_,
         )
-    typer.echo(text)
+    if text:  # empty in the worker processes of a multi-device run
+        typer.echo(text)
 
 
 @app.command()

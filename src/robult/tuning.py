@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from robult.config import load_config
-from robult.grid import grid_config, tuned_path, write_tuned
+from robult.grid import grid_config, launched_rank, tuned_path, write_tuned
 from robult.utils.io import atomic_write_json
 
 
@@ -111,7 +111,8 @@ def run_tuning(
     epochs: dict[tuple[str, int], list[int]] = {}
     maximize = True
     name = base.dataset.name if dataset is None else dataset
-    bar = tqdm(jobs, desc="tune", unit="run")
+    rank = launched_rank()  # > 0: a worker of a multi-device run; it trains its share, rank 0 does the rest
+    bar = tqdm(jobs, desc="tune", unit="run", disable=rank > 0)
     for method, index, seed, cfg in bar:
         bar.set_postfix_str(cfg.run_name())
         run_dir = Path(cfg.out_dir) / cfg.run_name()
@@ -123,6 +124,8 @@ def run_tuning(
         else:
             resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
             res = train_run(cfg, resume=resume, bundle=bundles[seed], evaluate_test=False, trial=True)
+            if rank > 0:
+                continue
             bundle = bundles[seed]
             atomic_write_json(
                 done,
@@ -134,12 +137,16 @@ def run_tuning(
                     "best_epoch": res.best_epoch,
                 },
             )
+        if rank > 0:
+            continue
         record = json.loads(done.read_text())
         name, maximize = record["dataset"], record["higher_is_better"]
         score = record["best_val_score"]  # null: undefined (NaN) validation score
         scores.setdefault((method, index), []).append(math.nan if score is None else score)
         epochs.setdefault((method, index), []).append(record["best_epoch"])
 
+    if rank > 0:
+        return ""
     doc: dict[str, Any] = {
         "dataset": name,
         "label_ratio": label_ratio,

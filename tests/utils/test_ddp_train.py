@@ -120,3 +120,43 @@ def test_two_process_training_equals_one_process_with_the_same_global_batch(tmp_
     assert w_got.keys() == w_want.keys()
     for key, value in w_want.items():
         torch.testing.assert_close(w_got[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_launched_rank_reads_the_launcher_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from robult.grid import launched_rank
+
+    for key in ("RANK", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    assert launched_rank() == 0
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert launched_rank() == 1
+    monkeypatch.setenv("RANK", "0")  # torchrun's global rank wins
+    assert launched_rank() == 0
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available in this build")
+def test_benchmark_on_two_processes_equals_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
+    """``robult benchmark --set train.devices=2``: every process trains its share of each run, rank 0 alone
+    evaluates and writes the grid's files, and the scores are a one-process benchmark's with twice the batch."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    grid = ["--dataset", "synthetic", "--methods", "robult,supervised", "--seeds", "1", "--label-ratios", "0.2"]
+
+    def benchmark(out: Path, batch: int, devices: int) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "robult", "benchmark", *grid, "--out", str(out)]
+        for arg in [*TINY, f"train.batch_size={batch}", f"train.devices={devices}"]:
+            cmd += ["--set", arg]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+    two = benchmark(tmp_path / "two", PER_RANK_BATCH, 2)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    assert two.stdout.count("| robult |") == 2  # the two tables, printed by rank 0 only
+    one = benchmark(tmp_path / "one", 2 * PER_RANK_BATCH, 1)
+    assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
+    got, want = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("two", "one"))
+    assert [r["method"] for r in got["runs"]] == [r["method"] for r in want["runs"]] == ["robult", "supervised"]
+    for a, b in zip(got["runs"], want["runs"], strict=True):
+        assert a["best_epoch"] == b["best_epoch"]
+        got_n, want_n = (_numbers({k: r[k] for k in ("subsets", "random_rate", "best_val_score")}) for r in (a, b))
+        assert got_n.keys() == want_n.keys() and got_n
+        for key, value in want_n.items():
+            assert math.isclose(got_n[key], value, rel_tol=1e-5, abs_tol=1e-6), (a["method"], key)
