@@ -121,15 +121,28 @@ def test_unlabeled_data_for_a_labeled_only_method_is_one_error_line(tmp_path: Pa
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize(
+    ("method", "loss_class"),
+    [
+        ("robult_no_rec", "robult.losses.robult.RobultLoss"),
+        ("shared_private", "robult.losses.baselines.SharedPrivateLoss"),
+        ("contrastive", "robult.losses.baselines.InstanceContrastiveLoss"),
+    ],
+)
 def test_a_loss_without_reconstruction_skips_the_branch_and_trains_the_same(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, loss_class: str
 ) -> None:
-    """robult_no_rec (lambda_rec = 0) asks for no reconstruction in its training steps, and its weights are bit for
-    bit those of a run that computes the unused branch."""
+    """A loss that does not read the model's reconstruction (robult with lambda_rec = 0; shared_private, which
+    reconstructs itself; contrastive) asks for none in its training steps, and its weights are bit for bit those of
+    a run that computes the unused branch."""
+    import importlib
+
     from safetensors.torch import load_file
 
-    from robult.losses.robult import RobultLoss
     from robult.models.robult import RobultModel
+
+    module, name = loss_class.rsplit(".", 1)
+    loss_cls = getattr(importlib.import_module(module), name)
 
     asked: list[bool] = []
     real_forward = RobultModel.forward
@@ -140,11 +153,11 @@ def test_a_loss_without_reconstruction_skips_the_branch_and_trains_the_same(
         return real_forward(self, batch, with_reconstruction, validate)
 
     monkeypatch.setattr(RobultModel, "forward", recording)
-    skipped = train_run(_cfg(tmp_path, "train.method=robult_no_rec", "name=skip"), evaluate_test=False)
+    skipped = train_run(_cfg(tmp_path, f"train.method={method}", "name=skip"), evaluate_test=False)
     assert asked and not any(asked)
     asked.clear()
-    monkeypatch.setattr(RobultLoss, "needs_reconstruction", property(lambda self: True))
-    computed = train_run(_cfg(tmp_path, "train.method=robult_no_rec", "name=full"), evaluate_test=False)
+    monkeypatch.setattr(loss_cls, "needs_reconstruction", True)
+    computed = train_run(_cfg(tmp_path, f"train.method={method}", "name=full"), evaluate_test=False)
     assert asked and all(asked)
     a, b = (load_file(r.run_dir / "model" / "weights.safetensors") for r in (skipped, computed))
     assert a.keys() == b.keys()

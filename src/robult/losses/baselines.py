@@ -236,6 +236,8 @@ class InstanceContrastiveLoss(nn.Module):
         self.names = list(names) if names is not None else None
         self.config = config or InstanceContrastiveLossConfig()
 
+    needs_reconstruction = False  # no reconstruction loss (the model's reconstructors are frozen)
+
     def forward(self, output: RobultOutput, batch: Batch, epoch: float = 0.0) -> InstanceContrastiveLossOutput:
         """Args: a RobultModel output, its batch, and the (fractional) epoch for the warm-up ramp."""
         cfg = self.config
@@ -475,6 +477,8 @@ class SharedPrivateLoss(nn.Module):
         self.diff_weight = cfg.lambda_diff
         self.rec_weight = cfg.lambda_rec
         self.moments = moments
+
+    needs_reconstruction = False  # reconstructs with the reconstructors itself, from its own inputs
 
     def forward(self, output: RobultOutput, batch: Batch, epoch: float = 0.0) -> SharedPrivateLossOutput:
         """Args: a RobultModel output, its batch and the epoch (unused: no term is ramped)."""
