@@ -80,11 +80,13 @@ def plan_chunks(
     target_labeled: Tensor,
     temperature: float,
     chunk_rows: int | None = None,
+    offset: int | None = None,
 ) -> tuple[Tensor, ChunkPlan]:
     """The anchors' order and the plan: labeled anchors first (``L_lb``, ``μ`` and ``σ`` then touch a prefix of the
     chunks only), then by key (a chunk's candidate positives then lie among the few targets that share its keys).
 
-    ``chunk_rows`` defaults to ``CHUNK_ROWS``, fewer where a chunk would exceed ``CHUNK_ELEMENTS`` elements.
+    ``chunk_rows`` defaults to ``CHUNK_ROWS``, fewer where a chunk would exceed ``CHUNK_ELEMENTS`` elements;
+    ``offset`` is this rank's first column among the gathered targets (default: exchanged with the other ranks).
     """
     b, m = present.shape
     n = target_keys.shape[0]
@@ -100,7 +102,7 @@ def plan_chunks(
         target_keys=target_keys,
         target_labeled=target_labeled,
         present=present[order],
-        cols=dist_utils.rank_offset(b, present.device) + order,
+        cols=(dist_utils.rank_offset(b, present.device) if offset is None else offset) + order,
         n_lab=int(labeled.sum()),
         rows=rows,
         temperature=temperature,
