@@ -82,14 +82,17 @@ def _unrolled_gru(gru: nn.GRU, x: Tensor, lengths: Tensor) -> Tensor:
 
 
 def _onnx_encoders(encoders: Any) -> Any:
-    """:func:`_dense_encoders` with GRU encoders unrolled (:func:`_unrolled_gru`), for the ONNX exporter."""
-    from robult.modules.encoders import GRUEncoder
+    """:func:`_dense_encoders` with GRU encoders unrolled (:func:`_unrolled_gru`), for the ONNX exporter (a token
+    encoder's embedding runs first, then its sequence encoder is treated as a sequence modality's)."""
+    from robult.modules.encoders import GRUEncoder, TokenEncoder
 
     def forward(batch: Batch) -> Tensor:
         out = []
         for m, spec in enumerate(encoders.modalities):
             x = batch.inputs[spec.name]
             enc = encoders.encoders[spec.name]
+            if isinstance(enc, TokenEncoder):
+                x, enc = enc.embed(x, batch.lengths[spec.name]), enc.sequence
             if isinstance(enc, GRUEncoder):
                 h = _unrolled_gru(enc.gru, x, batch.lengths[spec.name].clamp(min=1))
                 dirs = 2 if enc.gru.bidirectional else 1
@@ -255,10 +258,13 @@ def export_onnx(model: str | Path | Predictor, out: str | Path | None = None) ->
         for e in layout
     }
     axes["output"] = {0: "batch"}
-    from robult.modules.encoders import GRUEncoder
+    from robult.modules.encoders import GRUEncoder, TokenEncoder
 
     for spec in predictor.modalities:
-        if isinstance(encoders.encoders[spec.name], GRUEncoder) and spec.shape[0] is None:
+        enc = encoders.encoders[spec.name]
+        if isinstance(enc, TokenEncoder):
+            enc = enc.sequence
+        if isinstance(enc, GRUEncoder) and spec.shape[0] is None:
             raise ValueError(
                 f"modality {spec.name!r}: ONNX export unrolls its GRU over a fixed number of steps, but its length is "
                 "free; use --format torchscript"

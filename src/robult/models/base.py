@@ -43,6 +43,7 @@ class MultimodalModel(nn.Module):
             config.encoder_hidden,
             config.dropout,
             config.sequence_encoder,
+            config.token_buckets,
         )
 
     @torch.no_grad()

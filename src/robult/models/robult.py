@@ -10,7 +10,7 @@ encoder pass (:meth:`RobultModel.predict_subsets`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -38,7 +38,10 @@ class RobultConfig:
         head_hidden: hidden widths of the heads ``c`` and ``c_S``.
         encoder_hidden: hidden widths of the built-in MLP encoders.
         sequence_encoder: built-in encoder for sequences: ``"gru"``, ``"transformer"`` or ``"conv"`` (a 1-D CNN
-            over time, :class:`robult.modules.encoders.ConvSequenceEncoder`).
+            over time, :class:`robult.modules.encoders.ConvSequenceEncoder`); a ``tokens`` modality embeds its ids and
+            runs the same encoder.
+        token_buckets: embedding rows of the built-in encoder of ``tokens`` modalities (width ``hidden_dim``): id
+            ``i`` uses row ``i mod token_buckets``, so the default covers BERT's 30522 ids one row each.
         fusion: ``"concat"`` (concatenation + MLP) or ``"attention"`` (masked attention over modality tokens).
         dropout: dropout in the built-in encoders and the fusion (projectors and heads have none).
         aggregate: ``"logit_mean"`` (mean of per-modality predictions) or ``"feature_mean"`` (head on the mean of
@@ -62,6 +65,7 @@ class RobultConfig:
     head_hidden: tuple[int, ...] = ()
     encoder_hidden: tuple[int, ...] = (256,)
     sequence_encoder: Literal["gru", "transformer", "conv"] = "gru"
+    token_buckets: int = field(default=32768, metadata={"ge": 1})
     fusion: Literal["concat", "attention"] = "concat"
     dropout: float = 0.1
     aggregate: Literal["logit_mean", "feature_mean"] = "logit_mean"

@@ -6,6 +6,7 @@ from robult.modules.encoders import (
     ConvSequenceEncoder,
     GRUEncoder,
     MLPEncoder,
+    TokenEncoder,
     TransformerSequenceEncoder,
     build_encoder,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "ConvSequenceEncoder",
     "GRUEncoder",
     "MLPEncoder",
+    "TokenEncoder",
     "TransformerSequenceEncoder",
     "build_encoder",
     "build_fusion",

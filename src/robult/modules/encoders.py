@@ -1,8 +1,9 @@
 """Built-in modality encoders.
 
 Every encoder maps a batch of one modality to ``H^m ∈ R^{out_dim}``. Sequence encoders take ``(x, lengths)`` and
-never read padding beyond ``lengths``. User encoders are any ``nn.Module``; the model adds a linear adapter to the
-common width ``d_h`` (see :class:`robult.models.RobultModel`).
+never read padding beyond ``lengths``; the token encoder (:class:`TokenEncoder`) embeds integer ids and runs one of
+them. User encoders are any ``nn.Module``; the model adds a linear adapter to the common width ``d_h`` (see
+:class:`robult.models.RobultModel`).
 """
 
 from __future__ import annotations
@@ -176,14 +177,97 @@ class ConvImageEncoder(nn.Module):
         return self.head(self.features(x))
 
 
-def build_encoder(spec: ModalitySpec, out_dim: int, sequence_encoder: str = "gru", **kwargs: object) -> nn.Module:
+SEQUENCE_ENCODERS = ("gru", "transformer", "conv")
+TOKEN_BUCKETS = 32768  # the default of ``model.token_buckets``: more than BERT's 30522 ids
+
+
+def build_sequence_encoder(name: str, in_dim: int, out_dim: int, **kwargs: object) -> nn.Module:
+    """The built-in sequence encoder ``name`` (``"gru"``, ``"transformer"`` or ``"conv"``) from ``[B, T, in_dim]``
+    with lengths to ``[B, out_dim]``; ``kwargs`` go to its class."""
+    if name == "gru":
+        return GRUEncoder(in_dim, out_dim, **kwargs)  # type: ignore[arg-type]
+    if name == "transformer":
+        return TransformerSequenceEncoder(in_dim, out_dim, **kwargs)  # type: ignore[arg-type]
+    if name == "conv":
+        return ConvSequenceEncoder(in_dim, out_dim, **kwargs)  # type: ignore[arg-type]
+    raise ValueError(f"unknown sequence encoder {name!r}; use 'gru', 'transformer' or 'conv'")
+
+
+class TokenEncoder(nn.Module):
+    """Encoder for ``tokens`` modalities (integer ids ``[B, T]`` with lengths): a learned embedding of the ids, then a
+    built-in sequence encoder (the one ``sequence`` modalities get) over the embedded steps.
+
+    The vocabulary is fixed by ``buckets``, not by the data (a saved model is rebuilt from its config): id ``i`` uses
+    embedding row ``i mod buckets`` (the hashing trick; with the default 32768 rows every BERT id has its own row,
+    and larger vocabularies share rows). Ids beyond a sample's length are never read: they are replaced by 0 before
+    the lookup, and the sequence encoder ignores those steps, so padding of any value (even negative) changes nothing.
+    A negative id within a sample's length is an error naming the modality (checked in eager mode; a traced,
+    exported model maps it by floor modulo, ``-1`` to row ``buckets - 1``).
+
+    Args:
+        out_dim: output width.
+        buckets: embedding rows (``model.token_buckets``).
+        embedding_dim: width of the embedded steps, the sequence encoder's input (default ``out_dim``, i.e. ``d_h``).
+        sequence_encoder: ``"gru"``, ``"transformer"`` or ``"conv"``.
+        name: the modality, named in errors.
+        kwargs: passed to the sequence encoder (e.g. ``dropout`` for ``conv``).
+    """
+
+    def __init__(
+        self,
+        out_dim: int,
+        buckets: int = TOKEN_BUCKETS,
+        embedding_dim: int | None = None,
+        sequence_encoder: str = "gru",
+        name: str = "tokens",
+        **kwargs: object,
+    ) -> None:
+        super().__init__()
+        if buckets < 1:
+            raise ValueError(f"modality {name!r}: token_buckets must be >= 1, got {buckets}")
+        width = out_dim if embedding_dim is None else embedding_dim
+        # N(0, 1) rows: the scale of the standardised features the sequence encoders get for sequence modalities
+        self.embedding = nn.Embedding(buckets, width)
+        self.sequence = build_sequence_encoder(sequence_encoder, width, out_dim, **kwargs)
+        self.buckets = buckets
+        self.name = name
+        self.out_dim = out_dim
+
+    def embed(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        """``[B, T]`` ids -> ``[B, T, embedding_dim]``; steps beyond each length embed id 0."""
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise ValueError(f"modality {self.name!r}: token ids must be integers, got {ids.dtype}")
+        if ids.ndim != 2:
+            raise ValueError(f"modality {self.name!r}: token ids must be [B, T], got shape {tuple(ids.shape)}")
+        valid = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths.clamp(min=1)[:, None]
+        ids = torch.where(valid, ids.long(), torch.zeros_like(ids, dtype=torch.long))
+        if not torch.jit.is_tracing() and bool((ids < 0).any()):
+            row, step = (int(v) for v in (ids < 0).nonzero()[0])
+            raise ValueError(
+                f"modality {self.name!r}: negative token id {int(ids[row, step])} at step {step} (within the sample's "
+                "length); token ids must be >= 0 (ids >= model.token_buckets share rows by modulo)"
+            )
+        return self.embedding(torch.remainder(ids, self.buckets))
+
+    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        return self.sequence(self.embed(ids, lengths), lengths)
+
+
+def build_encoder(
+    spec: ModalitySpec,
+    out_dim: int,
+    sequence_encoder: str = "gru",
+    token_buckets: int = TOKEN_BUCKETS,
+    **kwargs: object,
+) -> nn.Module:
     """The built-in encoder for a modality spec.
 
     Args:
         spec: the modality.
         out_dim: output width ``d_h``.
         sequence_encoder: ``"gru"``, ``"transformer"`` or ``"conv"`` (:class:`ConvSequenceEncoder`) for sequence
-            modalities.
+            and tokens modalities.
+        token_buckets: embedding rows of a tokens modality's :class:`TokenEncoder` (ids map by modulo).
         kwargs: passed to the encoder (e.g. ``hidden`` for MLPs).
     """
     if spec.kind == ModalityKind.VECTOR:
@@ -192,13 +276,9 @@ def build_encoder(spec: ModalitySpec, out_dim: int, sequence_encoder: str = "gru
         in_dim = spec.shape[-1]
         if in_dim is None:
             raise ValueError(f"modality {spec.name!r}: a sequence spec needs a fixed feature width")
-        if sequence_encoder == "gru":
-            return GRUEncoder(in_dim, out_dim, **kwargs)  # type: ignore[arg-type]
-        if sequence_encoder == "transformer":
-            return TransformerSequenceEncoder(in_dim, out_dim, **kwargs)  # type: ignore[arg-type]
-        if sequence_encoder == "conv":
-            return ConvSequenceEncoder(in_dim, out_dim, **kwargs)  # type: ignore[arg-type]
-        raise ValueError(f"unknown sequence encoder {sequence_encoder!r}; use 'gru', 'transformer' or 'conv'")
+        return build_sequence_encoder(sequence_encoder, in_dim, out_dim, **kwargs)
+    if spec.kind == ModalityKind.TOKENS:
+        return TokenEncoder(out_dim, token_buckets, sequence_encoder=sequence_encoder, name=spec.name, **kwargs)
     if spec.kind == ModalityKind.IMAGE:
         return ConvImageEncoder(int(spec.shape[0]), out_dim, **kwargs)  # type: ignore[arg-type]
     raise ValueError(
@@ -246,7 +326,8 @@ class ModalityEncoders(nn.Module):
         encoders: user encoders by modality name (any ``nn.Module`` returning ``[B, d]``; sequence encoders are
             called as ``encoder(x, lengths)``); built-ins for the others.
         encoder_hidden, dropout: options of the built-in MLP encoders.
-        sequence_encoder: ``"gru"``, ``"transformer"`` or ``"conv"`` for built-in sequence encoders.
+        sequence_encoder: ``"gru"``, ``"transformer"`` or ``"conv"`` for built-in sequence and token encoders.
+        token_buckets: embedding rows of the built-in token encoders (:class:`TokenEncoder`).
     """
 
     def __init__(
@@ -257,6 +338,7 @@ class ModalityEncoders(nn.Module):
         encoder_hidden: tuple[int, ...] = (256,),
         dropout: float = 0.1,
         sequence_encoder: str = "gru",
+        token_buckets: int = TOKEN_BUCKETS,
     ) -> None:
         super().__init__()
         self.modalities = list(modalities)
@@ -278,9 +360,9 @@ class ModalityEncoders(nn.Module):
                 extra: dict[str, object] = {}
                 if spec.kind == ModalityKind.VECTOR:
                     extra = {"hidden": encoder_hidden, "dropout": dropout}
-                elif spec.kind == ModalityKind.SEQUENCE and sequence_encoder == "conv":
+                elif spec.is_sequential and sequence_encoder == "conv":
                     extra = {"dropout": dropout}
-                self.encoders[spec.name] = build_encoder(spec, hidden_dim, sequence_encoder, **extra)
+                self.encoders[spec.name] = build_encoder(spec, hidden_dim, sequence_encoder, token_buckets, **extra)
                 self.adapters[spec.name] = nn.Identity()
 
     def forward(self, batch: Batch) -> Tensor:
