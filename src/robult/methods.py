@@ -199,6 +199,8 @@ def _build_shared_private(modalities, task, model_options, loss_options, encoder
     model_cfg = _dataclass_from(RobultConfig, model_options, "model")
     loss_cfg = _dataclass_from(SharedPrivateLossConfig, loss_options, "loss")
     model = RobultModel(modalities, task, model_cfg, encoders)
+    if loss_cfg.lambda_rec == 0:  # no reconstruction term: frozen reconstructors (see _build_contrastive)
+        model.reconstructors.requires_grad_(False)
     return model, SharedPrivateLoss(task, model.reconstructors, loss_cfg, names=[m.name for m in modalities])
 
 
