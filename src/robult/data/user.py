@@ -203,7 +203,10 @@ class MappedArray:
     the batch's buffer: the requested rows are sorted and de-duplicated, and each run of adjacent rows is one read.
     No page of the file is mapped into the process, so the resident memory is the batches in flight and nothing
     else, whatever the file's size and whatever the kernel's fault-around or page-cache folio size (the kernel's
-    page cache holds the file's pages, shared and reclaimable, outside every process's resident set).
+    page cache holds the file's pages, shared and reclaimable, outside every process's resident set). A memory map
+    does not give that bound: on Linux 6.18 one random row read through a map mapped a 2 MB folio, so a batch of
+    256 rows mapped ~300 MB before any release (``docs/performance.md``, "Memory"); positional reads cost the same
+    per batch.
 
     A Fortran-ordered file (``fortran_order: True`` in its header, e.g. ``np.save(path, x.T)``) keeps each row's
     values apart from one another, so it is read through a memory map instead, released after every read; a batch
