@@ -60,7 +60,21 @@ def test_values_on_a_crafted_output() -> None:
         ["a", "b"],
     )
     assert d["diag/uniformity_z/b"] == pytest.approx(0.0, abs=1e-6)
-    assert "diag/uniformity_z/a" not in d
+    assert math.isnan(d["diag/uniformity_z/a"])  # undefined, but the key is there (DDP: same keys on every rank)
+    # a batch without modality b and without unlabeled rows: every key, NaN where undefined
+    gap = representation_diagnostics(
+        _Out(specific, shared, fused, fused_logits, torch.tensor([[True, False]] * 3)),
+        batch.target,
+        torch.ones(3, dtype=torch.bool),
+        TaskSpec("multiclass", num_classes=2),
+        ["a", "b"],
+    )
+    assert sorted(k for k, v in gap.items() if math.isnan(v)) == [
+        "diag/pseudo_label_acc",
+        "diag/u_norm/b",
+        "diag/uniformity_z/b",
+    ]
+    assert gap["diag/u_norm/a"] == pytest.approx((3 + 5 + 100) / 3)
     assert d["diag/pseudo_label_acc"] == pytest.approx(0.5)  # unlabeled rows 1 (pred 1, wrong), 2 (pred 0, right)
 
 

@@ -160,3 +160,39 @@ def test_benchmark_on_two_processes_equals_one_process_with_the_same_global_batc
         assert got_n.keys() == want_n.keys() and got_n
         for key, value in want_n.items():
             assert math.isclose(got_n[key], value, rel_tol=1e-5, abs_tol=1e-6), (a["method"], key)
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available in this build")
+def test_two_processes_train_on_data_where_a_rank_batch_lacks_a_modality(tmp_path: Path) -> None:
+    """A modality held by one training row is absent from every batch of one rank: every rank still logs the same
+    diagnostics keys (a rank that dropped one made Lightning's epoch reductions disagree across ranks: the run hung)
+    and DDP looks for unused parameters (that modality's encoder gets no gradient on such a rank)."""
+    from robult.data.user import write_user_dataset
+    from robult.diagnostics import read_metrics
+
+    g = np.random.default_rng(0)
+    n = 240
+    x = g.standard_normal((n, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    present = np.ones((n, 3), dtype=bool)
+    present[:, 2] = g.random(n) < 0.08  # modality c: about one row in twelve
+    present[1:180, 2] = False
+    present[0, 2] = True  # one training row: one rank's batches hold c, the other's never do
+    split = np.zeros(n, dtype=np.int64)
+    split[180:210], split[210:] = 1, 2
+    data = write_user_dataset(
+        tmp_path / "gappy", {"a": x[:, :3], "b": x[:, 3:], "c": x[:, :2] + 0.1}, y,
+        {"kind": "binary"}, name="gappy", split=split, present=present,
+    )  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "robult", "train", "--dataset", "user"]
+    args = [*TINY, "dataset.options.n_samples=null", f"dataset.options.path={data}", "train.label_ratio=0.2",
+            f"out_dir={tmp_path}", "name=gappy", "train.batch_size=8", "train.devices=2"]  # fmt: skip
+    for arg in args:
+        cmd += ["--set", arg]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    metrics = read_metrics(tmp_path / "gappy")
+    assert sorted(metrics["diag/u_norm/c"]) == [0, 1]  # logged every epoch, a mean over the batches that held c
+    assert all(math.isfinite(v) and v > 0 for v in metrics["diag/u_norm/c"].values())
+    assert all(math.isnan(v) for v in metrics["diag/uniformity_z/c"].values())  # never two rows: undefined

@@ -6,6 +6,7 @@ training), and the soft PU weights (mean, shares saturated below 0.05 / above 0.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,7 +35,7 @@ def _uniformity(s: Tensor) -> Tensor:
     return torch.log(kernel.sum() / (n * (n - 1)))
 
 
-# rows of a batch over which the uniformity of each Z^m is estimated
+# rows of a batch over which the uniformity of each Z^m is estimated (evenly strided over the batch)
 Z_ROWS = 64
 
 
@@ -43,50 +44,43 @@ def representation_diagnostics(
     output: Any, target: Tensor, labeled: Tensor, task: TaskSpec, names: Sequence[str]
 ) -> dict[str, float]:
     """``diag/u_norm/<name>``, ``diag/alignment_zs``, ``diag/uniformity_s``, ``diag/uniformity_z/<name>`` (over the
-    present rows of each modality among the first :data:`Z_ROWS` rows) and ``diag/pseudo_label_acc`` of a
-    :class:`robult.models.RobultOutput` (``specific``, ``shared``, ``fused``, ``fused_logits``, ``present``).
+    present rows of each modality among :data:`Z_ROWS` rows strided evenly over the batch) and
+    ``diag/pseudo_label_acc`` (classification tasks) of a :class:`robult.models.RobultOutput` (``specific``,
+    ``shared``, ``fused``, ``fused_logits``, ``present``).
 
-    Computed on whole tensors with masks and read back in one transfer (one device sync per step, not one per
-    value)."""
+    Every key is always there (under DDP every rank must log the same keys); a value the batch does not define is
+    NaN: the norm of a modality absent from the batch, a uniformity with fewer than two rows, the pseudo-label
+    accuracy without unlabeled rows. Computed on whole tensors with masks and read back in one transfer (one
+    device sync per step, not one per value)."""
     present = output.present
+    b = present.shape[0]
     count = present.sum(0)  # [M]
     norms = torch.where(present, output.specific.norm(dim=-1), 0.0)  # [B, M]
-    values = [norms.sum(0) / count.clamp(min=1)]  # u_norm per modality
+    values = [norms.sum(0) / count]  # u_norm per modality (NaN: absent from the batch)
     zn = torch.nn.functional.normalize(output.shared, dim=-1)
     sn = torch.nn.functional.normalize(output.fused, dim=-1)[:, None, :]
     sq = torch.where(present, (zn - sn).pow(2).sum(-1), 0.0)  # [B, M]
     values.append((sq.sum() / count.sum())[None])  # alignment over present pairs
-    keys = [f"diag/u_norm/{name}" for name in names] + ["diag/alignment_zs"]
-    if output.fused.shape[0] >= 2:
-        values.append(_uniformity(output.fused)[None])
-        keys.append("diag/uniformity_s")
-    # uniformity of each Z^m over pairs of distinct present rows among the batch's first Z_ROWS rows (the batch
-    # order is random: an estimate at a sixteenth of the cost of the whole batch of 256); ‖ẑ_i − ẑ_j‖² = 2 − 2 cos
-    zr, pr = zn[:Z_ROWS], present[:Z_ROWS].T
+    keys = [f"diag/u_norm/{name}" for name in names] + ["diag/alignment_zs", "diag/uniformity_s"]
+    values.append(_uniformity(output.fused)[None] if b >= 2 else zn.new_full((1,), math.nan))
+    # uniformity of each Z^m over pairs of distinct present rows among Z_ROWS rows strided over the batch (the
+    # sampler puts labeled rows first: a stride keeps their share); ‖ẑ_i − ẑ_j‖² = 2 − 2 cos
+    rows = torch.arange(0, b, max(1, -(-b // Z_ROWS)), device=present.device)
+    zr, pr = zn[rows], present[rows].T
     pairs = pr[:, :, None] & pr[:, None, :]  # [M, R, R]
     pairs.diagonal(dim1=1, dim2=2).fill_(False)
     kernel = torch.einsum("bmd,cmd->mbc", zr, zr).mul_(4.0).sub_(4.0).exp_()
-    n_pairs = pairs.sum((1, 2))
-    values.append(torch.log(torch.where(pairs, kernel, 0.0).sum((1, 2)) / n_pairs))  # NaN without a pair: dropped
+    values.append(torch.log(torch.where(pairs, kernel, 0.0).sum((1, 2)) / pairs.sum((1, 2))))  # NaN: no pair
     keys += [f"diag/uniformity_z/{name}" for name in names]
-    unl = ~labeled
     if task.kind in (TaskKind.MULTICLASS, TaskKind.BINARY):
+        unl = ~labeled
         logits = output.fused_logits
         pred = logits.argmax(-1) if task.kind == TaskKind.MULTICLASS else (logits[:, 0] > 0).long()
         hits = ((pred == target.long()) & unl).sum()
-        values.append((hits / unl.sum())[None])  # NaN without unlabeled rows (dropped below)
+        values.append((hits / unl.sum())[None])  # NaN without unlabeled rows
         keys.append("diag/pseudo_label_acc")
-    numbers = torch.cat([v.float() for v in values] + [count.float(), unl.sum()[None].float()]).tolist()
-    out = dict(zip(keys, numbers, strict=False))
-    for name, n in zip(names, numbers[len(keys) : len(keys) + len(names)], strict=True):
-        if n == 0:  # a modality absent from the whole batch has no norm
-            del out[f"diag/u_norm/{name}"]
-    for name, pairs_m in zip(names, n_pairs.tolist(), strict=True):
-        if pairs_m == 0:  # fewer than two rows hold the modality
-            del out[f"diag/uniformity_z/{name}"]
-    if numbers[-1] == 0:  # no unlabeled row: no pseudo-label accuracy
-        out.pop("diag/pseudo_label_acc", None)
-    return out
+    numbers = torch.cat([v.float() for v in values]).tolist()
+    return dict(zip(keys, numbers, strict=True))
 
 
 def pu_weight_diagnostics(mean_weight: Tensor | None, saturation: Tensor | None) -> dict[str, float]:

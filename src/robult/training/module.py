@@ -9,6 +9,7 @@ and early stopping watches the same score. All reported metrics come from that o
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 import lightning as L
@@ -19,6 +20,7 @@ from robult.batch import Batch
 from robult.evaluation.metrics import compute_metrics_many
 from robult.specs import TaskSpec, all_subsets
 from robult.training.sampler import drop_modalities
+from robult.utils import distributed as dist_utils
 
 
 class MethodModule(L.LightningModule):
@@ -65,6 +67,7 @@ class MethodModule(L.LightningModule):
         self._forward_kwargs: dict[str, bool] = {"validate": False} if skip else {}
         self.modality_dropout = modality_dropout
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._diag: dict[str, list[float]] = {}  # diagnostics key -> [sum, count] over the epoch's defined values
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return batch.to(device) if isinstance(batch, Batch) else super().transfer_batch_to_device(batch, device, 0)
@@ -97,8 +100,26 @@ class MethodModule(L.LightningModule):
         # under DDP each rank's loss parts are its share of the global mean (utils.distributed.mean_over_ranks), so
         # the logged epoch value is their mean over ranks (sync_dist; nothing happens in one process)
         self.log_dict(result.log_dict("train/"), on_step=False, on_epoch=True, batch_size=batch.size, sync_dist=True)
-        self.log_dict(result.diagnostics, on_step=False, on_epoch=True, sync_dist=True)  # each loss reports its own
+        for key, value in result.diagnostics.items():  # each loss reports its own; NaN: not defined by this batch
+            acc = self._diag.setdefault(key, [0.0, 0.0])
+            if value == value:
+                acc[0] += value
+                acc[1] += 1.0
         return result.total
+
+    def on_train_epoch_end(self) -> None:
+        """Log each diagnostic's epoch mean over the batches that define it (NaN if none did), over every rank:
+        one all-reduce of the sums and counts. (Lightning's weighted epoch mean would floor the mean of integer
+        weights over ranks, and a key logged by one rank only would make the ranks' reductions disagree.) Every
+        rank holds the same keys: a loss reports every key on every batch, NaN where undefined."""
+        if not self._diag:
+            return
+        keys = sorted(self._diag)
+        sums = dist_utils.all_reduce_sum(torch.tensor([self._diag[k] for k in keys], dtype=torch.float64,
+                                                      device=self.device))  # fmt: skip
+        self._diag.clear()
+        for key, (total, count) in zip(keys, sums.tolist(), strict=True):
+            self.log(key, total / count if count else math.nan, on_step=False, on_epoch=True)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         output = self.model(batch, with_reconstruction=False, **self._forward_kwargs)
