@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from robult.specs import ModalitySpec, TaskSpec
+from robult.specs import ModalityKind, ModalitySpec, TaskSpec
 
 if TYPE_CHECKING:
     from robult.data.dataset import MultimodalDataset
@@ -62,19 +62,22 @@ class Batch:
 
 
 class NonFiniteInputError(ValueError):
-    """A present float input holds NaN or Inf; ``modality`` and ``sample`` (the row in the batch) say where."""
+    """A present float input holds NaN or Inf (or a present token input a negative id: ``what``);
+    ``modality`` and ``sample`` (the row in the batch) say where."""
 
-    def __init__(self, message: str, modality: str, sample: int) -> None:
+    def __init__(self, message: str, modality: str, sample: int, what: str = "NaN or Inf") -> None:
         super().__init__(message)
         self.modality = modality
         self.sample = sample
+        self.what = what
 
 
 def validate_batch(batch: Batch, modalities: Sequence[ModalitySpec], task: TaskSpec | None = None) -> None:
     """Check a batch against the specs; raise ``ValueError`` naming the culprit.
 
     Checks: unknown or missing modality names, per-sample shapes, lengths of sequences, the presence mask's shape,
-    samples with no modality present, NaN/Inf in *present* float inputs, and labeled targets outside the task.
+    samples with no modality present, NaN/Inf in *present* float inputs, integer ids >= 0 within the lengths of
+    present token inputs, and labeled targets outside the task.
     """
     names = [s.name for s in modalities]
     unknown = sorted(set(batch.inputs) - set(names))
@@ -133,6 +136,21 @@ def validate_batch(batch: Batch, modalities: Sequence[ModalitySpec], task: TaskS
                     spec.name,
                     i,
                 )
+        if spec.kind == ModalityKind.TOKENS and col.any():
+            if x.is_floating_point() or x.dtype == torch.bool or x.is_complex():
+                raise ValueError(f"modality {spec.name!r} holds token ids of dtype {x.dtype}; ids must be integers")
+            steps = torch.arange(x.shape[1], device=x.device)
+            bad = ((x[col] < 0) & (steps[None, :] < batch.lengths[spec.name][col][:, None])).any(dim=1)
+            if bad.any():
+                i = int(col.nonzero().flatten()[bad.nonzero().flatten()[0]])
+                row = "" if batch.index is None else f" (dataset row {int(batch.index[i])})"
+                raise NonFiniteInputError(
+                    f"modality {spec.name!r} holds a negative token id in sample {i} of the batch{row}, which is "
+                    "marked present; ids must be >= 0 within each sample's length",
+                    spec.name,
+                    i,
+                    what="a negative token id",
+                )
     if batch.labeled.shape != (b,):
         raise ValueError(f"labeled mask has shape {tuple(batch.labeled.shape)}, expected ({b},)")
     if task is not None and batch.labeled.any():
@@ -158,7 +176,7 @@ def check_dataset(
             else:
                 row = f"row {int(source_rows[i])} of {file}" if file else f"input row {int(source_rows[i])}"
             raise ValueError(
-                f"{where}: modality {err.modality!r} holds NaN or Inf in {row}, which is marked present; mark it "
+                f"{where}: modality {err.modality!r} holds {err.what} in {row}, which is marked present; mark it "
                 "absent or clean the input"
             ) from None
         except ValueError as err:

@@ -95,3 +95,40 @@ def test_result_json_is_strict_json_when_every_test_row_is_unlabeled(tmp_path: P
 
     saved = json.loads((result.run_dir / "result.json").read_text(), parse_constant=refuse)
     assert all(v[saved["metric"]] is None for v in saved["test"]["subsets"].values())
+
+
+def test_a_negative_token_id_is_found_before_training_naming_split_modality_and_row(tmp_path: Path) -> None:
+    """A negative id within a sample's length is refused by the check of every row before training (it would fail
+    mid-training otherwise, on one rank only under DDP); padding beyond the length may hold anything."""
+    import torch
+
+    from robult.batch import Batch, validate_batch
+    from robult.data.arrays import bundle_from_arrays
+    from robult.specs import ModalitySpec, TaskSpec
+
+    g = torch.Generator().manual_seed(0)
+    n, t = 120, 6
+    ids = torch.randint(0, 50, (n, t), generator=g)
+    lengths = torch.full((n,), 4)
+    ids[:, 4:] = -1  # padding: allowed
+    specs = [ModalitySpec("words", "tokens", (t,)), ModalitySpec("noise", "vector", (3,))]
+
+    def bundle(words: torch.Tensor):
+        return bundle_from_arrays(
+            {"words": words, "noise": torch.randn(n, 3, generator=g)}, torch.arange(n) % 3,
+            TaskSpec("multiclass", num_classes=3), modalities=specs, lengths={"words": lengths}, name="tok",
+        )  # fmt: skip
+
+    cfg = load_config(None, [*TINY, f"out_dir={tmp_path / 'runs'}"])
+    data = bundle(ids)
+    data.train.inputs["words"][3, 2] = -7  # the 4th training row, within its length
+    row = int(data.train.source_rows[3])
+    with pytest.raises(ValueError, match=rf"^tok training split: modality 'words' holds a negative token id in input "
+                       rf"row {row}, which is marked present"):  # fmt: skip
+        train_run(cfg, bundle=data)
+    assert not (tmp_path / "runs").exists()
+    inputs = {"words": ids[:2].float(), "noise": torch.zeros(2, 3)}
+    flags = torch.ones(2, 2, dtype=torch.bool)
+    batch = Batch(inputs, flags, torch.zeros(2, dtype=torch.long), flags[:, 0], lengths={"words": lengths[:2]})
+    with pytest.raises(ValueError, match=r"modality 'words' holds token ids of dtype torch.float32"):
+        validate_batch(batch, specs)
