@@ -8,6 +8,7 @@ the same command after an interruption finishes the grid without redoing finishe
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import time
 from collections.abc import Sequence
@@ -26,6 +27,16 @@ def _run_entry(result: dict[str, Any]) -> dict[str, Any]:
     entry.update(best_epoch=result.get("best_epoch"), best_val_score=result.get("best_val_score"))
     entry["provenance"] = result.get("provenance")  # None for a run finished before runs recorded it
     return entry
+
+
+def _wait_for_rank_zero(path: Path, parent: int, poll: float = 0.5) -> None:
+    """A worker of a multi-device run waits for rank 0 to score a run and write ``path``, outside any collective
+    (a collective's timeout would bound how long rank 0 may evaluate); it stops if its parent (rank 0, which
+    launched it) has ended."""
+    while not path.is_file():
+        if os.getppid() != parent:
+            raise RuntimeError(f"rank 0 ended before writing {path}")
+        time.sleep(poll)
 
 
 def run_benchmark(
@@ -53,10 +64,11 @@ def run_benchmark(
         write_results,
         write_summary,
     )
-    from robult.grid import launched_rank
     from robult.training.run import check_reusable, load_bundle, train_run
+    from robult.utils.distributed import launched_rank
 
     rank = launched_rank()  # > 0: a worker of a multi-device run; it trains its share, rank 0 does the rest
+    parent = os.getppid()
     base = load_config(config, list(overrides or []))
     for r in label_ratios:
         if not 0 < r <= 1:
@@ -103,6 +115,7 @@ def run_benchmark(
             resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
             train_run(cfg, resume=resume, bundle=bundles[seed])
         if rank > 0:  # rank 0 evaluates and writes result.json
+            _wait_for_rank_zero(result_file, parent)
             continue
         result = json.loads(result_file.read_text())
         first = first or result  # metric and direction of the grid (the same for every run of one dataset)

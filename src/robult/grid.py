@@ -31,18 +31,6 @@ from robult.utils.io import atomic_write_text
 T = TypeVar("T")
 
 
-def launched_rank() -> int:
-    """This process's global rank when a launcher started it as a DDP worker (Lightning's script launcher sets
-    ``LOCAL_RANK`` and ``NODE_RANK`` for the processes it starts, torchrun ``RANK``), else 0. A grid command runs
-    in every process of a multi-device run (``train.devices > 1``): each trains its share of every run, and only
-    rank 0 reads the results and writes the grid's files."""
-    import os
-
-    if "RANK" in os.environ:
-        return int(os.environ["RANK"])
-    return int(os.environ.get("LOCAL_RANK", 0)) + int(os.environ.get("NODE_RANK", 0))
-
-
 def parse_list(text: str, kind: Callable[[str], T], option: str) -> list[T]:
     """``"a,b"`` -> ``[kind("a"), kind("b")]`` with an error naming the option."""
     items = [t.strip() for t in text.split(",") if t.strip()]

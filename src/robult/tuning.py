@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from robult.config import load_config
-from robult.grid import grid_config, launched_rank, tuned_path, write_tuned
+from robult.grid import grid_config, tuned_path, write_tuned
+from robult.utils.distributed import launched_rank
 from robult.utils.io import atomic_write_json
 
 

@@ -123,15 +123,30 @@ def test_two_process_training_equals_one_process_with_the_same_global_batch(tmp_
 
 
 def test_launched_rank_reads_the_launcher_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from robult.grid import launched_rank
+    from robult.utils.distributed import launched_rank
 
-    for key in ("RANK", "LOCAL_RANK", "NODE_RANK"):
+    for key in ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "LOCAL_RANK", "NODE_RANK"):
         monkeypatch.delenv(key, raising=False)
     assert launched_rank() == 0
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert launched_rank() == 1
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    assert launched_rank() == 3
     monkeypatch.setenv("RANK", "0")  # torchrun's global rank wins
     assert launched_rank() == 0
+
+
+def test_a_benchmark_worker_waits_for_rank_zero_outside_collectives(tmp_path: Path) -> None:
+    import threading
+
+    from robult.benchmark import _wait_for_rank_zero
+
+    path = tmp_path / "result.json"
+    threading.Timer(0.3, path.write_text, args=("{}",)).start()
+    _wait_for_rank_zero(path, os.getppid(), poll=0.05)  # returns once rank 0 has written it
+    assert path.is_file()
+    with pytest.raises(RuntimeError, match=r"rank 0 ended before writing .*never\.json"):
+        _wait_for_rank_zero(tmp_path / "never.json", parent=-1, poll=0.05)  # its parent is gone
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available in this build")

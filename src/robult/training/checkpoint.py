@@ -233,12 +233,11 @@ def safe_checkpoint_io() -> Any:
 
 
 def _launcher_rank_zero() -> bool:
-    """Whether this process is the global rank 0 by the launchers' environment (torchrun sets ``RANK``;
-    Lightning's launcher ``NODE_RANK`` and ``LOCAL_RANK``); true outside any distributed launch."""
-    env = os.environ
-    if "RANK" in env:
-        return env["RANK"].strip() in ("", "0")
-    return env.get("NODE_RANK", "0").strip() in ("", "0") and env.get("LOCAL_RANK", "0").strip() in ("", "0")
+    """Whether this process is the global rank 0 by the launchers' environment (torchrun, SLURM, MPI, Lightning's
+    script launcher: :func:`robult.utils.distributed.launched_rank`); true outside any distributed launch."""
+    from robult.utils.distributed import launched_rank
+
+    return launched_rank() == 0
 
 
 @contextlib.contextmanager

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -147,3 +149,19 @@ def rank_offset(n: int, device: torch.device) -> int:
     if not is_distributed():
         return 0
     return sum(_gather_sizes(n, device)[: dist.get_rank()])
+
+
+def launched_rank() -> int:
+    """Nonzero when a launcher started this process as a worker of a multi-device run, else 0: the global rank
+    of torchrun (``RANK``), SLURM (``SLURM_PROCID``) or MPI (``OMPI_COMM_WORLD_RANK``, ``PMI_RANK``), or, for the
+    processes Lightning's script launcher starts, ``LOCAL_RANK`` plus ``NODE_RANK`` (zero exactly for rank 0). A
+    grid command runs in every process of a multi-device run (``train.devices > 1``): each trains its share of
+    every run, and only rank 0 reads the results and writes the grid's files."""
+
+    def value(key: str) -> int:
+        return int(os.environ.get(key, "").strip() or 0)
+
+    for key in ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
+        if key in os.environ:
+            return value(key)
+    return value("LOCAL_RANK") + value("NODE_RANK")
