@@ -331,6 +331,11 @@ def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
         raise ConfigError(
             f"{source}: key 'train.method': unknown method {cfg.train.method!r}; available: {sorted(METHODS)}"
         )
+    if cfg.train.use_unlabeled and not METHODS[cfg.train.method].uses_unlabeled:
+        raise ConfigError(
+            f"{source}: key 'train.use_unlabeled': true contradicts method {cfg.train.method!r}, which trains on "
+            "labeled samples only (leave it unset, or choose a method that uses unlabeled data)"
+        )
     return cfg
 
 

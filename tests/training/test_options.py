@@ -116,8 +116,12 @@ def test_ddp_unused_parameter_error_names_the_setting(tmp_path: Path, monkeypatc
 
 @pytest.mark.parametrize("method", ["robult_labeled_only", "supervised"])
 def test_unlabeled_data_for_a_labeled_only_method_is_one_error_line(tmp_path: Path, method: str) -> None:
+    with pytest.raises(ConfigError, match=rf"key 'train\.use_unlabeled': true contradicts method '{method}'"):
+        _cfg(tmp_path, f"train.method={method}", "train.use_unlabeled=true")  # refused with the config
+    cfg = _cfg(tmp_path, f"train.method={method}")
+    cfg.train.use_unlabeled = True  # a config built in code, past validation: refused before anything is written
     with pytest.raises(ConfigError, match=rf"^train\.use_unlabeled: true contradicts method '{method}'"):
-        train_run(_cfg(tmp_path, f"train.method={method}", "train.use_unlabeled=true"))
+        train_run(cfg)
     assert not (tmp_path / "x").exists()
 
 
