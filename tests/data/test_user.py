@@ -526,3 +526,16 @@ def test_bundle_from_arrays_refuses_a_fractional_class_instead_of_truncating() -
     labels[9] = 1.5
     with pytest.raises(ValueError, match=r"dataset: row 9 holds 1\.5: not a class id"):
         bundle_from_arrays({"a": np.zeros((N, 2), np.float32)}, labels, TaskSpec("multiclass", num_classes=3))
+
+
+def test_reader_takes_npy_format_3_and_refuses_float_row_indices(tmp_path: Path) -> None:
+    from robult.data.user import MappedArray
+
+    arr = np.arange(24, dtype=np.float32).reshape(6, 4)
+    with open(tmp_path / "v3.npy", "wb") as fh:
+        np.lib.format.write_array(fh, arr, version=(3, 0))  # a UTF-8 header
+    reader = MappedArray(tmp_path / "v3.npy", np.float32)
+    np.testing.assert_array_equal(reader[[5, 0, 2]], arr[[5, 0, 2]])
+    with pytest.raises(IndexError, match=r"v3\.npy: rows must be integers or a boolean mask, got dtype float64"):
+        reader[np.array([1.0, 2.0])]
+    assert reader[[]].shape == (0, 4)

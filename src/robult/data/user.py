@@ -347,6 +347,8 @@ class MappedArray:
                 if rows.shape != (n,):
                     raise IndexError(f"{self.path}: a boolean index needs {n} entries, got shape {rows.shape}")
                 rows = np.flatnonzero(rows)
+            elif rows.dtype.kind not in "iu" and rows.size:
+                raise IndexError(f"{self.path}: rows must be integers or a boolean mask, got dtype {rows.dtype}")
         x = self.raw_rows(rows).reshape(*rows.shape, *self.shape[1:]).astype(self.dtype, copy=False)
         if self.mean is not None and self.std is not None:
             x = ((x - self.mean) / self.std).astype(self.dtype, copy=False)
@@ -406,7 +408,7 @@ def _npy_layout(path: Path) -> _NpyLayout:
             version = np.lib.format.read_magic(fh)
             if version == (1, 0):
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-            else:
+            else:  # 2.0, and 3.0: the same layout with a UTF-8 header, read alike for the numeric dtypes read here
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
         except (ValueError, OSError, EOFError, SyntaxError) as err:
             raise ValueError(f"{path}: cannot read as a .npy array ({_describe_read_error(err)})") from None
