@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from robult import Batch, TaskSpec
+from robult import TaskSpec
 from robult.config import load_config
 from robult.diagnostics import plot_diagnostics, read_metrics
 from robult.losses.diagnostics import representation_diagnostics
@@ -33,49 +33,36 @@ def test_values_on_a_crafted_output() -> None:
     fused = torch.eye(3, 4)
     shared = fused[:, None, :].repeat(1, 2, 1) * 7.0  # Z parallel to S: perfect alignment
     fused_logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
-    batch = Batch({}, present, torch.tensor([0, 0, 0]), torch.tensor([True, False, False]))
-    d = representation_diagnostics(
-        _Out(specific, shared, fused, fused_logits, present),
-        batch.target,
-        batch.labeled,
-        TaskSpec("multiclass", num_classes=2),
-        ["a", "b"],
-    )
+    target = torch.tensor([0, 0, 0])
+
+    def diagnostics(z: torch.Tensor, mask: torch.Tensor, labeled: torch.Tensor) -> dict[str, float]:
+        out = _Out(specific, z, fused, fused_logits, mask)
+        return representation_diagnostics(out, target, labeled, TaskSpec("multiclass", num_classes=2), ["a", "b"])
+
+    d = diagnostics(shared, present, torch.tensor([True, False, False]))
     assert d["diag/u_norm/a"] == pytest.approx(4.0) and d["diag/u_norm/b"] == pytest.approx(2.0)
     assert d["diag/alignment_zs"] == pytest.approx(0.0, abs=1e-7)
     # three orthonormal targets: pairwise squared distance 2 -> uniformity log(exp(-4)) = -4
     assert d["diag/uniformity_s"] == pytest.approx(-4.0)
     assert d["diag/uniformity_z/a"] == pytest.approx(-4.0)  # rows 0, 1: orthonormal
     assert d["diag/uniformity_z/b"] == pytest.approx(-4.0)  # rows 0, 2: orthonormal
+    assert d["diag/pseudo_label_acc"] == pytest.approx(0.5)  # unlabeled rows 1 (pred 1, wrong), 2 (pred 0, right)
     collapsed = shared.clone()
     collapsed[:, 1] = torch.tensor([1.0, 2.0, 0.0, 0.0])  # Z^b the same for every row: uniformity log 1 = 0
     collapsed[1, 1] = float("nan")  # an absent row is never read
     only_one_a = present.clone()
     only_one_a[1, 0] = False  # a single row of a: no pair, no value
-    d = representation_diagnostics(
-        _Out(specific, collapsed, fused, fused_logits, only_one_a),
-        batch.target,
-        batch.labeled,
-        TaskSpec("multiclass", num_classes=2),
-        ["a", "b"],
-    )
+    d = diagnostics(collapsed, only_one_a, torch.tensor([True, False, False]))
     assert d["diag/uniformity_z/b"] == pytest.approx(0.0, abs=1e-6)
     assert math.isnan(d["diag/uniformity_z/a"])  # undefined, but the key is there (DDP: same keys on every rank)
     # a batch without modality b and without unlabeled rows: every key, NaN where undefined
-    gap = representation_diagnostics(
-        _Out(specific, shared, fused, fused_logits, torch.tensor([[True, False]] * 3)),
-        batch.target,
-        torch.ones(3, dtype=torch.bool),
-        TaskSpec("multiclass", num_classes=2),
-        ["a", "b"],
-    )
+    gap = diagnostics(shared, torch.tensor([[True, False]] * 3), torch.ones(3, dtype=torch.bool))
     assert sorted(k for k, v in gap.items() if math.isnan(v)) == [
         "diag/pseudo_label_acc",
         "diag/u_norm/b",
         "diag/uniformity_z/b",
     ]
     assert gap["diag/u_norm/a"] == pytest.approx((3 + 5 + 100) / 3)
-    assert d["diag/pseudo_label_acc"] == pytest.approx(0.5)  # unlabeled rows 1 (pred 1, wrong), 2 (pred 0, right)
 
 
 def test_logged_per_epoch_and_plotted(tmp_path: Path) -> None:
