@@ -331,12 +331,22 @@ def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
         raise ConfigError(
             f"{source}: key 'train.method': unknown method {cfg.train.method!r}; available: {sorted(METHODS)}"
         )
-    if cfg.train.use_unlabeled and not METHODS[cfg.train.method].uses_unlabeled:
-        raise ConfigError(
-            f"{source}: key 'train.use_unlabeled': true contradicts method {cfg.train.method!r}, which trains on "
-            "labeled samples only (leave it unset, or choose a method that uses unlabeled data)"
-        )
+    check_use_unlabeled(cfg, source)
     return cfg
+
+
+def check_use_unlabeled(cfg: RunConfig, source: str | None = None) -> None:
+    """``train.use_unlabeled: true`` contradicts a method that trains on labeled samples only: a
+    :class:`ConfigError` (``source`` names the config it came from)."""
+    from robult.methods import METHODS
+
+    method = METHODS[cfg.train.method]
+    if cfg.train.use_unlabeled and not method.uses_unlabeled:
+        key = "train.use_unlabeled" if source is None else f"{source}: key 'train.use_unlabeled'"
+        raise ConfigError(
+            f"{key}: true contradicts method {method.name!r}, which trains on labeled samples only (leave it unset, "
+            "or choose a method that uses unlabeled data)"
+        )
 
 
 def config_to_yaml(cfg: RunConfig) -> str:

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from robult.batch import check_dataset, collate
-from robult.config import ConfigError, RunConfig, config_to_yaml, load_config
+from robult.config import ConfigError, RunConfig, check_use_unlabeled, config_to_yaml, load_config
 from robult.data.dataset import MultimodalDataset
 from robult.data.registry import DatasetBundle, load_dataset
 from robult.data.splits import labeled_subset
@@ -374,11 +374,7 @@ def train_run(
     import lightning as L
 
     method = get_method(cfg.train.method)
-    if cfg.train.use_unlabeled and not method.uses_unlabeled:
-        raise ConfigError(
-            f"train.use_unlabeled: true contradicts method {method.name!r}, which trains on labeled samples only "
-            "(leave it unset, or choose a method that uses unlabeled data)"
-        )
+    check_use_unlabeled(cfg)  # again: a config built in code skips validate_config
     bundle = bundle or load_bundle(cfg)
     # seed before building so the initial weights depend only on the seed (on resume they come from last.ckpt);
     # every check that can fail on bad input (dataset, method options) runs before the run directory is created
