@@ -168,7 +168,7 @@ def instance_contrastive_loss(shared: Tensor, fused: Tensor, present: Tensor, te
         raise ValueError(f"temperature must be positive, got {temperature}")
     b = shared.shape[0]
     sizes = dist_utils.gather_sizes(b, shared.device)
-    offset = sum(sizes[: dist_utils.rank()])
+    offset = dist_utils.rank_start(sizes)
     targets = dist_utils.gather_with_grad(fused, sizes)  # [N, d]
     z = F.normalize(shared, dim=-1)
     s = F.normalize(targets, dim=-1)

@@ -165,8 +165,8 @@ def soft_pu_contrastive_loss(
         target_labeled = torch.cat([target_labeled, extra_targets[2]])
     # cosines in at least float32 (μ, σ and the weights must be, METHOD.md), whatever the autocast dtype
     dtype = torch.promote_types(torch.promote_types(shared.dtype, fused.dtype), torch.float32)
-    offset = sum(sizes[: dist_utils.rank()])  # this rank's first column among the gathered targets
-    order, plan = plan_chunks(keys, labeled, present, target_keys, target_labeled, temperature, chunk_rows, offset)
+    offset = dist_utils.rank_start(sizes)  # this rank's first column among the gathered targets
+    order, plan = plan_chunks(keys, labeled, present, target_keys, target_labeled, temperature, offset, chunk_rows)
     z = F.normalize(shared.to(dtype), dim=-1)[order]
     s = F.normalize(targets.to(dtype), dim=-1)
 

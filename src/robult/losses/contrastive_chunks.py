@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 
 from robult.losses.keys import key_similarity
-from robult.utils import distributed as dist_utils
 
 # Elements of one chunk's [rows, M, N] tensors: a handful of them (logits, softmax, weights, masks) live at once,
 # so the loss's extra memory is a few times this many floats whatever the batch (2^22 floats = 16 MB in float32).
@@ -79,14 +78,15 @@ def plan_chunks(
     target_keys: Tensor,
     target_labeled: Tensor,
     temperature: float,
+    offset: int,
     chunk_rows: int | None = None,
-    offset: int | None = None,
 ) -> tuple[Tensor, ChunkPlan]:
     """The anchors' order and the plan: labeled anchors first (``L_lb``, ``μ`` and ``σ`` then touch a prefix of the
     chunks only), then by key (a chunk's candidate positives then lie among the few targets that share its keys).
 
-    ``chunk_rows`` defaults to ``CHUNK_ROWS``, fewer where a chunk would exceed ``CHUNK_ELEMENTS`` elements;
-    ``offset`` is this rank's first column among the gathered targets (default: exchanged with the other ranks).
+    ``offset`` is this rank's first column among the gathered targets (:func:`robult.utils.distributed.rank_start`;
+    0 in one process); ``chunk_rows`` defaults to ``CHUNK_ROWS``, fewer where a chunk would exceed
+    ``CHUNK_ELEMENTS`` elements.
     """
     b, m = present.shape
     n = target_keys.shape[0]
@@ -102,7 +102,7 @@ def plan_chunks(
         target_keys=target_keys,
         target_labeled=target_labeled,
         present=present[order],
-        cols=(dist_utils.rank_offset(b, present.device) if offset is None else offset) + order,
+        cols=offset + order,
         n_lab=int(labeled.sum()),
         rows=rows,
         temperature=temperature,

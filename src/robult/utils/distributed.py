@@ -35,7 +35,7 @@ class _GatherWithGrad(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        start = sum(ctx.sizes[: ctx.rank])
+        start = rank_start(ctx.sizes, ctx.rank)
         return grad[start : start + ctx.sizes[ctx.rank]], None
 
 
@@ -61,6 +61,11 @@ def _gather_sizes(n: int, device: torch.device) -> list[int]:
     sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, size)
     return [int(s) for s in sizes]
+
+
+def rank_start(sizes: list[int], rank_: int | None = None) -> int:
+    """Index of rank ``rank_``'s (default: this rank's) first row among rows gathered from ranks of ``sizes``."""
+    return sum(sizes[: rank() if rank_ is None else rank_])
 
 
 def gather_sizes(n: int, device: torch.device) -> list[int]:
@@ -148,7 +153,7 @@ def rank_offset(n: int, device: torch.device) -> int:
     """Index of this rank's first sample in the gathered batch."""
     if not is_distributed():
         return 0
-    return sum(_gather_sizes(n, device)[: dist.get_rank()])
+    return rank_start(_gather_sizes(n, device))
 
 
 def launched_rank() -> int:
