@@ -125,20 +125,19 @@ def run_tuning(
         else:
             resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
             res = train_run(cfg, resume=resume, bundle=bundles[seed], evaluate_test=False, trial=True)
-            if rank > 0:
-                continue
             bundle = bundles[seed]
-            atomic_write_json(
-                done,
-                {
-                    "dataset": bundle.name,
-                    "metric": bundle.primary_metric,
-                    "higher_is_better": higher_is_better(bundle.primary_metric),
-                    "best_val_score": res.best_score,
-                    "best_epoch": res.best_epoch,
-                },
-            )
-        if rank > 0:
+            if rank == 0:
+                atomic_write_json(
+                    done,
+                    {
+                        "dataset": bundle.name,
+                        "metric": bundle.primary_metric,
+                        "higher_is_better": higher_is_better(bundle.primary_metric),
+                        "best_val_score": res.best_score,
+                        "best_epoch": res.best_epoch,
+                    },
+                )
+        if rank > 0:  # rank 0 records the trial
             continue
         record = json.loads(done.read_text())
         name, maximize = record["dataset"], record["higher_is_better"]

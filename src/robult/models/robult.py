@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from robult.batch import Batch, validate_batch
 from robult.models.base import MultimodalModel
 from robult.models.subsets import SubsetPredictions, aggregate_subsets, subset_masks
+from robult.modules.encoders import TOKEN_BUCKETS
 from robult.modules.fusions import build_fusion
 from robult.modules.layers import MLP, GroupedMLP
 from robult.specs import ModalitySpec, TaskSpec
@@ -65,7 +66,7 @@ class RobultConfig:
     head_hidden: tuple[int, ...] = ()
     encoder_hidden: tuple[int, ...] = (256,)
     sequence_encoder: Literal["gru", "transformer", "conv"] = "gru"
-    token_buckets: int = field(default=32768, metadata={"ge": 1})
+    token_buckets: int = field(default=TOKEN_BUCKETS, metadata={"ge": 1})
     fusion: Literal["concat", "attention"] = "concat"
     dropout: float = 0.1
     aggregate: Literal["logit_mean", "feature_mean"] = "logit_mean"

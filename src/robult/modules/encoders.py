@@ -177,7 +177,6 @@ class ConvImageEncoder(nn.Module):
         return self.head(self.features(x))
 
 
-SEQUENCE_ENCODERS = ("gru", "transformer", "conv")
 TOKEN_BUCKETS = 32768  # the default of ``model.token_buckets``: more than BERT's 30522 ids
 
 
