@@ -319,8 +319,10 @@ class MappedArray:
 
     def _mapped_rows(self, rows: np.ndarray) -> np.ndarray:
         """Rows of a Fortran-ordered file through a memory map, released right after the read."""
-        if self._memmap is None:
-            self._memmap = _open_npy(self.path)
+        if self._memmap is None:  # the header was read when the array was opened: map its data directly
+            self._memmap = np.memmap(
+                self.path, dtype=self.stored_dtype, mode="r", offset=self.offset, shape=self.shape, order="F"
+            )
         order = np.argsort(rows, kind="stable")
         out = np.empty((len(rows), *self.shape[1:]), dtype=self.stored_dtype)
         out[order] = self._memmap[rows[order]]
@@ -423,18 +425,6 @@ def _npy_layout(path: Path) -> _NpyLayout:
             f"{dtype}, {nbytes} bytes of data from byte {offset}, but the file holds {size - offset})"
         )
     return _NpyLayout(shape, dtype, bool(fortran), offset)
-
-
-def _open_npy(path: Path) -> np.ndarray:
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except FileNotFoundError:
-        raise MissingFileError(f"{path}: file not found") from None
-    except (ValueError, OSError, EOFError) as err:  # EOFError: an empty file
-        raise ValueError(f"{path}: cannot read as a .npy array ({_describe_read_error(err)})") from None
-    if not isinstance(arr, np.ndarray):
-        raise ValueError(f"{path}: expected a .npy array, got {type(arr).__name__} (an .npz archive?)")
-    return arr
 
 
 def _load_small(path: Path, key: str) -> np.ndarray:
