@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -66,15 +67,42 @@ class GroupedLinear(nn.Module):
         return torch.einsum("bmi,mio->bmo", x, self.weight) + self.bias
 
 
+class GroupedLayerNorm(nn.Module):
+    """``M`` independent LayerNorms on ``x [B, M, d]``: each group is normalised over its ``d`` features and has its
+    own affine ``weight[m]``, ``bias[m]`` (so no group's gradient moves another group's normalisation).
+
+    A state dict holding one shared ``[d]`` weight and bias (the layout of a single ``nn.LayerNorm``, used by
+    models saved before each group owned its parameters) loads as that value copied to every group: the same
+    function.
+    """
+
+    def __init__(self, groups: int, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.dim, self.eps = dim, eps
+        self.weight = nn.Parameter(torch.ones(groups, dim))
+        self.bias = nn.Parameter(torch.zeros(groups, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, (self.dim,), eps=self.eps) * self.weight + self.bias
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        for name in ("weight", "bias"):
+            value = state_dict.get(prefix + name)
+            if value is not None and value.dim() == 1 and value.shape[0] == self.dim:
+                state_dict[prefix + name] = value.expand(self.weight.shape[0], self.dim).clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
 class GroupedMLP(nn.Sequential):
-    """``M`` independent MLPs (``GroupedLinear -> LayerNorm -> GELU`` blocks and a final ``GroupedLinear``) on
-    ``x [B, M, d_in]``. LayerNorm and GELU act per sample and group, so groups never mix."""
+    """``M`` independent MLPs (``GroupedLinear -> GroupedLayerNorm -> GELU`` blocks and a final ``GroupedLinear``)
+    on ``x [B, M, d_in]``. Every parameter belongs to one group (normalisation included) and every op acts per
+    sample and group, so groups never mix."""
 
     def __init__(self, groups: int, in_dim: int, hidden: tuple[int, ...] | list[int], out_dim: int) -> None:
         layers: list[nn.Module] = []
         width = in_dim
         for h in hidden:
-            layers += [GroupedLinear(groups, width, h), nn.LayerNorm(h), nn.GELU()]
+            layers += [GroupedLinear(groups, width, h), GroupedLayerNorm(groups, h), nn.GELU()]
             width = h
         layers.append(GroupedLinear(groups, width, out_dim))
         super().__init__(*layers)
