@@ -22,20 +22,51 @@ def test_ramp_weight() -> None:
 
 @pytest.mark.parametrize("epoch", [0.0, 1.5, 10.0])
 def test_total_is_the_weighted_sum_of_its_parts(specs, task, epoch: float) -> None:
+    """``L = L_sup + λ_lb L_lb + λ_ulb(t) L_ulb + λ_rec L_rec + λ_pseudo(t) L_pseudo``, both ramps linear over the
+    warm-up; the batch is built so that every part, ``L_pseudo`` included, is non-zero."""
     torch.manual_seed(0)
     model = RobultModel(specs, task, RobultConfig(hidden_dim=32)).eval()
     batch = make_batch(seed=11)
-    cfg = RobultLossConfig(lambda_lb=0.7, lambda_ulb=2.0, lambda_rec=0.3, warmup_epochs=3.0)
+    cfg = RobultLossConfig(
+        lambda_lb=0.7, lambda_ulb=2.0, lambda_rec=0.3, lambda_pseudo=0.4, pseudo_confidence=0.01, warmup_epochs=3.0
+    )
     loss = RobultLoss(task, 3, cfg).eval()
-    out = loss(model(batch), batch, epoch=epoch)
-    lam = 2.0 * min(1.0, epoch / 3.0)
-    assert out.lambda_ulb == pytest.approx(lam)
+    output = model(batch)
+    out = loss(output, batch, epoch=epoch)
+    ramp = min(1.0, epoch / 3.0)
+    lam_ulb, lam_pseudo = 2.0 * ramp, 0.4 * ramp
+    assert out.lambda_ulb == pytest.approx(lam_ulb)
+    pseudo = pseudo_label_loss(output.logits, output.present, batch.labeled, task, 0.01, output.fused_logits).loss
+    assert out.pseudo_label is not None and out.pseudo_label.item() == pytest.approx(pseudo.item(), rel=1e-6)
+    parts = (out.supervised, out.contrastive_labeled, out.contrastive_unlabeled, out.reconstruction, pseudo)
+    assert all(part.item() > 0 for part in parts)
     expected = (
-        out.supervised + 0.7 * out.contrastive_labeled + lam * out.contrastive_unlabeled + 0.3 * out.reconstruction
+        out.supervised
+        + 0.7 * out.contrastive_labeled
+        + lam_ulb * out.contrastive_unlabeled
+        + 0.3 * out.reconstruction
+        + lam_pseudo * pseudo
     )
     assert out.total.item() == pytest.approx(expected.item(), rel=1e-6)
     assert out.supervised.item() == pytest.approx((out.supervised_unimodal + out.supervised_fused).item(), rel=1e-6)
     assert set(out.log_dict("t/")) >= {"t/total", "t/contrastive_unlabeled", "t/reconstruction", "t/lambda_ulb"}
+
+
+def test_self_training_weight_ramps_with_the_warm_up(specs, task) -> None:
+    """``λ_pseudo(t) = λ_pseudo · min(1, t / warmup_epochs)``: read back from the total at several epochs (the
+    other parts do not depend on the epoch once ``λ_ulb`` is 0)."""
+    torch.manual_seed(0)
+    model = RobultModel(specs, task, RobultConfig(hidden_dim=32)).eval()
+    batch = make_batch(seed=14)
+    output = model(batch)
+    cfg = RobultLossConfig(lambda_ulb=0.0, lambda_pseudo=0.8, pseudo_confidence=0.01, warmup_epochs=4.0)
+    loss = RobultLoss(task, 3, cfg).eval()
+    off = RobultLoss(task, 3, RobultLossConfig(lambda_ulb=0.0, lambda_pseudo=0.0)).eval()(output, batch, epoch=9.0)
+    for epoch, weight in ((0.0, 0.0), (1.0, 0.2), (2.0, 0.4), (4.0, 0.8), (9.0, 0.8)):
+        out = loss(output, batch, epoch=epoch)
+        assert out.pseudo_label is not None and out.pseudo_label.item() > 0
+        implied = (out.total - off.total).item() / out.pseudo_label.item()
+        assert implied == pytest.approx(weight, abs=1e-5), epoch
 
 
 def test_switches_and_self_training_term(specs, task) -> None:
