@@ -185,3 +185,56 @@ def test_an_empty_npy_file_is_one_line_naming_it(tmp_path: Path, empty: str) -> 
     result = runner.invoke(app, [*args, "--set", f"out_dir={out}"])
     _one_error_line(result, f"{tmp_path / 'data' / empty}", "empty or truncated")
     assert not out.exists()
+
+
+def _broken_registry() -> dict:
+    raise KeyError("a bug inside robult")
+
+
+def _run_main(monkeypatch: pytest.MonkeyPatch, *argv: str) -> int:
+    import sys
+
+    from robult import cli
+
+    monkeypatch.setattr(sys, "argv", ["robult", *argv])
+    try:
+        cli.main()
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    return 0
+
+
+def test_an_unexpected_exception_is_one_line_naming_its_saved_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug (not a user error) exits with 1 and one line; its traceback is kept in a file the user can send."""
+    import robult.data.registry as registry
+
+    monkeypatch.setattr(registry, "registered_datasets", _broken_registry)
+    monkeypatch.setenv("ROBULT_ERROR_DIR", str(tmp_path / "errors"))
+    monkeypatch.setenv("ROBULT_DEBUG", "0")  # recorded, so the "1" that --debug sets is undone after the test
+    assert _run_main(monkeypatch, "datasets") == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: unexpected KeyError"), lines
+    saved = sorted((tmp_path / "errors").glob("robult-error-*.txt"))
+    assert len(saved) == 1 and str(saved[0]) in lines[0]
+    text = saved[0].read_text()
+    assert "Traceback (most recent call last)" in text and "_broken_registry" in text and "robult datasets" in text
+
+
+def test_debug_prints_the_traceback_of_bugs_and_of_user_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import robult.data.registry as registry
+
+    monkeypatch.setenv("ROBULT_ERROR_DIR", str(tmp_path / "errors"))
+    monkeypatch.setenv("ROBULT_DEBUG", "0")  # recorded, so the "1" that --debug sets is undone after the test
+    # a user error: one line without --debug, the exception itself with it
+    assert _run_main(monkeypatch, "train", "--set", "train.lr=-1") == 2
+    assert capsys.readouterr().err.strip().startswith("error: ")
+    with pytest.raises(Exception, match="lr"):
+        _run_main(monkeypatch, "--debug", "train", "--set", "train.lr=-1")
+    monkeypatch.setattr(registry, "registered_datasets", _broken_registry)
+    with pytest.raises(KeyError, match="a bug inside robult"):
+        _run_main(monkeypatch, "--debug", "datasets")
+    assert not (tmp_path / "errors").exists()  # nothing saved when the traceback is printed

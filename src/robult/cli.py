@@ -7,6 +7,7 @@ Errors in user input print one line naming the file or key and exit with status 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,8 +41,47 @@ def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", help="Print the full traceback of any error (also: environment variable ROBULT_DEBUG=1)."
+        ),
+    ] = False,
 ) -> None:
     """Multimodal learning with scarce labels and missing modalities (Robult)."""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+# errors: user errors are one line (exit 2); anything else is a bug of ours: one line naming a saved traceback (exit 1)
+DEBUG_ENV = "ROBULT_DEBUG"
+ERROR_DIR_ENV = "ROBULT_ERROR_DIR"
+
+
+def _debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _save_traceback(err: BaseException) -> Path | None:
+    """Write ``err``'s traceback to ``$ROBULT_ERROR_DIR`` (default: the system's temp directory) and return the
+    file, or ``None`` where it cannot be written (the one-line message must not fail in turn)."""
+    import tempfile
+    import time
+    import traceback
+
+    folder = Path(os.environ.get(ERROR_DIR_ENV) or tempfile.gettempdir())
+    path = folder / f"robult-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    from robult import __version__
+
+    text = f"robult {__version__}\ncommand: {' '.join(sys.argv)}\n\n" + "".join(
+        traceback.format_exception(type(err), err, err.__traceback__)
+    )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError:
+        return None
+    return path
 
 
 def _method_names() -> str:
@@ -88,6 +128,8 @@ def _one_line_errors() -> Iterator[None]:
     try:
         yield
     except _user_errors() as err:
+        if _debugging():
+            raise
         _fail(err)
 
 
@@ -156,6 +198,8 @@ def train(
 
         result = train_run(cfg, resume=resume, overwrite=overwrite)
     except _user_errors() as err:
+        if _debugging():
+            raise
         _fail(err)
         return
     except KeyboardInterrupt:
@@ -509,8 +553,24 @@ def datasets(
 
 
 def main() -> None:
-    """Entry point of the ``robult`` script."""
-    app(prog_name="robult")
+    """Entry point of the ``robult`` script. An exception that is not a user error (a bug of ours or of a library)
+    prints one line naming the file its traceback was saved to, and exits with status 1; ``--debug`` (or
+    ``ROBULT_DEBUG=1``) prints the traceback instead."""
+    try:
+        app(prog_name="robult")
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:
+        if _debugging():
+            raise
+        saved = _save_traceback(err)
+        where = f"traceback saved to {saved}" if saved else "rerun with --debug for the traceback"
+        typer.secho(
+            f"error: unexpected {type(err).__name__}: {_message(err)} ({where}; please report it with that file)",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover
