@@ -238,3 +238,32 @@ def test_debug_prints_the_traceback_of_bugs_and_of_user_errors(
     with pytest.raises(KeyError, match="a bug inside robult"):
         _run_main(monkeypatch, "--debug", "datasets")
     assert not (tmp_path / "errors").exists()  # nothing saved when the traceback is printed
+
+
+def test_a_value_error_raised_outside_robult_keeps_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``ValueError`` from a library (not one of robult's own checks) stays one line, exit 2, and names a saved
+    traceback: it may be a bug of ours. robult's own checks stay plain one-liners."""
+    import typer
+
+    from robult import cli
+
+    monkeypatch.setenv("ROBULT_ERROR_DIR", str(tmp_path / "errors"))
+    monkeypatch.setenv("ROBULT_DEBUG", "0")
+    try:
+        np.zeros(2).reshape(3)  # numpy raises it
+    except ValueError as err:
+        with pytest.raises(typer.Exit):
+            cli._fail(err)
+    line = capsys.readouterr().err.strip()
+    saved = sorted((tmp_path / "errors").glob("robult-error-*.txt"))
+    assert len(saved) == 1 and line.startswith("error: cannot reshape") and str(saved[0]) in line
+    assert "reshape" in saved[0].read_text()
+    try:
+        cli._seed_list(0)  # robult's own check
+    except ValueError as err:
+        with pytest.raises(typer.Exit):
+            cli._fail(err)
+    assert capsys.readouterr().err.strip() == "error: --seeds must be at least 1"
+    assert len(list((tmp_path / "errors").iterdir())) == 1

@@ -96,9 +96,25 @@ METHODS_HELP = f"Comma-separated methods, any of: {_method_names()}."
 DEFAULT_BENCHMARK_DATASET = "synthetic_clusters"
 
 
+def _raised_outside_robult(err: BaseException) -> bool:
+    """Whether the innermost frame of ``err``'s traceback lies outside the robult package: a ``ValueError`` that
+    robult did not raise itself (numpy's, torch's) may be a bug of ours rather than a checked input."""
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(__file__).resolve().parent not in Path(tb.tb_frame.f_code.co_filename).resolve().parents
+
+
 def _fail(message: str | BaseException) -> None:
     if isinstance(message, BaseException):
-        message = _message(message)
+        err = message
+        message = _message(err)
+        if not isinstance(err, OSError) and _raised_outside_robult(err):
+            saved = _save_traceback(err)
+            if saved is not None:
+                message += f" (raised outside robult: traceback saved to {saved})"
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
 
