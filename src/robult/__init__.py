@@ -21,11 +21,32 @@ def load(path: Any, **kwargs: Any) -> Any:
     return _load(path, **kwargs)
 
 
+_ESTIMATORS = ("RobultClassifier", "RobultRegressor")
+
+
+def __getattr__(name: str) -> Any:
+    """``robult.RobultClassifier`` / ``robult.RobultRegressor``, imported on first use (they need scikit-learn:
+    ``pip install 'robult[sklearn]'``), so ``import robult`` stays fast."""
+    if name in _ESTIMATORS:
+        try:
+            from robult import estimator
+        except ModuleNotFoundError as err:
+            if err.name != "sklearn":
+                raise
+            raise ModuleNotFoundError(
+                f"robult.{name} needs scikit-learn: pip install 'robult[sklearn]'", name="sklearn"
+            ) from None
+        return getattr(estimator, name)
+    raise AttributeError(f"module 'robult' has no attribute {name!r}")
+
+
 __all__ = [
     "Batch",
     "ModalityKind",
     "ModalitySpec",
     "MultimodalDataset",
+    "RobultClassifier",
+    "RobultRegressor",
     "TaskKind",
     "TaskSpec",
     "__version__",

@@ -202,6 +202,36 @@ def _train_option(cfg: RunConfig, method: Any, key: str, fallback: Any) -> Any:
     return dict(method.train_fallbacks or {}).get(key, fallback)
 
 
+def stderr_progress_bar() -> Any:
+    """Lightning's progress bar drawn on stderr (Lightning draws on stdout), so ``robult train > log`` keeps the
+    bar on the terminal and the log free of progress frames, as ``benchmark`` and ``tune`` already do."""
+    import sys
+
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    class StderrProgressBar(TQDMProgressBar):
+        def _on_stderr(self, make: Any) -> Any:
+            with contextlib.redirect_stdout(sys.stderr):  # Lightning passes file=sys.stdout, read at call time
+                return make()
+
+        def init_sanity_tqdm(self) -> Any:
+            return self._on_stderr(super().init_sanity_tqdm)
+
+        def init_train_tqdm(self) -> Any:
+            return self._on_stderr(super().init_train_tqdm)
+
+        def init_validation_tqdm(self) -> Any:
+            return self._on_stderr(super().init_validation_tqdm)
+
+        def init_predict_tqdm(self) -> Any:
+            return self._on_stderr(super().init_predict_tqdm)
+
+        def init_test_tqdm(self) -> Any:
+            return self._on_stderr(super().init_test_tqdm)
+
+    return StderrProgressBar(leave=False)
+
+
 def _quiet_lightning() -> None:
     """Keep Lightning's start-up banners ("GPU available", tips) out of the user's terminal."""
     import logging
@@ -320,12 +350,54 @@ def _check_run_state(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: boo
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another name")
 
 
-def _clear_run(run_dir: Path) -> None:
-    """Remove what a run wrote (for ``overwrite``); the lock file stays."""
-    for name in ("result.json", "labeled.json", "config.yaml"):
-        (run_dir / name).unlink(missing_ok=True)
-    for name in (CHECKPOINT_DIR, "logs"):
-        shutil.rmtree(run_dir / name, ignore_errors=True)
+def _run_paths(run_dir: Path, resume: bool) -> list[str]:
+    """What a run is about to write in ``run_dir`` (relative; ``dir/`` for a directory it creates), listed in
+    ``written.json`` before it is written (:mod:`robult.training.written`)."""
+    from robult.inference.predictor import CONFIG, INFO, MANIFEST, MODEL_DIR, NORMALIZATION, WEIGHTS
+
+    checkpoints = [f"{CHECKPOINT_DIR}/{n}{s}" for n in ("best.ckpt", "last.ckpt") for s in ("", ".sha256")]
+    version = _log_version(run_dir, resume)
+    logs = "logs/" + (f"{version}/" if version else "")
+    model = [f"{MODEL_DIR}/{n}" for n in (MANIFEST, INFO, CONFIG, WEIGHTS, NORMALIZATION)]
+    return [
+        "config.yaml",
+        "labeled.json",
+        f"{CHECKPOINT_DIR}/",
+        *checkpoints,
+        "logs/",
+        logs,
+        f"{logs}metrics.csv",
+        f"{logs}hparams.yaml",
+        f"{MODEL_DIR}/",
+        *model,
+        "result.json",
+    ]
+
+
+def _record_event_files(run_dir: Path, before: set[Path]) -> None:
+    """List the TensorBoard event files a run wrote (their names hold a time and a pid, known only afterwards)."""
+    from robult.training.written import record
+
+    new = sorted(p for p in (run_dir / "logs").rglob("events.out.tfevents.*") if p not in before)
+    if new:
+        record(run_dir, [p.relative_to(run_dir).as_posix() for p in new])
+
+
+def _remove_created(run_dir: Path, top: Path | None) -> None:
+    """Undo the creation of ``run_dir`` (and of its empty parents up to ``top``, the first that did not exist):
+    a run refused before it started leaves nothing behind."""
+    if top is None:
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    parent = run_dir.parent
+    while top != run_dir and parent.is_relative_to(top):
+        try:
+            parent.rmdir()  # only when empty: another run may have started in the same out_dir meanwhile
+        except OSError:
+            break
+        if parent == top:
+            break
+        parent = parent.parent
 
 
 def train_run(
@@ -367,57 +439,78 @@ def train_run(
         cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"name": bundle.name})})
     if trial and evaluate_test:
         raise ValueError("a tuning trial (trial=True) is not scored on the test split: pass evaluate_test=False")
-    run_dir = Path(cfg.out_dir) / cfg.run_name()
-    _check_run_state(run_dir, cfg, resume, overwrite)  # fails fast, before the data is loaded
+    run_dir = Path(cfg.out_dir) / cfg.run_name()  # the name is one path component: run_dir is inside out_dir
     _check_logger(cfg)
 
     import lightning as L
 
+    from robult.evaluation.protocols import check_store_name
+    from robult.training.checkpoint import _launcher_rank_zero
+    from robult.training.written import clear_temp_files, clear_written, record
+
     method = get_method(cfg.train.method)
     check_use_unlabeled(cfg)  # again: a config built in code skips validate_config
-    bundle = bundle or load_bundle(cfg)
-    # seed before building so the initial weights depend only on the seed (on resume they come from last.ckpt);
-    # every check that can fail on bad input (dataset, method options) runs before the run directory is created
-    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    model, criterion = build_method(
-        cfg.train.method, bundle.modalities, bundle.task, cfg.model.model_dump(), cfg.loss.model_dump(), encoders
-    )
-    # every row checked once here, before anything is written, so the steps need not check each batch again
-    check_dataset(bundle.train, bundle.modalities, f"{bundle.name} training split")
-    check_dataset(bundle.val, bundle.modalities, f"{bundle.name} validation split")
-    if evaluate_test:  # a bad test row is found now, not after hours of training
-        check_dataset(bundle.test, bundle.modalities, f"{bundle.name} test split")
-    _check_labels(bundle, cfg)
-    created = not run_dir.exists()
+    # the lock first: a second process on a busy run is told at once, before it spends time loading data
+    top = next((p for p in [*reversed(run_dir.parents), run_dir] if not p.exists()), None)
     run_dir.mkdir(parents=True, exist_ok=True)
+    writer = _launcher_rank_zero()  # under DDP the global rank 0 process writes the run's bookkeeping
     with run_lock(run_dir):
         try:
-            _check_run_state(run_dir, cfg, resume, overwrite)  # again: another process may have finished it
+            _check_run_state(run_dir, cfg, resume, overwrite)
+            bundle = bundle or load_bundle(cfg)
+            check_store_name(bundle.name)  # the test masks' directory: a dataset's own name is refused now
+            # seed before building so the initial weights depend only on the seed (on resume they come from
+            # last.ckpt); every check that can fail on bad input (dataset, method options) runs before anything
+            # is written
+            L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+            model, criterion = build_method(
+                cfg.train.method,
+                bundle.modalities,
+                bundle.task,
+                cfg.model.model_dump(),
+                cfg.loss.model_dump(),
+                encoders,
+            )
+            # every row checked once here, before anything is written, so the steps need not check each batch
+            check_dataset(bundle.train, bundle.modalities, f"{bundle.name} training split")
+            check_dataset(bundle.val, bundle.modalities, f"{bundle.name} validation split")
+            if evaluate_test:  # a bad test row is found now, not after hours of training
+                check_dataset(bundle.test, bundle.modalities, f"{bundle.name} test split")
+            _check_labels(bundle, cfg)
             if overwrite:
-                _clear_run(run_dir)
+                if writer and any(p.name != ".lock" for p in run_dir.iterdir()):
+                    clear_written(run_dir, cfg.out_dir)  # only what robult listed as written, inside out_dir
                 resume = False
+            elif resume and writer:
+                clear_temp_files(run_dir)  # a kill inside an atomic write leaves its temporary file
+            if writer:
+                record(run_dir, _run_paths(run_dir, resume))
             atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
             labeled = _labeled_mask(bundle.train, cfg, run_dir)
         except BaseException:
-            if created:
-                shutil.rmtree(run_dir, ignore_errors=True)
+            _remove_created(run_dir, top)
             raise
+        events = set((run_dir / "logs").rglob("events.out.tfevents.*")) if writer else set()
         try:
             with _num_threads(cfg.train.num_threads):
-                return _train_locked(
-                    cfg,
-                    method,
-                    model,
-                    criterion,
-                    bundle,
-                    run_dir,
-                    labeled,
-                    resume,
-                    callbacks,
-                    masks_dir,
-                    evaluate_test,
-                    trial,
-                )
+                try:
+                    return _train_locked(
+                        cfg,
+                        method,
+                        model,
+                        criterion,
+                        bundle,
+                        run_dir,
+                        labeled,
+                        resume,
+                        callbacks,
+                        masks_dir,
+                        evaluate_test,
+                        trial,
+                    )
+                finally:
+                    if writer and cfg.train.logger == "tensorboard":
+                        _record_event_files(run_dir, events)
         except RuntimeError as err:  # resuming a last.ckpt of another dataset / modality set: one line, no dump
             if not (resume and "Error(s) in loading state_dict" in str(err)):
                 raise
@@ -527,7 +620,7 @@ def _train_locked(
 ) -> RunResult:
     """The body of :func:`train_run`, run while holding the run directory's lock."""
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from robult.training.checkpoint import resume_state_callback, safe_checkpoint_io
     from robult.training.module import MethodModule
@@ -565,7 +658,7 @@ def _train_locked(
     if cfg.train.patience > 0:
         cbs.append(EarlyStopping(monitor="val/score", mode=mode, patience=cfg.train.patience))
     if cfg.train.progress:
-        cbs.append(TQDMProgressBar(leave=False))
+        cbs.append(stderr_progress_bar())
     _quiet_lightning()
     trainer = L.Trainer(
         accelerator=cfg.train.accelerator,
