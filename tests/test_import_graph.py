@@ -114,3 +114,26 @@ def test_the_check_finds_a_lazy_cycle_and_ignores_type_checking(tmp_path: Path) 
     assert _cycles(graph) == [["robult.a", "robult.b"]]
     top = {m: _edges(m, p, modules, lazy=False) for m, p in modules.items()}
     assert top["robult.a"] == {"robult.c"} and _cycles(top) == []
+
+
+def _package_of(module: str, modules: dict[str, Path]) -> str:
+    """``robult.data.user`` → ``robult.data``; ``robult.data`` (a package) → itself; ``robult.cli`` → ``robult``."""
+    if modules[module].name == "__init__.py":
+        return module
+    return module.rpartition(".")[0]
+
+
+def test_no_private_name_crosses_a_package() -> None:
+    """``from robult.<pkg>.<mod> import _name`` is allowed only inside ``robult.<pkg>``: a name another package
+    needs is public (tests may use private names)."""
+    modules = _modules()
+    crossings = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("robult")):
+                continue
+            for alias in node.names:
+                private = alias.name.startswith("_") and not alias.name.startswith("__")
+                if private and _package_of(node.module, modules) != _package_of(name, modules):
+                    crossings.append(f"{name} imports {node.module}.{alias.name}")
+    assert crossings == []

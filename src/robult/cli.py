@@ -351,7 +351,7 @@ def _evaluate_input(run: Path, input: Path, protocols: list[str], masks_dir: Pat
     """`robult evaluate RUN --input DIR`: the run's model artefact scored on a user-format directory."""
     with _one_line_errors():
         from robult.evaluation.report import format_evaluation
-        from robult.inference.predictor import _model_dir, load
+        from robult.inference.predictor import model_dir, load
         from robult.inference.scoring import evaluate_inputs
 
         predictor = load(run)
@@ -366,7 +366,7 @@ def _evaluate_input(run: Path, input: Path, protocols: list[str], masks_dir: Pat
 
             cfg = predictor.config
             record = {
-                "run": str(_model_dir(run).parent),
+                "run": str(model_dir(run).parent),
                 "input": str(input),
                 "metric": metric,
                 "rates": list(cfg.eval.rates),

@@ -497,7 +497,7 @@ def load_user_dataset(path: str | Path, seed: int = 0, val_fraction: float = 0.1
     """Load a dataset in the user format (see the module docstring).
 
     Steps: read and validate ``dataset.yaml`` (:func:`read_config`), the labels and labeled mask
-    (:func:`_read_labels`), open the modality arrays for row reads (:func:`_open_modalities`), read the presence
+    (:func:`read_labels`), open the modality arrays for row reads (:func:`_open_modalities`), read the presence
     mask (:func:`_read_presence`), split the rows (:func:`_split_rows`), fit the optional standardisation on train
     (:func:`_standardize`), and cut the bundle's splits out of one lazily read dataset.
 
@@ -523,7 +523,7 @@ def load_user_dataset(path: str | Path, seed: int = 0, val_fraction: float = 0.1
     except ValueError as err:
         raise ValueError(f"{yaml_path}: task: {err}") from None
 
-    labels_path, target, labeled = _read_labels(config, base, task)
+    labels_path, target, labeled = read_labels(config, base, task)
     n = len(target)
     specs, readers, lengths = _open_modalities(config, base, n, labels_path.name)
     present = _read_presence(config, base, n, specs, lengths)
@@ -571,7 +571,7 @@ def load_user_dataset(path: str | Path, seed: int = 0, val_fraction: float = 0.1
     )
 
 
-def _read_labels(config: UserDatasetConfig, base: Path, task: TaskSpec) -> tuple[Path, np.ndarray, np.ndarray]:
+def read_labels(config: UserDatasetConfig, base: Path, task: TaskSpec) -> tuple[Path, np.ndarray, np.ndarray]:
     """The labels file's path, the targets (checked against the task where labeled) and the labeled mask."""
     labels_path = _resolve(base, config.labels)
     labels = _load_small(labels_path, "labels")

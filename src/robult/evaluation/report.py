@@ -300,7 +300,7 @@ def format_evaluation(evaluation: Any, metric: str, scored: str = "test") -> str
 
 
 # ---------------------------------------------------------------------------------------------------- plots
-def _save_png(fig: Any, path: str | Path) -> None:
+def save_png(fig: Any, path: str | Path) -> None:
     """Render ``fig`` with the Agg canvas into a temporary file beside ``path``, then rename it onto ``path``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -368,7 +368,7 @@ def plot_random_rate(doc: dict[str, Any], path: str | Path) -> None:
     if any(len(runs) > 1 for _, runs in groups):
         fig.text(0.01, 0.01, "lines: mean over seeds; bands: ± one sample std over seeds", fontsize="x-small")
     fig.tight_layout()
-    _save_png(fig, path)
+    save_png(fig, path)
 
 
 def plot_subset_heatmap(doc: dict[str, Any], path: str | Path) -> None:
@@ -415,4 +415,4 @@ def plot_subset_heatmap(doc: dict[str, Any], path: str | Path) -> None:
     ax.set_ylabel("modalities present at test")
     bar = fig.colorbar(image, ax=ax)
     bar.set_label(f"test {metric}" + (" (%)" if percent else "") + ", mean over seeds")
-    _save_png(fig, path)
+    save_png(fig, path)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from robult.batch import Batch
-from robult.inference.predictor import MODEL_DIR, Predictor, _model_dir, load, write_run_model
+from robult.inference.predictor import MODEL_DIR, Predictor, model_dir, load, write_run_model
 from robult.specs import ModalityKind, TaskKind
 from robult.utils.io import atomic_open
 
@@ -195,7 +195,7 @@ def _prepare_export(
     else:
         predictor = load(model)
         if out is None:
-            out = _model_dir(Path(model)) / default_name
+            out = model_dir(Path(model)) / default_name
     predictor.model.eval()
     wrapper = ExportedModel(predictor).eval()
     encoders = getattr(predictor.model, "encoders", None)

@@ -559,7 +559,7 @@ def write_run_model(
 # --------------------------------------------------------------------------------------------- loading
 
 
-def _model_dir(path: Path) -> Path:
+def model_dir(path: Path) -> Path:
     if (path / MANIFEST).is_file():
         return path
     if (path / MODEL_DIR / MANIFEST).is_file():
@@ -647,7 +647,7 @@ def load(
     from robult.config import ConfigError, read_yaml, validate_config
     from robult.methods import build_method
 
-    directory = _model_dir(Path(path))
+    directory = model_dir(Path(path))
     manifest = _read_json(directory / MANIFEST)
     _check_format(manifest, directory / MANIFEST)
     files = manifest.get("files")

@@ -29,7 +29,7 @@ INPUT_SPLIT = "input"  # the split name of an input directory's masks in a mask 
 
 def _task_and_labels(yaml_path: Path, raw: dict[str, Any], predictor: Predictor) -> tuple[Path, Tensor, Tensor]:
     """The labels file, the targets and the labeled mask, checked against the model's task."""
-    from robult.data.user import TaskConfig, UserDatasetConfig, _read_labels
+    from robult.data.user import TaskConfig, UserDatasetConfig, read_labels
 
     model_task = predictor.task
     if raw.get("task") is not None:
@@ -48,12 +48,12 @@ def _task_and_labels(yaml_path: Path, raw: dict[str, Any], predictor: Predictor)
             "labels use `robult predict`"
         )
     config = cast(UserDatasetConfig, _LabelKeys(str(raw["labels"]), raw.get("labeled")))
-    labels_path, target, labeled = _read_labels(config, yaml_path.parent, model_task)
+    labels_path, target, labeled = read_labels(config, yaml_path.parent, model_task)
     return labels_path, torch.from_numpy(target), torch.from_numpy(labeled)
 
 
 class _LabelKeys:
-    """The two keys of ``dataset.yaml`` that :func:`robult.data.user._read_labels` reads."""
+    """The two keys of ``dataset.yaml`` that :func:`robult.data.user.read_labels` reads."""
 
     def __init__(self, labels: str, labeled: Any) -> None:
         self.labels = labels
