@@ -105,13 +105,35 @@ class MethodModule(L.LightningModule):
             if value == value:
                 acc[0] += value
                 acc[1] += 1.0
+        if self._is_last_batch(batch_idx):
+            self._log_diagnostics()
         return result.total
 
-    def on_train_epoch_end(self) -> None:
+    def _is_last_batch(self, batch_idx: int) -> bool:
+        """Whether this is the epoch's last training batch: the same answer on every rank, as every rank's
+        loader yields as many batches (:class:`robult.training.sampler.SemiSupervisedBatchSampler`)."""
+        if self.trainer is None:
+            return False
+        n_batches = self.trainer.num_training_batches
+        if isinstance(n_batches, int | float) and math.isfinite(n_batches):
+            return batch_idx + 1 >= n_batches
+        return bool(self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
+    def _log_diagnostics(self) -> None:
         """Log each diagnostic's epoch mean over the batches that define it (NaN if none did), over every rank:
         one all-reduce of the sums and counts. (Lightning's weighted epoch mean would floor the mean of integer
         weights over ranks, and a key logged by one rank only would make the ranks' reductions disagree.) Every
-        rank holds the same keys: a loss reports every key on every batch, NaN where undefined."""
+        rank holds the same keys: a loss reports every key on every batch, NaN where undefined.
+
+        Called from the epoch's last ``training_step``, never from an epoch-end hook. Under DDP every collective
+        must run in the same order on every rank. The training step is the one place every rank runs in lockstep
+        whatever the callbacks, loggers and progress bars do; an epoch-end hook is not: the progress bar, which
+        exists on rank 0 only, computes the epoch's ``sync_dist`` metrics (one all-reduce each) in its own
+        ``on_train_epoch_end``, which Lightning runs before the module's, while the other ranks compute them after
+        it. An all-reduce in ``on_train_epoch_end`` thus met a different collective on each rank and the run hung.
+        The values are logged for the epoch (``on_epoch=True``, one value each, so Lightning's epoch mean is the
+        value itself) without ``sync_dist``: every rank already holds the reduced value, so Lightning adds no
+        collective of its own for them."""
         if not self._diag:
             return
         keys = sorted(self._diag)
@@ -119,7 +141,10 @@ class MethodModule(L.LightningModule):
                                                       device=self.device))  # fmt: skip
         self._diag.clear()
         for key, (total, count) in zip(keys, sums.tolist(), strict=True):
-            self.log(key, total / count if count else math.nan, on_step=False, on_epoch=True)
+            self.log(key, total / count if count else math.nan, on_step=False, on_epoch=True, batch_size=1)
+
+    def on_train_epoch_start(self) -> None:
+        self._diag.clear()  # an epoch cut short (interrupted) leaves nothing for the next one
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         output = self.model(batch, with_reconstruction=False, **self._forward_kwargs)
