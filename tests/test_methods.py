@@ -17,7 +17,7 @@ from robult.modules.encoders import ModalityEncoders
 from .conftest import make_batch
 
 MODEL = {"hidden_dim": 16, "shared_dim": 8, "specific_dim": 8, "encoder_hidden": (12,)}
-BASELINES = ("supervised", "moddrop", "pseudolabel", "contrastive", "shared_private")
+BASELINES = ("supervised", "moddrop", "pseudolabel", "contrastive", "shared_private", "tmc", "fixmatch")
 # modules a method freezes because its loss never uses them (DDP then needs no find_unused_parameters)
 FROZEN = {"robult_no_rec": ("reconstructors.",), "contrastive": ("reconstructors.",)}
 
@@ -30,7 +30,7 @@ def test_registry_holds_the_baselines_and_the_robult_variants() -> None:
 
 
 def test_uses_unlabeled_flags() -> None:
-    labeled_only = {"robult_labeled_only", "supervised", "moddrop"}
+    labeled_only = {"robult_labeled_only", "supervised", "moddrop", "tmc"}
     for name, method in METHODS.items():
         assert method.uses_unlabeled == (name not in labeled_only), name
 
@@ -76,7 +76,7 @@ def test_every_method_gets_identical_encoders(specs, task) -> None:
     assert len({tuple(s) for s in signatures.values()}) == 1
 
 
-@pytest.mark.filterwarnings("ignore:method 'pseudolabel' has no confident pseudo-labels")
+@pytest.mark.filterwarnings("ignore:method '(pseudolabel|fixmatch)' has no confident pseudo-labels")
 @pytest.mark.parametrize("name", sorted(METHODS))
 @pytest.mark.parametrize(
     "task", [TaskSpec("multiclass", num_classes=4), TaskSpec("regression"), TaskSpec("multilabel", num_classes=4)]
@@ -87,6 +87,10 @@ def test_train_step_all_parameters_learn(specs, task, name: str) -> None:
     frozen."""
     torch.manual_seed(0)
     ramped = "warmup_epochs" in {f.name for f in dataclasses.fields(METHODS[name].loss_config)}
+    if name == "tmc" and task.kind.value in ("regression", "multilabel"):  # evidence over classes only
+        with pytest.raises(ValueError, match=f"method 'tmc' needs a classification task .*not {task.kind.value}"):
+            build_method(name, specs, task, MODEL)
+        return
     model, loss = build_method(name, specs, task, MODEL, {"warmup_epochs": 0.0} if ramped else {})
     batch = make_batch(b=16, seed=7)
     batch = replace(batch, present=torch.ones_like(batch.present))  # complete: what DDP's choice relies on
@@ -150,7 +154,8 @@ def test_one_pass_subsets_equal_masked_forward(specs, task, name: str) -> None:
             single = model.predict_subsets(model(batch.with_present(present), with_reconstruction=False), [subset])
             torch.testing.assert_close(preds.predictions[i], single.predictions[0], rtol=1e-5, atol=1e-6)
             idx = [("a", "b", "c").index(n) for n in subset]
-            torch.testing.assert_close(preds.predictions[i], out.logits[:, idx].mean(1), rtol=1e-5, atol=1e-6)
+            if name != "tmc":  # tmc combines opinions (tests/models/test_tmc.py), the others average logits
+                torch.testing.assert_close(preds.predictions[i], out.logits[:, idx].mean(1), rtol=1e-5, atol=1e-6)
     assert preds.valid.all()
 
 
@@ -241,6 +246,8 @@ def test_every_method_declares_its_loss_config_and_searches_only_its_keys() -> N
         ("pseudolabel", "PseudoLabelLossConfig", {"lambda_pl": 0.3, "pseudo_confidence": 0.8, "warmup_epochs": 2.0}),
         ("contrastive", "InstanceContrastiveLossConfig", {"lambda_nce": 0.3, "temperature": 0.2}),
         ("shared_private", "SharedPrivateLossConfig", {"lambda_sim": 0.3, "lambda_diff": 0.09, "lambda_rec": 0.3}),
+        ("tmc", "TMCLossConfig", {"annealing_epochs": 10.0, "pseudo_view": True}),
+        ("fixmatch", "FixMatchLossConfig", {"lambda_consistency": 0.3, "pseudo_confidence": 0.8, "weak_noise": 0.1}),
     ],
 )
 def test_each_builder_gets_its_own_config(specs, task, name: str, cls, values: dict) -> None:
@@ -249,10 +256,10 @@ def test_each_builder_gets_its_own_config(specs, task, name: str, cls, values: d
     import warnings
 
     from robult.config import validate_config
-    from robult.losses import baselines, supervised
+    from robult.losses import baselines, evidential, fixmatch, supervised
 
     if isinstance(cls, str):
-        cls = getattr(baselines, cls, None) or getattr(supervised, cls)
+        cls = next(getattr(m, cls) for m in (baselines, supervised, evidential, fixmatch) if hasattr(m, cls))
     section = validate_config({"loss": values}).loss.model_dump()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the section's other keys are at their defaults: nothing to warn about
@@ -273,6 +280,9 @@ def test_each_builder_gets_its_own_config(specs, task, name: str, cls, values: d
         ("contrastive", "lambda_ulb", 0.3),
         ("supervised", "lambda_rec", 0.0),
         ("robult", "lambda_sim", 0.3),
+        ("tmc", "lambda_pl", 0.3),
+        ("fixmatch", "lambda_pl", 0.3),
+        ("pseudolabel", "lambda_consistency", 0.3),
     ],
 )
 def test_a_foreign_non_default_key_warns_naming_it_and_the_method(specs, task, name: str, key: str, value) -> None:
@@ -349,3 +359,22 @@ def test_baseline_losses_equal_the_old_keys_computation(specs, task, name: str, 
     expected = _old_baseline_total(name, parts, old, epoch).detach()
     assert parts.total.item() == pytest.approx(expected.item(), rel=1e-6)
     assert parts.total.item() > parts.supervised.item()  # the unlabeled / auxiliary terms take part
+
+
+@pytest.mark.parametrize("name", ["tmc", "fixmatch"])
+def test_the_new_baselines_train_end_to_end_through_the_trainer(tmp_path, name: str) -> None:
+    """tmc and fixmatch train, select and score every subset through the one trainer (tiny synthetic data)."""
+    from robult.config import load_config
+    from robult.training.run import train_run
+
+    from .conftest import TINY_TWO_EPOCHS
+
+    cfg = load_config(
+        None, [*TINY_TWO_EPOCHS, "dataset.options.n_samples=300", f"out_dir={tmp_path}", f"train.method={name}"]
+    )
+    result = train_run(cfg)
+    scores = result.evaluation.subsets
+    assert len(scores) == 2**3 - 1  # the synthetic set's three modalities: every non-empty subset
+    assert all(0.0 <= s["accuracy"] <= 1.0 for s in scores.values())
+    assert result.best_score == result.best_score and result.evaluation.random_rate  # selected and scored
+    assert (result.run_dir / "result.json").exists()

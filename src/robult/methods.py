@@ -30,6 +30,8 @@ from robult.losses.baselines import (
     SupervisedLossConfig,
     SupervisedOnlyLoss,
 )
+from robult.losses.evidential import TMCLoss, TMCLossConfig
+from robult.losses.fixmatch import FixMatchLoss, FixMatchLossConfig
 from robult.losses.options import loss_defaults
 from robult.losses.robult import RobultLoss, RobultLossConfig
 from robult.specs import ModalitySpec, TaskSpec
@@ -204,6 +206,37 @@ def _build_shared_private(modalities, task, model_options, loss_options, encoder
     return model, SharedPrivateLoss(task, model.reconstructors, loss_cfg, names=[m.name for m in modalities])
 
 
+@_loss_config(TMCLossConfig)
+def _build_tmc(modalities, task, model_options, loss_options, encoders=None):
+    from robult.models.robult import RobultConfig
+    from robult.models.tmc import TMCModel
+
+    model_cfg = _dataclass_from(RobultConfig, model_options, "model")
+    loss_cfg = _dataclass_from(TMCLossConfig, loss_options, "loss")
+    model = TMCModel(modalities, task, model_cfg, encoders, pseudo_view=loss_cfg.pseudo_view)
+    return model, TMCLoss(task, loss_cfg)
+
+
+@_loss_config(FixMatchLossConfig)
+def _build_fixmatch(modalities, task, model_options, loss_options, encoders=None):
+    from robult.models.fixmatch import FixMatchModel, Perturbation
+    from robult.models.robult import RobultConfig
+    from robult.specs import TaskKind
+
+    model_cfg = _dataclass_from(RobultConfig, model_options, "model")
+    loss_cfg = _dataclass_from(FixMatchLossConfig, loss_options, "loss")
+    if task.kind == TaskKind.REGRESSION:
+        warnings.warn(
+            "method 'fixmatch' has no confident pseudo-labels for a regression task: its consistency loss is 0 and "
+            "it trains like 'supervised' on weakly perturbed inputs",
+            stacklevel=2,
+        )
+    weak = Perturbation(noise=loss_cfg.weak_noise)
+    strong = Perturbation(loss_cfg.strong_noise, loss_cfg.strong_feature_dropout, loss_cfg.strong_modality_dropout)
+    model = FixMatchModel(modalities, task, model_cfg, encoders, weak=weak, strong=strong)
+    return model, FixMatchLoss(task, loss_cfg)
+
+
 # modality dropout rate of ``moddrop`` and ``pseudolabel`` (per present entry, at least one modality kept)
 MODALITY_DROPOUT = 0.5
 
@@ -339,6 +372,37 @@ register_method(
         },
         fixed_model={"subset_weights": "uniform"},  # its published definition: the plain mean
         color="black",
+    )
+)
+
+register_method(
+    Method(
+        "tmc",
+        "Trusted multi-view classification (Han et al. 2021): evidential heads per modality, opinions combined with "
+        "the reduced Dempster-Shafer rule; ETMC's pseudo-view with loss.pseudo_view; labeled data only",
+        _build_tmc,
+        uses_unlabeled=False,
+        search={
+            "loss.annealing_epochs": [10.0, 50.0],
+            "loss.pseudo_view": [False, True],
+            "train.modality_dropout": [0.0, 0.5],
+        },
+        color="goldenrod",
+    )
+)
+register_method(
+    Method(
+        "fixmatch",
+        "FixMatch (Sohn et al. 2020) on late fusion: pseudo-labels from a weakly perturbed sample train its strongly "
+        "perturbed copy (modality dropout, feature dropout, noise)",
+        _build_fixmatch,
+        search={
+            "loss.pseudo_confidence": [0.8, 0.9, 0.95],
+            "loss.lambda_consistency": [0.3, 1.0],
+            "loss.strong_modality_dropout": [0.3, 0.5, 0.7],
+            **_LABELED_SHARE,
+        },
+        color="teal",
     )
 )
 

@@ -6,8 +6,10 @@ names and a reader that turns the ``scipy.io.loadmat`` dict into ``[N, d]`` view
 the transposed / cell layouts of each file). The file is always checksummed before it is read.
 
 Splits (:func:`robult.data.splits.train_val_test_split`): the file's fixed test split where one exists
-(handwritten: 1600/400), else a seeded stratified 80/20 train/test split; validation is carved from train
-(stratified, ``seed + 1``); each view is z-scored with statistics of the training split only.
+(handwritten: 1600/400), else a seeded stratified 80/20 train/test split; ``split: random`` (an ``extra`` option,
+``--set dataset.options.split=random``) ignores the fixed split and draws a seeded stratified 80/20 train/test split
+for every seed (the protocol of the TMC paper). Validation is carved from train (stratified, ``seed + 1``); each view
+is z-scored with statistics of the training split only.
 ``train_missing_rate`` (an ``extra`` option) drops views of training samples at random (:func:`random_presence`) so
 training with incomplete data can be exercised.
 """
@@ -47,6 +49,10 @@ __all__ = [
     "random_presence",
 ]
 
+
+# ``dataset.options.split``: ``default`` (the file's fixed test split where it has one, else a seeded stratified
+# 80/20), ``random`` (a seeded stratified 80/20 train/test split for every seed, the protocol of TMC's paper)
+MULTIVIEW_SPLITS = ("default", "random")
 
 # A reader returns (views [N, d_v] in view order, 0-based labels [N], fixed test indices or None).
 Reader = Callable[[dict[str, Any]], tuple[list[np.ndarray], np.ndarray, np.ndarray | None]]
@@ -427,8 +433,9 @@ def load_multiview(source: MultiviewSource, opts: LoadOptions) -> DatasetBundle:
 
     Args:
         source: the table entry.
-        opts: loader options; ``extra`` may hold ``download`` (bool), ``cache_dir`` (path) and
-            ``train_missing_rate`` (float, share of training sample-view entries dropped, default 0).
+        opts: loader options; ``extra`` may hold ``download`` (bool), ``cache_dir`` (path),
+            ``train_missing_rate`` (float, share of training sample-view entries dropped, default 0) and ``split``
+            (``default`` or ``random``, see the module docstring).
 
     Returns:
         The bundle; every split carries a presence mask (all ``True`` except training views dropped by
@@ -439,6 +446,14 @@ def load_multiview(source: MultiviewSource, opts: LoadOptions) -> DatasetBundle:
     views, y, fixed_test = source.reader(mat)
     _check_read(source, views, y, path)
 
+    mode = opts.extra.get("split", "default")
+    if mode not in MULTIVIEW_SPLITS:
+        raise ValueError(
+            f"dataset {source.name!r}: dataset.options.split={mode!r} is not a split of this set; "
+            f"use one of {list(MULTIVIEW_SPLITS)}"
+        )
+    if mode == "random":  # a seeded stratified 80/20 train/test split, even where the file fixes a test split
+        fixed_test = None
     split = train_val_test_split(y, opts.seed, opts.val_fraction, fixed_test=fixed_test)
     train_idx, val_idx, test_idx = split.train, split.val, split.test
 

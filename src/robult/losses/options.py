@@ -18,6 +18,8 @@ from robult.losses.baselines import (
     SharedPrivateLossConfig,
     SupervisedLossConfig,
 )
+from robult.losses.evidential import TMCLossConfig
+from robult.losses.fixmatch import FixMatchLossConfig
 from robult.losses.robult import RobultLossConfig
 from robult.utils.bounds import field_bounds
 
@@ -28,6 +30,8 @@ LOSS_CONFIGS: tuple[type, ...] = (
     PseudoLabelLossConfig,
     InstanceContrastiveLossConfig,
     SharedPrivateLossConfig,
+    TMCLossConfig,
+    FixMatchLossConfig,
 )
 
 
