@@ -579,7 +579,6 @@ def test_cli_evaluate_on_another_dataset(runs, tmp_path: Path, kind: str) -> Non
     [
         ("shape", r"s\.npy: modality 's' has per-sample shape \(4, 2\), expected \(4, 3\)"),
         ("name", r"dataset\.yaml: modality 'b' is not one of the model's \['a', 's'\]"),
-        ("lacking", r"dataset\.yaml: modality 's' of the model is not listed"),
         ("task", r"dataset\.yaml: task is binary, the model was trained on multiclass with 4 classes"),
         ("classes", r"dataset\.yaml: task is multiclass with 3 classes, the model was trained on multiclass with 4"),
         ("labels", r"dataset\.yaml: labels: required to score"),
@@ -595,9 +594,6 @@ def test_cli_evaluate_input_errors_are_one_line(runs, tmp_path: Path, change: st
         np.save(inp / "s.npy", data["inputs"]["s"][:, :, :2])
     elif change == "name":
         yaml_file.write_text(text.replace("name: a,", "name: b,"))
-    elif change == "lacking":
-        lines = text.replace("  - {name: s, kind: sequence, file: s.npy, lengths: s_len.npy}\n", "")
-        yaml_file.write_text(lines.replace("present: present.npy\n", ""))
     elif change == "task":
         yaml_file.write_text(text.replace("{kind: multiclass, num_classes: 4}", "{kind: binary}"))
     elif change == "classes":

@@ -104,6 +104,7 @@ _BUILTIN_MODULES = (
     "robult.data.avdigits",
     "robult.data.paper",
     "robult.data.user",
+    "robult.data.table",
     "robult.prepare.food101",
     "robult.prepare.hateful_memes",
 )

@@ -238,6 +238,23 @@ def write_predictions(prediction: Prediction, path: str | Path, index: np.ndarra
     return path
 
 
+def predict_to_csv_stream(
+    model: str | Path | Predictor, inputs: str | Path, stream: Any, batch_size: int = 4096
+) -> int:
+    """``robult predict`` without ``--out``: the prediction table (:func:`prediction_rows`) as CSV on ``stream``
+    (e.g. standard output). Returns the number of rows."""
+    from robult.inference.predictor import load
+
+    predictor = model if isinstance(model, Predictor) else load(model)
+    data = read_prediction_inputs(inputs, predictor)
+    prediction = predictor.predict(data.inputs, data.present, lengths=data.lengths, batch_size=batch_size)
+    header, rows = prediction_rows(prediction)
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return len(prediction)
+
+
 def predict_to_file(
     model: str | Path | Predictor, inputs: str | Path, out: str | Path, batch_size: int = 4096
 ) -> tuple[Path, int]:

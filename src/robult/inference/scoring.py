@@ -1,7 +1,8 @@
 """``robult evaluate RUN --input DIR``: score a trained model on another dataset in the user format.
 
-The directory is the user format of ``docs/datasets.md`` (``dataset.yaml`` + ``.npy``) with the model's modalities
-(same names, kinds and shapes; every one of them listed) and ``labels`` (required: they are what is scored;
+The directory is the user format of ``docs/datasets.md`` (``dataset.yaml`` + ``.npy``) with some or all of the model's
+modalities (same names, kinds and shapes; a model modality it does not list is absent from every row, and the subsets
+holding it are not scored) and ``labels`` (required: they are what is scored;
 ``labeled.npy`` marks the rows that have one, the others are predicted but not scored). ``task``, when given, must be
 the model's (kind and number of classes). ``split`` is ignored: every row is scored. Raw inputs go through the
 :class:`~robult.inference.Predictor`'s batches, so the training split's saved normalisation applies exactly as in
@@ -111,12 +112,7 @@ def evaluate_inputs(
     data = read_prediction_inputs(path, predictor)  # names, kinds, shapes, row counts, lengths, present.npy
     yaml_path = data.source
     names = predictor.modality_names
-    lacking = [name for name in names if name not in data.inputs]
-    if lacking:
-        raise ValueError(
-            f"{yaml_path}: modality {lacking[0]!r} of the model is not listed; scoring needs every model modality "
-            f"{names} (mark rows without it in present.npy)"
-        )
+    lacking = [name for name in names if name not in data.inputs]  # absent from every row: scored without them
     raw = read_yaml(yaml_path)
     labels_path, target, labeled = _task_and_labels(yaml_path, raw, predictor)
     n = data.num_rows
@@ -147,7 +143,12 @@ def evaluate_inputs(
     finally:
         model.train(was_training)
 
-    return scorer.score(target, labeled, predictor.task)
+    scored = scorer.score(target, labeled, predictor.task)
+    if lacking:  # a subset holding a modality no row has is not a setting of this input: left out
+        gone = {key for key in scored.subsets if any(part in lacking for part in key.split("+"))}
+        scored.subsets = {k: v for k, v in scored.subsets.items() if k not in gone}
+        scored.counts = {k: v for k, v in scored.counts.items() if k.removeprefix("all-subsets/") not in gone}
+    return scored
 
 
 __all__ = ["INPUT_SPLIT", "YAML_NAME", "evaluate_inputs"]
