@@ -138,3 +138,65 @@ def test_config_show_marks_the_loss_keys_a_method_does_not_use() -> None:
     assert "not used" not in rows["loss.lambda_sim"] and "not used" not in rows["loss.lambda_rec"]
     assert "not used" not in {k: m for k, _, m in describe_config("robult")}["loss.lambda_lb"]
     assert all("not used" not in m for _, _, m in describe_config())
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.dropout=.nan", "key 'model.dropout': Input should be a finite number (got nan)"),
+        ("model.dropout=1.0", "key 'model.dropout': Input should be less than 1"),
+        ("train.lr=.inf", "key 'train.lr': Input should be a finite number (got inf)"),
+        ("train.weight_decay=.inf", "key 'train.weight_decay': Input should be a finite number"),
+        ("loss.temperature=.inf", "key 'loss.temperature': Input should be a finite number"),
+        ("loss.lambda_lb=.inf", "key 'loss.lambda_lb': Input should be a finite number"),
+        ("loss.lambda_lb=-.inf", "key 'loss.lambda_lb': Input should be a finite number"),
+        ("train.devices=0", "key 'train.devices': Input should be greater than or equal to 1 (got 0)"),
+        ("train.devices=true", "key 'train.devices': Input should be a valid integer (got True)"),
+        ("train.max_epochs=true", "key 'train.max_epochs': Input should be a valid integer (got True)"),
+        ("train.max_epochs=2.5", "key 'train.max_epochs': Input should be a valid integer (got 2.5)"),
+        ("train.lr=true", "key 'train.lr': Input should be a valid number (got True)"),
+        ("train.seed=-1", "key 'train.seed': Input should be greater than or equal to 0 (got -1)"),
+        ("train.seed=4294967296", "key 'train.seed': Input should be less than or equal to 4294967295"),
+        ("eval.mask_seed=-1", "key 'eval.mask_seed': Input should be greater than or equal to 0"),
+        ("eval.rates=[.nan]", "key 'eval.rates.0': Input should be a finite number"),
+        ("model.encoder_hidden=[true]", "key 'model.encoder_hidden.0': Input should be a valid integer"),
+        ("dataset.options.noise=.inf", "key 'dataset.options': option 'noise' must be a finite number"),
+    ],
+)
+def test_every_number_is_checked_before_a_run_naming_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_integers_and_numbers_of_the_right_type_still_pass() -> None:
+    cfg = load_config(None, ["train.lr=1", "train.devices=2", "train.devices=-1", "model.encoder_hidden=[8, 4]"])
+    assert cfg.train.lr == 1.0 and cfg.train.devices == -1 and cfg.model.encoder_hidden == (8, 4)
+    assert load_config(None, ["train.devices=auto", "name="]).train.devices == "auto"
+
+
+def test_a_dataset_option_out_of_range_names_it() -> None:
+    from robult.training.run import load_bundle
+
+    with pytest.raises(ValueError, match=r"dataset option 'n_samples': must be >= 1, got -5"):
+        load_bundle(load_config(None, ["dataset.options.n_samples=-5"]))
+
+
+def test_cli_refuses_a_non_finite_number_and_writes_nothing(tmp_path: Path) -> None:
+    """`robult train` with its defaults (progress bar, logger, threads): one line naming the key, nothing written."""
+    from typer.testing import CliRunner
+
+    from robult.cli import app
+
+    out = tmp_path / "runs"
+    for bad, key in (
+        ("loss.temperature=.inf", "loss.temperature"),
+        ("train.devices=0", "train.devices"),
+        ("dataset.options.n_samples=-5", "n_samples"),
+    ):
+        args = ["train", "--set", bad, "--set", "train.max_epochs=1", "--set", f"out_dir={out}"]
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 2, res.output
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and key in lines[0], res.output
+        assert not out.exists()

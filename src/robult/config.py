@@ -10,17 +10,30 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
+import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    create_model,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from robult.losses.options import loss_fields
 from robult.models.robult import RobultConfig
 from robult.utils.bounds import field_bounds
+from robult.utils.paths import path_component_problem
 
 RATES_DEFAULT = [round(0.1 * i, 1) for i in range(10)]
 
@@ -64,14 +77,38 @@ def docstring_attributes(cls: type) -> dict[str, str]:
     return out
 
 
+# every number of the run config is finite (no NaN / Inf, e.g. ``--set model.dropout=.nan``), and an integer or a
+# number is never a bool (``train.max_epochs=true`` is not 1): pydantic's allow_inf_nan=False and strict int/float
+SECTION_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range is [0, 2**32 - 1]
+
+
+def strict_numbers(hint: Any) -> Any:
+    """``hint`` with ``int`` made ``StrictInt`` and ``float`` made ``StrictFloat``, inside ``X | None``, unions,
+    ``tuple[...]`` and ``list[...]`` too (a ``float`` still accepts an integer)."""
+    if hint is int:
+        return StrictInt
+    if hint is float:
+        return StrictFloat
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (tuple, list) and args:
+        return origin[tuple(strict_numbers(a) if a is not Ellipsis else a for a in args)]
+    if origin in (typing.Union, types.UnionType) and args:
+        out = strict_numbers(args[0])
+        for a in args[1:]:
+            out = out | strict_numbers(a)
+        return out
+    return hint
+
+
 def _section_from_dataclass(cls: type, name: str) -> type[BaseModel]:
     hints = typing.get_type_hints(cls)
     meanings = docstring_attributes(cls)
     spec: dict[str, Any] = {
-        f.name: (hints[f.name], Field(f.default, description=meanings.get(f.name), **field_bounds(f)))
+        f.name: (strict_numbers(hints[f.name]), Field(f.default, description=meanings.get(f.name), **field_bounds(f)))
         for f in dataclasses.fields(cls)
     }
-    return create_model(name, __config__=ConfigDict(extra="forbid"), **spec)
+    return create_model(name, __config__=SECTION_CONFIG, **spec)
 
 
 def _loss_section() -> type[BaseModel]:
@@ -86,8 +123,8 @@ def _loss_section() -> type[BaseModel]:
                 texts.setdefault(text, owner.__name__)
         parts = [text if i == 0 else f"[{owner}: {text}]" for i, (text, owner) in enumerate(texts.items())]
         meaning = " ".join(parts) or None
-        spec[name] = (lf.type, Field(lf.default, description=meaning, **field_bounds(lf.field)))
-    return create_model("LossSection", __config__=ConfigDict(extra="forbid"), **spec)
+        spec[name] = (strict_numbers(lf.type), Field(lf.default, description=meaning, **field_bounds(lf.field)))
+    return create_model("LossSection", __config__=SECTION_CONFIG, **spec)
 
 
 ModelSection = _section_from_dataclass(RobultConfig, "ModelSection")
@@ -96,7 +133,7 @@ LossSection = _loss_section()
 
 class _Strict(BaseModel):
     # the docstring under each field is its meaning (``robult config show`` prints it)
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(**SECTION_CONFIG, use_attribute_docstrings=True)
 
 
 class DatasetSection(_Strict):
@@ -106,10 +143,27 @@ class DatasetSection(_Strict):
     """Dataset name (``robult datasets`` lists them; ``user`` reads your own directory: ``options.path``)."""
     data_dir: str | None = None
     """Root data directory (default: ``$ROBULT_DATA_DIR``, else ``../shared/data``)."""
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    val_fraction: StrictFloat = Field(0.1, gt=0.0, lt=1.0)
     """Share of the training split held out for validation (model selection, early stopping)."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Loader options, e.g. ``path`` (``user``), ``n_samples`` or ``task`` (``synthetic``)."""
+
+    @field_validator("options")
+    @classmethod
+    def _finite_options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        def walk(value: Any, key: str) -> None:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise PydanticCustomError("finite_number", f"option {key!r} must be a finite number")
+            if isinstance(value, dict):
+                for k, item in value.items():
+                    walk(item, f"{key}.{k}")
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    walk(item, f"{key}[{i}]")
+
+        for k, value in v.items():
+            walk(value, str(k))
+        return v
 
 
 class TrainSection(_Strict):
@@ -117,7 +171,7 @@ class TrainSection(_Strict):
 
     method: str = "robult"
     """The method (``robult config show`` lists them; ``docs/baselines.md``)."""
-    label_ratio: float = Field(0.05, gt=0.0, le=1.0)
+    label_ratio: StrictFloat = Field(0.05, gt=0.0, le=1.0)
     """Share of the training split whose labels training may use (a seeded, stratified subset). Applies to a
     dataset whose training rows are all labeled; one that marks rows unlabeled (the user format's ``labeled:``
     file) trains on its labeled rows as given, unless ``train.given_labels: subsample``."""
@@ -125,29 +179,29 @@ class TrainSection(_Strict):
     """When the dataset marks some training rows unlabeled: ``use`` trains on exactly its labeled rows (ignoring
     ``label_ratio``); ``subsample`` keeps a seeded ``label_ratio`` share of them, stratified by class (at least one
     label per class)."""
-    labeled_share: float | None = Field(None, gt=0.0, le=1.0)
+    labeled_share: StrictFloat | None = Field(None, gt=0.0, le=1.0)
     """Share of labeled samples in every batch (default ``max(label_ratio, 0.25)``; ignored when the method trains
     on labeled data only)."""
-    batch_size: int = Field(128, ge=2)
+    batch_size: StrictInt = Field(128, ge=2)
     """Samples per training batch."""
-    max_epochs: int = Field(60, ge=1)
+    max_epochs: StrictInt = Field(60, ge=1)
     """Upper bound on training epochs."""
-    patience: int = Field(15, ge=0)
+    patience: StrictInt = Field(15, ge=0)
     """Epochs without improvement of the selection score before early stopping (0: no early stopping)."""
-    lr: float = Field(1e-3, gt=0.0)
+    lr: StrictFloat = Field(1e-3, gt=0.0)
     """Learning rate (AdamW)."""
-    weight_decay: float = Field(1e-4, ge=0.0)
+    weight_decay: StrictFloat = Field(1e-4, ge=0.0)
     """Weight decay (AdamW)."""
-    seed: int = 0
+    seed: StrictInt = Field(0, ge=0, le=SEED_MAX)
     """Seed of the weights, the batches, the labeled subset and the dataset's split."""
-    modality_dropout: float | None = Field(None, ge=0.0, lt=1.0)
+    modality_dropout: StrictFloat | None = Field(None, ge=0.0, lt=1.0)
     """Training-time modality dropout rate (``None``: the method's default, 0 for most methods)."""
     use_unlabeled: bool | None = None
     """Feed unlabeled samples to training (``None``: the method decides; ``true`` is refused for a method that trains
     on labeled samples only)."""
     accelerator: str = "auto"
     """Lightning accelerator: ``auto`` (a GPU when one is present, else the CPU), ``cpu``, ``gpu``, ..."""
-    devices: int | str = 1
+    devices: Annotated[StrictInt, Field(ge=1)] | Literal[-1] | str = 1
     """Number of devices (or a Lightning device string); more than one trains with DDP."""
     find_unused_parameters: bool | None = None
     """DDP only: let DDP look for parameters without a gradient after every backward pass (slower). ``None``: only
@@ -156,9 +210,9 @@ class TrainSection(_Strict):
     parameters otherwise. Set ``true`` for a user encoder with parameters its forward pass does not use."""
     precision: str = "32-true"
     """Lightning precision, e.g. ``32-true`` or ``bf16-mixed``."""
-    num_workers: int = Field(0, ge=0)
+    num_workers: StrictInt = Field(0, ge=0)
     """DataLoader worker processes."""
-    num_threads: int | None = Field(None, ge=1)
+    num_threads: StrictInt | None = Field(None, ge=1)
     """CPU threads torch uses in this process (``torch.set_num_threads``; ``None``: torch's default, one per core).
     On a machine busy with other jobs, 1 can be several times faster (``docs/performance.md``)."""
     logger: Literal["csv", "tensorboard"] = "csv"
@@ -175,11 +229,11 @@ class EvalSection(_Strict):
         default_factory=lambda: ["all-subsets", "random-rate"]
     )
     """Test protocols: every modality subset, and/or per-sample random missingness."""
-    rates: list[float] = Field(default_factory=lambda: list(RATES_DEFAULT))
+    rates: list[StrictFloat] = Field(default_factory=lambda: list(RATES_DEFAULT))
     """Missing rates of the random-rate protocol, each in [0, 1)."""
-    mask_seed: int = 0
+    mask_seed: StrictInt = Field(0, ge=0, le=SEED_MAX)
     """Seed of the random-rate masks (saved once, shared by every method)."""
-    batch_size: int = Field(1024, ge=1)
+    batch_size: StrictInt = Field(1024, ge=1)
     """Samples per evaluation forward pass."""
     masks_dir: str | None = None
     """Where the saved masks live (default ``<out_dir>/masks``)."""
@@ -206,16 +260,42 @@ class RunConfig(_Strict):
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
 
+    @field_validator("name")
+    @classmethod
+    def _one_path_component(cls, v: str | None) -> str | None:
+        if not v:  # empty: the default name
+            return None
+        problem = path_component_problem(v)
+        if problem is not None:
+            raise PydanticCustomError("run_name", f"a run name is one directory name inside out_dir: {problem}")
+        return v
+
     def run_name(self) -> str:
-        if self.name:
-            return self.name
+        """The run directory's name inside ``out_dir``: ``name``, else ``<dataset>-<method>-r<ratio>-s<seed>``;
+        a :class:`ConfigError` naming the key unless it is one plain path component (a config built in code, or a
+        dataset's own name, skips the field check)."""
         t = self.train
-        return f"{self.dataset.name}-{t.method}-r{t.label_ratio:g}-s{t.seed}"
+        name = self.name or f"{self.dataset.name}-{t.method}-r{t.label_ratio:g}-s{t.seed}"
+        problem = path_component_problem(name)
+        if problem is not None:
+            key = "name" if self.name else "dataset.name"
+            raise ConfigError(
+                f"key {key!r}: run name {name!r} cannot be a run directory inside out_dir: {problem} (set "
+                "name=<one plain name>, e.g. name=my-run)"
+            )
+        return name
+
+
+_UNION_TAGS = {"int", "str", "float", "bool", "none", "list", "dict", "tuple"}
 
 
 def _format_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    # a union's errors carry the member's tag after the key (``train.devices.constrained-int``): drop it
+    loc = [
+        p for p in first["loc"] if not (isinstance(p, str) and (p in _UNION_TAGS or not p.replace("_", "a").isalnum()))
+    ]
+    key = ".".join(str(p) for p in loc) or "<root>"
     kind = first["type"]
     if kind == "extra_forbidden":
         return f"{source}: unknown key '{key}'"

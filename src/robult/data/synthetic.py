@@ -41,6 +41,7 @@ from robult.data.dataset import MultimodalDataset
 from robult.data.registry import DatasetBundle, LoadOptions, default_metric, register_dataset
 from robult.data.splits import strata, train_val_test_split
 from robult.specs import ModalitySpec, TaskKind, TaskSpec, all_subsets, subset_key
+from robult.utils.bounds import BOUNDS, field_bounds
 
 
 @dataclass(frozen=True)
@@ -91,20 +92,20 @@ class SyntheticConfig:
         seed: the seed of everything (mixing maps, factors, noise).
     """
 
-    n_samples: int = 3000
+    n_samples: int = field(default=3000, metadata={"ge": 1})
     modality_dims: tuple[int, ...] = (32, 24, 16)
     task: str = "multiclass"
-    num_classes: int = 4
-    redundant_dim: int = 2
-    unique_dim: int = 2
-    synergy_dim: int = 1
-    nuisance_dim: int = 8
+    num_classes: int = field(default=4, metadata={"ge": 2})
+    redundant_dim: int = field(default=2, metadata={"ge": 1})
+    unique_dim: int = field(default=2, metadata={"ge": 0})
+    synergy_dim: int = field(default=1, metadata={"ge": 0})
+    nuisance_dim: int = field(default=8, metadata={"ge": 0})
     synergy_modalities: tuple[int, ...] = (0, 1)
     mix: LabelMix = field(default_factory=LabelMix)
-    noise: float = 0.3
-    label_noise: float = 0.1
-    margin: float = 0.0
-    cluster_std: float = 0.0
+    noise: float = field(default=0.3, metadata={"ge": 0.0})
+    label_noise: float = field(default=0.1, metadata={"ge": 0.0})
+    margin: float = field(default=0.0, metadata={"ge": 0.0})
+    cluster_std: float = field(default=0.0, metadata={"ge": 0.0})
     seed: int = 0
 
     @property
@@ -318,6 +319,10 @@ def _config_from_options(base: SyntheticConfig, options: dict) -> SyntheticConfi
     mix = extra.pop("mix", None)
     for key, value in extra.items():
         _check_option_type(key, value, getattr(base, key))
+        for kind, bound in field_bounds(SyntheticConfig.__dataclass_fields__[key]).items():
+            test, symbol = BOUNDS[kind]
+            if not test(value, bound):
+                raise ValueError(f"dataset option {key!r}: must be {symbol} {bound}, got {value!r}")
     for key in ("modality_dims", "synergy_modalities"):
         if key in extra:
             extra[key] = tuple(extra[key])

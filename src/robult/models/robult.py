@@ -59,16 +59,16 @@ class RobultConfig:
             it); the late-fusion baselines average uniformly.
     """
 
-    hidden_dim: int = 128
-    shared_dim: int = 64
-    specific_dim: int = 64
+    hidden_dim: int = field(default=128, metadata={"ge": 1})
+    shared_dim: int = field(default=64, metadata={"ge": 1})
+    specific_dim: int = field(default=64, metadata={"ge": 1})
     projector_hidden: tuple[int, ...] = ()
     head_hidden: tuple[int, ...] = ()
     encoder_hidden: tuple[int, ...] = (256,)
     sequence_encoder: Literal["gru", "transformer", "conv"] = "gru"
     token_buckets: int = field(default=TOKEN_BUCKETS, metadata={"ge": 1})
     fusion: Literal["concat", "attention"] = "concat"
-    dropout: float = 0.1
+    dropout: float = field(default=0.1, metadata={"ge": 0.0, "lt": 1.0})
     aggregate: Literal["logit_mean", "feature_mean"] = "logit_mean"
     use_fused_when_complete: bool = False
     rec_grad_to_encoder: bool = False
