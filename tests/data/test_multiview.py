@@ -269,3 +269,18 @@ def test_download_goes_to_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     (cache / "MSRC_v1.mat").write_bytes(b"not a mat file")
     with pytest.raises(ChecksumError, match=r"MSRC_v1\.mat"):
         load_dataset("msrc_v1", data_dir=tmp_path, cache_dir=cache)
+
+
+def test_random_split_option_ignores_the_fixed_test_split() -> None:
+    """``split=random``: a seeded stratified 80/20 train/test split per seed even where the file fixes one."""
+    _source_file("handwritten")
+    a = load_dataset("handwritten", data_dir=default_data_dir(), seed=0, split="random")
+    b = load_dataset("handwritten", data_dir=default_data_dir(), seed=1, split="random")
+    assert "seeded stratified 80%/20%" in a.notes["split"] and len(a.test) == 400
+    assert len(a.train) + len(a.val) == 1600
+    assert not torch.equal(a.test.inputs["mor"], b.test.inputs["mor"])  # another test split for another seed
+    assert torch.bincount(a.test.target).tolist() == [40] * 10  # stratified
+    fixed = load_dataset("handwritten", data_dir=default_data_dir(), seed=0, split="default")
+    assert "fixed test split" in fixed.notes["split"]
+    with pytest.raises(ValueError, match=r"dataset 'handwritten': dataset.options.split='speaker' is not a split"):
+        load_dataset("handwritten", data_dir=default_data_dir(), split="speaker")

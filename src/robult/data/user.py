@@ -38,13 +38,14 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from robult.data.dataset import MultimodalDataset, RowView
 from robult.data.registry import DEFAULT_METRICS, DatasetBundle, LoadOptions, register_dataset
 from robult.data.splits import SplitIndices, strata, train_val_test_split
 from robult.specs import ModalityKind, ModalitySpec, TaskKind, TaskSpec
 from robult.utils.io import atomic_open, atomic_write_text
+from robult.utils.paths import path_component_problem
 
 __all__ = [
     "YAML_NAME",
@@ -137,6 +138,15 @@ class UserDatasetConfig(BaseModel):
     present: str | None = None
     labeled: str | None = None
     standardize: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _one_path_component(cls, v: str) -> str:
+        # the name is a directory of the mask store (and may name runs): one plain path component
+        problem = path_component_problem(v)
+        if problem is not None:
+            raise ValueError(f"{v!r}: the dataset's name is used as a directory name, but {problem}")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> UserDatasetConfig:

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from torch import Tensor
 
 from robult.specs import all_subsets, subset_key
 from robult.utils.io import atomic_open, atomic_write_json, sha256_file
+from robult.utils.paths import path_component_problem
 
 PROTOCOLS = ("all-subsets", "random-rate")
 RATES: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(10))
@@ -98,9 +100,16 @@ class SavedMask:
 
 
 def _safe_component(value: str, what: str) -> str:
-    if not value or value in (".", "..") or "/" in value or "\\" in value or value.startswith("."):
-        raise ValueError(f"{what} {value!r} cannot be used as a directory name in the mask store")
+    problem = path_component_problem(value)
+    if problem is not None:
+        raise ValueError(f"{what} {value!r} cannot be used as a directory name in the mask store: {problem}")
     return value
+
+
+def check_store_name(dataset: str) -> str:
+    """``dataset`` when it can name the dataset's directory of a mask store (one plain path component), else a
+    ``ValueError`` naming it: checked before a run trains, not when its test split is scored."""
+    return _safe_component(dataset, "dataset name")
 
 
 def _npy_bytes(mask: np.ndarray) -> bytes:
@@ -119,12 +128,21 @@ def _locked(directory: Path) -> Iterator[None]:
         yield
         return
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    path = directory / ".lock"
+    try:  # never through a symbolic link (its target would be created or opened for writing)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as err:
+        if path.is_symlink():
+            raise ValueError(f"{path}: the mask store's lock file is a symbolic link; remove it") from err
+        raise
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 class MaskStore:

@@ -18,6 +18,7 @@ import hashlib
 import io
 import os
 import random
+import stat
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,6 +39,10 @@ class CheckpointError(ValueError):
 
 class RunInUseError(FileExistsError):
     """The run directory is locked by another process (its lock file exists and is held)."""
+
+
+class RunLockError(ValueError):
+    """The run's lock file cannot be used safely (a symbolic link, or not a regular file)."""
 
 
 # ---------------------------------------------------------------------------------------------------- RNG states
@@ -255,7 +260,18 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         yield
         return
     path = Path(run_dir) / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:  # never through a symbolic link: its target would be truncated and the pid written into it
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as err:
+        if not path.is_symlink():
+            raise
+        raise RunLockError(
+            f"{path}: the run's lock file is a symbolic link (to {os.readlink(path)}); robult does not write through "
+            "it: remove the link"
+        ) from err
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RunLockError(f"{path}: the run's lock file is not a regular file; remove it")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

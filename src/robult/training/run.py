@@ -9,10 +9,13 @@ Run directory layout (``<out_dir>/<name>/``)::
     logs/metrics.csv   per-epoch losses and validation scores
     result.json        test scores under every protocol, labels used, provenance (package, git commit, torch,
                        device, date); written atomically when the run ends
+    model/             the trained model artefact (robult.load, robult predict)
+    written.json       every path robult wrote here, listed before it is written: --overwrite deletes only these
+                       (robult.training.written)
     .lock              held while a process trains the run (see robult.training.checkpoint.run_lock)
 
-A killed run resumed with ``--resume`` ends with the very same ``result.json`` as an uninterrupted one (see
-docs/reliability.md).
+A killed run resumed with ``--resume`` ends with the ``result.json`` of an uninterrupted one, every field identical
+but ``provenance`` (see docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -126,7 +130,7 @@ def check_reusable(run_dir: Path, train: MultimodalDataset, cfg: RunConfig, kind
     path = Path(run_dir) / "labeled.json"
     if not path.is_file():
         raise ConfigError(f"{path}: missing; the run's labeled subset cannot be checked (delete {run_dir} to rerun)")
-    saved = json.loads(path.read_text())
+    saved = _read_json(path)
     _, indices, digest = _subset_indices(train, cfg)
     if saved.get("sha256") != digest:
         raise ConfigError(
@@ -135,12 +139,26 @@ def check_reusable(run_dir: Path, train: MultimodalDataset, cfg: RunConfig, kind
         )
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object a run wrote (``labeled.json``, ``result.json``); unreadable or malformed, a ``ValueError``
+    naming the file."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"{path}: not valid JSON ({err}); the file is corrupted: restore it, or delete the run directory to rerun"
+        ) from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(doc).__name__}; the file is corrupted")
+    return doc
+
+
 def _labeled_mask(train: MultimodalDataset, cfg: RunConfig, run_dir: Path) -> torch.Tensor:
     """The seeded stratified labeled subset, saved to (or, on resume, read back from) ``labeled.json``."""
     path = run_dir / "labeled.json"
     mask, indices, digest = _subset_indices(train, cfg)
     if path.exists():
-        saved = json.loads(path.read_text())
+        saved = _read_json(path)
         if saved.get("sha256") != digest:
             raise ValueError(f"{path}: the saved labeled subset differs from the one this config produces")
     else:
@@ -724,7 +742,7 @@ def _train_locked(
                 "best_epoch": best_epoch,
                 # relative to the run directory, which stays valid when the directory is copied or moved
                 "checkpoint": _relative(best_path, run_dir),
-                "test": evaluation.to_dict(),
+                "test": _masks_relative(evaluation.to_dict(), run_dir),
                 # what produced the result (differs between an interrupted-and-resumed run and an uninterrupted one)
                 "provenance": provenance(trainer.strategy.root_device, trainer.world_size),
             },
@@ -747,6 +765,43 @@ def _relative(path: Path, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
+def _masks_relative(test: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """``test`` (an evaluation's dict) with its mask files relative to the run directory (``../masks/...``), so
+    ``result.json`` names no absolute path and stays true when ``out_dir`` is moved or copied whole."""
+    files = test.get("mask_files") or {}
+    rel = {k: Path(os.path.relpath(os.path.abspath(v), os.path.abspath(run_dir))).as_posix() for k, v in files.items()}
+    return {**test, "mask_files": rel}
+
+
+def _recorded_masks(run_dir: Path) -> tuple[Path | None, dict[str, str]]:
+    """From a finished run's ``result.json``: the mask store its test masks were read from (resolved relative to
+    the run directory where it has moved) and their SHA-256 by rate key; ``(None, {})`` for an unfinished run."""
+    path = run_dir / "result.json"
+    if not path.is_file():
+        return None, {}
+    test = _read_json(path).get("test") or {}
+    files, digests = test.get("mask_files") or {}, test.get("mask_sha256") or {}
+    root = None
+    for recorded in files.values():
+        file = Path(recorded) if Path(recorded).is_absolute() else run_dir / recorded
+        if not Path(recorded).is_absolute() or file.is_file():  # an older run's absolute path, still there
+            root = file.parent.parent.parent  # <root>/<dataset>/<split>/<file>
+        break
+    return root, dict(digests)
+
+
+def _check_recorded_masks(evaluation: Any, recorded: Mapping[str, str], run_dir: Path) -> None:
+    """Raise when a test mask differs from the one the run was scored with (its SHA-256 in ``result.json``)."""
+    for key, digest in recorded.items():
+        got = evaluation.mask_sha256.get(key)
+        if got is not None and got != digest:
+            where = evaluation.mask_files.get(key) or f"the {key} mask"
+            raise ValueError(
+                f"{where}: SHA-256 {got} differs from the one {run_dir / 'result.json'} records for this run "
+                f"({digest}); the mask was altered or is another run's (restore it, or pass --masks-dir)"
+            )
+
+
 def evaluate_checkpointed(
     model: nn.Module,
     bundle: DatasetBundle,
@@ -754,8 +809,10 @@ def evaluate_checkpointed(
     masks_dir: Path | None = None,
     protocols: Sequence[str] | None = None,
     progress: bool = False,
+    saved_masks: bool = True,
 ) -> Any:
-    """Score ``model`` on the test split with the configured protocols and the shared saved masks."""
+    """Score ``model`` on the test split with the configured protocols and the shared saved masks (``saved_masks``
+    false: the seeded masks made in memory, nothing written)."""
     from robult.evaluation.evaluate import evaluate
     from robult.evaluation.protocols import MaskStore
 
@@ -765,7 +822,7 @@ def evaluate_checkpointed(
         bundle.test,
         bundle.task,
         bundle.modality_names,
-        store=MaskStore(root),
+        store=MaskStore(root) if saved_masks else None,
         dataset_name=bundle.name,
         split="test",
         rates=tuple(cfg.eval.rates),
@@ -808,7 +865,13 @@ def _check_reloadable(cfg: RunConfig, cfg_path: Path) -> None:
 
 
 def evaluate_run(path: Path, protocols: Sequence[str] | None = None, masks_dir: Path | None = None) -> Any:
-    """Rebuild a run's model from its ``config.yaml``, load its checkpoint, evaluate on the test split."""
+    """Rebuild a run's model from its ``config.yaml``, load its checkpoint, evaluate on the test split.
+
+    The run is self-contained wherever it was moved or copied: without ``masks_dir`` the test masks are read from
+    the store its ``result.json`` names relative to the run directory (``../masks`` for ``robult train``), or,
+    when that store did not travel with the run, made in memory from their seed (nothing is written outside the
+    run directory); either way each mask's SHA-256 must be the one ``result.json`` recorded, so an altered mask is
+    an error naming it."""
     from robult.training.module import MethodModule
 
     run_dir, ckpt = find_checkpoint(path)
@@ -824,4 +887,27 @@ def evaluate_run(path: Path, protocols: Sequence[str] | None = None, masks_dir: 
     module = MethodModule(model, criterion, bundle.task, bundle.modality_names, bundle.primary_metric)
     load_weights(module, ckpt)
     fit_weights(module.model, bundle)  # deterministic: the same weights as when the run was scored
-    return evaluate_checkpointed(module.model, bundle, cfg, masks_dir, protocols, progress=True)
+    root, recorded = _recorded_masks(run_dir)
+    if masks_dir is not None:
+        recorded = {}  # the user's own store: its manifest's checksums are the reference
+    elif root is None:  # not scored yet (or scored without saved masks): the store beside the run
+        root = run_dir.parent / "masks" if cfg.eval.masks_dir is None else Path(cfg.eval.masks_dir)
+    store_here = masks_dir is not None or (root is not None and root.is_dir())
+    evaluation = evaluate_checkpointed(
+        module.model, bundle, cfg, masks_dir or root, protocols, progress=True, saved_masks=store_here
+    )
+    if not store_here:
+        evaluation.mask_sha256.update(_seeded_mask_digests(bundle, cfg))
+    _check_recorded_masks(evaluation, recorded, run_dir)
+    return evaluation
+
+
+def _seeded_mask_digests(bundle: DatasetBundle, cfg: RunConfig) -> dict[str, str]:
+    """Rate key -> SHA-256 of the saved form of each seeded test mask (what a mask store would hold)."""
+    from robult.evaluation.protocols import _npy_bytes, random_rate_mask, rate_key
+
+    n, m = len(bundle.test), len(bundle.modality_names)
+    return {
+        rate_key(r): hashlib.sha256(_npy_bytes(random_rate_mask(n, m, r, cfg.eval.mask_seed).numpy())).hexdigest()
+        for r in cfg.eval.rates
+    }
