@@ -39,6 +39,26 @@ def _wait_for_rank_zero(path: Path, parent: int, poll: float = 0.5) -> None:
         time.sleep(poll)
 
 
+def _train_or_reuse(cfg: Any, run_dir: Path, bundle: Any, out: Path) -> None:
+    """Train (or resume) one run of the grid; a run another process finished meanwhile is reused, and one another
+    process is training is one line saying so (another benchmark with the same ``--out``)."""
+    from robult.training.checkpoint import RunInUseError
+    from robult.training.run import check_reusable, train_run
+
+    resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+    try:
+        train_run(cfg, resume=resume, bundle=bundle)
+    except RunInUseError as err:
+        raise RunInUseError(
+            f"{err.args[0].split(';')[0]}: another `robult benchmark` (or `robult train`) is writing into --out "
+            f"{out}; wait for it to end and run this command again (finished runs are reused), or use another --out"
+        ) from None
+    except FileExistsError:
+        if not (run_dir / "result.json").is_file():  # finished by another process between our check and lock
+            raise
+        check_reusable(run_dir, bundle.train, cfg)
+
+
 def run_benchmark(
     dataset: str | None = None,
     data_dir: Path | None = None,
@@ -64,7 +84,7 @@ def run_benchmark(
         write_results,
         write_summary,
     )
-    from robult.training.run import check_reusable, load_bundle, train_run
+    from robult.training.run import check_reusable, load_bundle
     from robult.utils.distributed import launched_rank
 
     rank = launched_rank()  # > 0: a worker of a multi-device run; it trains its share, rank 0 does the rest
@@ -112,8 +132,7 @@ def run_benchmark(
         if result_file.is_file():  # reused: same config and the labeled subset this code produces
             check_reusable(run_dir, bundles[seed].train, cfg)
         else:
-            resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
-            train_run(cfg, resume=resume, bundle=bundles[seed])
+            _train_or_reuse(cfg, run_dir, bundles[seed], out)
         if rank > 0:  # rank 0 evaluates and writes result.json
             _wait_for_rank_zero(result_file, parent)
             continue

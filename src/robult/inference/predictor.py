@@ -622,6 +622,12 @@ def _load_state(model: nn.Module, state: Mapping[str, Tensor], where: Path, meth
                 f"{where}: tensor {k!r} has shape {tuple(v.shape)}, the model built from {CONFIG} expects "
                 f"{tuple(expected[k].shape)}"
             )
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            raise ArtefactError(
+                f"{where}: tensor {k!r} holds {bad} NaN or Inf value(s) of {v.numel()}; a model with non-finite "
+                "weights predicts nothing meaningful (it diverged in training, or the file was altered): retrain it"
+            )
     model.load_state_dict(state)
 
 

@@ -20,7 +20,10 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     removed and ``path`` is untouched (an ``OSError`` naming no file, e.g. a full disk, is raised naming ``path``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # e.g. a read-only directory: the error names the temporary file, say which file
+        raise _naming(err, path) from err
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as fh:
             yield fh
@@ -30,10 +33,17 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
-            # e.g. ENOSPC from write() or fsync() names no file: name the one being written
-            raise OSError(err.errno, err.strerror or os.strerror(err.errno), str(path)) from err
+        if isinstance(err, OSError) and err.errno is not None and err.filename in (None, tmp):
+            # ENOSPC from write() or fsync() names no file, a failed rename (a directory at ``path``) names the
+            # temporary file: name the file being written
+            raise _naming(err, path) from err
         raise
+
+
+def _naming(err: OSError, path: Path) -> OSError:
+    """``err`` as an ``OSError`` of the same kind naming ``path`` alone (the file the caller asked to write)."""
+    errno = err.errno if err.errno is not None else 0
+    return OSError(errno, err.strerror or os.strerror(errno), str(path))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
