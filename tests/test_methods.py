@@ -367,11 +367,9 @@ def test_the_new_baselines_train_end_to_end_through_the_trainer(tmp_path, name: 
     from robult.config import load_config
     from robult.training.run import train_run
 
-    from .conftest import TINY_TWO_EPOCHS
+    from .conftest import TINY_SYNTHETIC
 
-    cfg = load_config(
-        None, [*TINY_TWO_EPOCHS, "dataset.options.n_samples=300", f"out_dir={tmp_path}", f"train.method={name}"]
-    )
+    cfg = load_config(None, [*TINY_SYNTHETIC, f"out_dir={tmp_path}", f"train.method={name}"])
     result = train_run(cfg)
     scores = result.evaluation.subsets
     assert len(scores) == 2**3 - 1  # the synthetic set's three modalities: every non-empty subset
