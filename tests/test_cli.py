@@ -105,6 +105,7 @@ def test_tiny_benchmark_writes_results_summary_and_plots(tmp_path: Path) -> None
     again = runner.invoke(app, args)
     assert again.exit_code == 0
     assert json.loads((out / "results.json").read_text())["runs"] == doc["runs"]
+    assert "Wall time: not measured: all 4 runs were reused from" in (out / "summary.md").read_text()  # not "0 s"
     # a finished run trained on another labeled subset (e.g. before a change of the subset rule) is refused
     saved = out / "runs" / "supervised-r0.05-s1" / "labeled.json"
     record = json.loads(saved.read_text())

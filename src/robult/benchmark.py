@@ -59,6 +59,19 @@ def _train_or_reuse(cfg: Any, run_dir: Path, bundle: Any, out: Path) -> None:
         check_reusable(run_dir, bundle.train, cfg)
 
 
+def _wall_time(elapsed: float, runs: int, reused: int, out: Path) -> str:
+    """The summary's wall-time sentence; runs reused from an earlier invocation are said to be, since their
+    training time is not part of this invocation's."""
+    if not reused:
+        return f"{elapsed:.0f} s for {runs} runs."
+    if reused == runs:
+        return (
+            f"not measured: all {runs} runs were reused from {out / 'runs'} (trained by an earlier invocation; this "
+            f"one took {elapsed:.0f} s to check and report them)."
+        )
+    return f"{elapsed:.0f} s for {runs - reused} runs trained now ({reused} more reused from {out / 'runs'})."
+
+
 def run_benchmark(
     dataset: str | None = None,
     data_dir: Path | None = None,
@@ -121,6 +134,7 @@ def run_benchmark(
     entries = []
     first: dict[str, Any] = {}
     start = time.perf_counter()
+    reused = 0  # runs finished by an earlier invocation with the same --out: their training time is not in elapsed
     bar = tqdm(configs, desc="benchmark", unit="run", disable=rank > 0)
     for cfg in bar:
         bar.set_postfix_str(cfg.run_name())
@@ -131,6 +145,7 @@ def run_benchmark(
             bundles[seed] = load_bundle(cfg)
         if result_file.is_file():  # reused: same config and the labeled subset this code produces
             check_reusable(run_dir, bundles[seed].train, cfg)
+            reused += 1
         else:
             _train_or_reuse(cfg, run_dir, bundles[seed], out)
         if rank > 0:  # rank 0 evaluates and writes result.json
@@ -167,7 +182,7 @@ def run_benchmark(
         + "".join(f" --set {shlex.quote(o)}" for o in overrides or [])
     )
     header = (
-        f"Command: `{command}`  \nWall time: {elapsed:.0f} s for {len(configs)} runs.  \n"
+        f"Command: `{command}`  \nWall time: {_wall_time(elapsed, len(configs), reused, out)}  \n"
         f"Provenance: {provenance_line(info)}.\n"
     )
     write_summary(out / "summary.md", doc, extra_header=header)

@@ -28,6 +28,12 @@ app = typer.Typer(
 )
 
 
+def _help_text(text: str) -> str:
+    """``text`` as it should read in ``--help``: the help renderer (rich markup) drops ``[...]``, which must be
+    escaped to show an extra such as ``robult[parquet]``."""
+    return text.replace("[", "\\[")
+
+
 def _version(value: bool) -> None:
     if value:
         from robult import __version__
@@ -188,6 +194,15 @@ def train(
             "label ratio applies over the config; --set and the flags above still win."
         ),
     ] = None,
+    input: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Your own data (docs/datasets.md): a directory with dataset.yaml + .npy, or a .csv / .parquet table "
+            "with columns label and <modality>__<feature>; the run is named after the data.",
+        ),
+    ] = None,
 ) -> None:
     """Train one method on one dataset and score it under every missing-modality protocol; the trained model is
     saved to <run>/model/ (use it with `robult predict` or `robult.load`). Ctrl-C stops it; `--resume` continues."""
@@ -195,9 +210,12 @@ def train(
     try:
         from robult.config import load_config
 
+        if input is not None and dataset is not None:
+            raise ValueError("--input and --dataset both name the data; pass one of them")
         flags = [  # JSON is YAML: paths and names stay strings
             f"{key}={json.dumps(str(value) if isinstance(value, Path) else value)}"
             for key, value in (
+                *_input_flags(input),
                 ("dataset.name", dataset),
                 ("train.method", method),
                 ("train.label_ratio", label_ratio),
@@ -221,7 +239,7 @@ def train(
     except KeyboardInterrupt:
         if cfg is None:
             raise
-        typer.secho(_resume_hint(cfg, config, set_, dataset, method, label_ratio, data_dir, tuned), err=True)
+        typer.secho(_resume_hint(cfg, config, set_, dataset, method, label_ratio, data_dir, tuned, input), err=True)
         raise typer.Exit(code=130) from None
     if result.rank != 0:  # under DDP every process runs this command; rank 0 reports
         return
@@ -234,8 +252,21 @@ def train(
     typer.echo(f"best validation score ({cfg.train.method}): {result.best_score:.4f} at epoch {result.best_epoch}")
     if ev is not None:
         from robult.evaluation.report import format_evaluation
+        from robult.evaluation.run_plots import write_run_plots
 
         typer.echo(format_evaluation(ev, _primary(result.run_dir)))
+        plots = write_run_plots(result.run_dir)
+        if plots:
+            typer.echo("plots: " + ", ".join(str(p) for p in plots))
+
+
+def _input_flags(input: Path | None) -> list[tuple[str, str]]:
+    """``train --input PATH`` as config keys: a table file reads as dataset ``table``, anything else as ``user``."""
+    if input is None:
+        return []
+    from robult.data.table import is_table
+
+    return [("dataset.name", "table" if is_table(input) else "user"), ("dataset.options.path", str(input))]
 
 
 def _refuse_tuned_file(path: Path) -> None:
@@ -271,6 +302,7 @@ def _resume_hint(
     label_ratio: float | None,
     data_dir: Path | None,
     tuned: Path | None,
+    input: Path | None = None,
 ) -> str:
     """One line after Ctrl-C: the command that continues the run (or starts it again when nothing was saved)."""
     import shlex
@@ -284,12 +316,15 @@ def _resume_hint(
         ("--label-ratio", label_ratio),
         ("--data-dir", data_dir),
         ("--tuned", tuned),
+        ("--input", input),
     ):
         if value is not None:
             args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     for item in set_ or []:
         args += ["--set", item]
-    run_dir = Path(cfg.out_dir) / cfg.run_name()
+    from robult.training.run import run_name
+
+    run_dir = Path(cfg.out_dir) / run_name(cfg)
     if (run_dir / "checkpoints" / "last.ckpt").is_file():
         return f"interrupted; continue with: {shlex.join([*args, '--resume'])}"
     return f"interrupted before the first checkpoint; start again with: {shlex.join(args)}"
@@ -315,7 +350,8 @@ def evaluate(
             "--input",
             "-i",
             help="Score on this dataset instead of the run's test split: a directory with dataset.yaml + .npy "
-            "(docs/datasets.md) holding the model's modalities and labels; every row is scored.",
+            "(docs/datasets.md) holding labels and some or all of the model's modalities (one it lacks is absent "
+            "from every row); every row is scored.",
         ),
     ] = None,
 ) -> None:
@@ -351,7 +387,7 @@ def _evaluate_input(run: Path, input: Path, protocols: list[str], masks_dir: Pat
     """`robult evaluate RUN --input DIR`: the run's model artefact scored on a user-format directory."""
     with _one_line_errors():
         from robult.evaluation.report import format_evaluation
-        from robult.inference.predictor import model_dir, load
+        from robult.inference.predictor import load, model_dir
         from robult.inference.scoring import evaluate_inputs
 
         predictor = load(run)
@@ -373,9 +409,25 @@ def _evaluate_input(run: Path, input: Path, protocols: list[str], masks_dir: Pat
                 "mask_seed": cfg.eval.mask_seed,
             }
             atomic_write_json(out, {**record, **ev.to_dict()})
+    lacking = _lacking_modalities(input, predictor.modality_names)
+    if lacking:
+        typer.echo(
+            f"{input}: lacks modality {', '.join(repr(n) for n in lacking)} of the model: scored with it absent from "
+            "every row (the subsets holding it are left out)"
+        )
     typer.echo(format_evaluation(ev, metric, scored=str(input)))
     if out is not None:
         typer.echo(f"wrote {out}")
+
+
+def _lacking_modalities(input: Path, names: list[str]) -> list[str]:
+    """The model's modalities that an input directory's ``dataset.yaml`` does not list."""
+    from robult.config import read_yaml
+    from robult.inference.files import YAML_NAME
+
+    doc = read_yaml(input / YAML_NAME if input.is_dir() else input)
+    listed = {m.get("name") for m in doc.get("modalities") or [] if isinstance(m, dict)}
+    return [n for n in names if n not in listed]
 
 
 @app.command()
@@ -385,17 +437,48 @@ def predict(
         Path, typer.Option("--input", "-i", help="Inputs: a directory with dataset.yaml + .npy (docs/datasets.md).")
     ],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Predictions file: .csv, or .parquet (needs robult[parquet]).")
-    ],
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help=f"Predictions file: .csv, or .parquet (needs {_help_text('robult[parquet]')}); default: CSV on "
+            "standard output.",
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 4096,
 ) -> None:
     """Predict with a trained model: one CSV row per sample (index, label and probabilities, or value), for any
     pattern of missing modalities (present.npy, or modalities the input directory lacks)."""
     with _one_line_errors():
+        if out is None:
+            from robult.inference.files import predict_to_csv_stream
+
+            predict_to_csv_stream(run, input, sys.stdout, batch_size=batch_size)
+            return
         from robult.inference.files import predict_to_file
 
         path, n = predict_to_file(run, input, out, batch_size=batch_size)
     typer.echo(f"wrote {n} predictions to {path}")
+
+
+@app.command()
+def inspect(
+    run: Annotated[Path, typer.Argument(help="A run directory (its model/ and logs/ are read).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: <run>/inspect).")] = None,
+    weights: Annotated[
+        str,
+        typer.Option(help="model: the saved model (best validation epoch); last: the last epoch's checkpoint."),
+    ] = "model",
+) -> None:
+    """Probe and draw what a run's representations (Z^m, U^m, S) hold.
+
+    Linear probes to the known factors and the label, alignment and uniformity over training, and a 2-D PCA of Z
+    and U, written as CSV, JSON and PNG files."""
+    with _one_line_errors():
+        from robult.inspection import inspect_run, probe_text
+
+        result = inspect_run(run, out, weights=weights)
+    typer.echo(probe_text(result))
 
 
 @app.command()
@@ -407,7 +490,8 @@ def export(
             "--format",
             "-f",
             help="torchscript (one file: raw inputs + presence mask -> predictions), onnx (the same graph as ONNX; "
-            "needs robult[onnx]) or artefact (write <run>/model/ for a run trained before runs wrote one).",
+            f"needs {_help_text('robult[onnx]')}) or artefact (write <run>/model/ for a run trained before runs "
+            "wrote one).",
         ),
     ] = "torchscript",
     out: Annotated[
@@ -443,8 +527,25 @@ def config_show(
     method: Annotated[
         str | None, typer.Option(help="Show the values this method uses (its fixed loss options and fallbacks).")
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Print the resolved config of this YAML file (with --set applied)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config key, e.g. --set train.lr=0.001 (repeatable); prints the result."),
+    ] = None,
 ) -> None:
-    """Print every config key with its default and meaning (set them in YAML or with --set section.key=value)."""
+    """Print every config key with its default and meaning (set them in YAML or with --set section.key=value); with
+    --config and/or --set, print the resolved config as YAML instead (every key, as a run would use it)."""
+    if config is not None or set_:
+        with _one_line_errors():
+            from robult.config import config_to_yaml, load_config
+
+            flags = [f"train.method={json.dumps(method)}"] if method is not None else []
+            resolved = load_config(config, [*flags, *(set_ or [])])
+        typer.echo(config_to_yaml(resolved), nl=False)
+        return
     with _one_line_errors():
         from robult.config import describe_config
         from robult.methods import METHODS

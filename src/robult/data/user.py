@@ -458,6 +458,21 @@ def _resolve(base: Path, name: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
+def _check_finite_rows(reader: MappedArray, x: np.ndarray, rows: np.ndarray, lengths: np.ndarray | None) -> None:
+    """A NaN or Inf among the (valid) values of present training rows would make every standardised value NaN, so
+    that a later check names the wrong row: name the file's row now."""
+    bad = ~np.isfinite(x)
+    if lengths is not None:  # sequence padding beyond a sample's length is never read
+        bad &= (np.arange(x.shape[1])[None, :] < lengths[rows][:, None]).reshape(*x.shape[:2], *([1] * (x.ndim - 2)))
+    bad_rows = bad.reshape(len(rows), -1).any(axis=1)
+    if bad_rows.any():
+        row = int(rows[int(np.flatnonzero(bad_rows)[0])])
+        raise ValueError(
+            f"{reader.path}: row {row} holds NaN or Inf but is marked present (a training row, read to standardise); "
+            "mark it absent in present.npy or clean the input"
+        )
+
+
 def _chunked_stats(
     reader: MappedArray, kind: ModalityKind, rows: np.ndarray, lengths: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -479,6 +494,7 @@ def _chunked_stats(
             flat = x[valid]
         else:  # image: per channel
             flat = np.moveaxis(x, 1, -1).reshape(-1, width)
+        _check_finite_rows(reader, x, part, lengths if kind == ModalityKind.SEQUENCE else None)
         total += flat.sum(axis=0)
         total_sq += np.square(flat).sum(axis=0)
         count += flat.shape[0]

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from robult.batch import Batch
-from robult.inference.predictor import MODEL_DIR, Predictor, model_dir, load, write_run_model
+from robult.inference.predictor import MODEL_DIR, Predictor, load, model_dir, write_run_model
 from robult.specs import ModalityKind, TaskKind
 from robult.utils.io import atomic_open
 
@@ -208,16 +208,22 @@ def export_torchscript(model: str | Path | Predictor, out: str | Path | None = N
     """Trace the predictor's model into one TorchScript file (default ``<model dir>/model.torchscript.pt``)."""
     predictor, out, wrapper, encoders = _prepare_export(model, out, TORCHSCRIPT_NAME, "export_torchscript")
     encoders.forward = _dense_encoders(encoders)  # instance attribute: only while tracing
+    # saved without requires_grad, so the file's outputs need no torch.no_grad() before .numpy()
+    trainable = [p for p in wrapper.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(wrapper, example_inputs(predictor), check_trace=False)
+        meta = _metadata(predictor, "robult-torchscript")
+        with atomic_open(out, "wb") as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated in torch 2.13, still works
+            torch.jit.save(traced, fh, _extra_files={EXTRA_FILE: json.dumps(meta)})
     finally:
         del encoders.forward
-    meta = _metadata(predictor, "robult-torchscript")
-    with atomic_open(out, "wb") as fh, warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated in torch 2.13, still works
-        torch.jit.save(traced, fh, _extra_files={EXTRA_FILE: json.dumps(meta)})
+        for p in trainable:
+            p.requires_grad_(True)
     return out
 
 

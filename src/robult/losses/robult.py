@@ -27,8 +27,14 @@ class RobultLossConfig:
     """Loss options of Robult (defaults: METHOD.md version 2, the one recipe ``robult`` runs).
 
     Attributes:
-        lambda_lb, lambda_ulb, lambda_rec: weights of the labeled contrastive, PU and reconstruction parts
-            (``L_rec`` is a squared norm summed over the ``d_h`` features: 0.01 is about a per-feature mean at 1).
+        lambda_lb: weight of the supervised-contrastive part ``L_lb`` over labeled anchors: positives are labeled
+            samples of the same label, so ``Z^m`` moves towards the fused targets ``S`` of its class (0: off).
+        lambda_ulb: weight of the soft PU contrastive part ``L_ulb`` over every anchor: candidate positives share
+            the anchor's (pseudo-)label key with one of the pair unlabeled, weighted by the PU kernel; ramped from 0
+            over ``warmup_epochs`` (0: off).
+        lambda_rec: weight of the latent reconstruction ``L_rec``: each modality's features ``H^m`` rebuilt from
+            its own ``U^m`` and ``Z^m`` (a squared norm summed over the ``d_h`` features: 0.01 is about a
+            per-feature mean at 1; 0: off, the reconstruction branch is skipped).
         temperature: ``τ`` of the contrastive logits.
         kernel: soft PU weighting kernel: ``rbf``, ``laplace``, ``cauchy`` or ``one_sided``.
         ema: EMA factor of the positive-pair statistics ``μ, σ``.

@@ -45,8 +45,10 @@ from robult.data.splits import labeled_subset
 from robult.evaluation.metrics import higher_is_better
 from robult.methods import build_method, get_method
 from robult.utils.io import atomic_write_json, atomic_write_text
+from robult.utils.paths import path_component_problem
 
 CHECKPOINT_DIR = "checkpoints"
+USER_DATASETS = ("user", "table")  # read from the user's own path: a run is named after the data (run_name)
 IN_MEMORY = "arrays"  # DatasetBundle.source of data made in Python (robult.data.arrays.bundle_from_arrays)
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,26 @@ def describe_labels(labels: Mapping[str, Any], cfg: RunConfig) -> str:
             "set train.given_labels=subsample to apply it)"
         )
     return f"{head} (train.label_ratio={cfg.train.label_ratio:g}, seed {cfg.train.seed})"
+
+
+def run_name(cfg: RunConfig, bundle: DatasetBundle | None = None) -> str:
+    """The run directory's name inside ``out_dir``: ``cfg.name`` when set; for the user's own data
+    (:data:`USER_DATASETS`: a ``dataset.yaml`` directory or a table) ``<the data's own name>-<method>-<labels>-
+    s<seed>``, where ``<labels>`` says which labels training uses: ``labels<N>`` for the dataset's N labeled training
+    rows taken as given, ``r<label_ratio>`` for a seeded share (so two datasets, or one with and without its
+    ``labeled`` file, get runs of their own); else :meth:`RunConfig.run_name`. ``bundle``: the loaded data (default:
+    loaded here)."""
+    if cfg.name or cfg.dataset.name not in USER_DATASETS:
+        return cfg.run_name()
+    bundle = bundle or load_bundle(cfg)
+    _, indices, _ = _subset_indices(bundle.train, cfg)
+    given = label_source(bundle.train, cfg) == "given"
+    labels = f"labels{len(indices)}" if given else f"r{cfg.train.label_ratio:g}"
+    name = f"{bundle.name}-{cfg.train.method}-{labels}-s{cfg.train.seed}"
+    problem = path_component_problem(name)  # the one rule for names that become a directory
+    if problem is not None:
+        raise ConfigError(f"run name {name!r} (from the dataset's name) cannot name a directory: {problem}; set name=")
+    return name
 
 
 def check_reusable(run_dir: Path, train: MultimodalDataset, cfg: RunConfig, kind: str = "run") -> None:
@@ -457,7 +479,9 @@ def train_run(
         cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"name": bundle.name})})
     if trial and evaluate_test:
         raise ValueError("a tuning trial (trial=True) is not scored on the test split: pass evaluate_test=False")
-    run_dir = Path(cfg.out_dir) / cfg.run_name()  # the name is one path component: run_dir is inside out_dir
+    if bundle is None and not cfg.name and cfg.dataset.name in USER_DATASETS:
+        bundle = load_bundle(cfg)  # the user's own data names the run (run_name): read its name and labels first
+    run_dir = Path(cfg.out_dir) / run_name(cfg, bundle)  # the name is one path component: run_dir is inside out_dir
     _check_logger(cfg)
 
     import lightning as L
