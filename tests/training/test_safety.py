@@ -248,8 +248,14 @@ def test_overwrite_never_deletes_outside_out_dir(finished: Path, tmp_path: Path)
 # --------------------------------------------------------------------------------------------- temp files
 
 
-def test_resume_clears_the_temporary_files_of_its_own_writes(interrupted: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["resume", "rerun"])
+def test_resume_clears_the_temporary_files_of_its_own_writes(interrupted: Path, tmp_path: Path, how: str) -> None:
+    """A SIGKILL inside an atomic write leaves its temporary file; resuming (or rerunning a run killed before its
+    first checkpoint) removes robult's own, and nothing else."""
     run = _copy_run(interrupted, "cut", tmp_path / "runs")
+    if how == "rerun":  # killed before the first checkpoint
+        for name in ("last.ckpt", "last.ckpt.sha256", "best.ckpt", "best.ckpt.sha256"):
+            (run / "checkpoints" / name).unlink(missing_ok=True)
     ours = [
         "checkpoints/.last.ckpt.k3j2x9a1.tmp",
         "checkpoints/.last.ckpt.sha256.a1b2c3d4.tmp",
@@ -261,7 +267,7 @@ def test_resume_clears_the_temporary_files_of_its_own_writes(interrupted: Path, 
         (run / rel).write_bytes(b"partial")
     (run / ".model.abcd1234.tmp").mkdir()
     (run / ".model.abcd1234.tmp" / "weights.safetensors").write_bytes(b"partial")
-    train_run(_cfg(tmp_path / "runs", "cut"), resume=True)
+    train_run(_cfg(tmp_path / "runs", "cut"), resume=how == "resume")
     for rel in [*ours, ".model.abcd1234.tmp"]:
         assert not (run / rel).exists(), rel
     for rel in theirs:

@@ -519,12 +519,12 @@ def train_run(
             if evaluate_test:  # a bad test row is found now, not after hours of training
                 check_dataset(bundle.test, bundle.modalities, f"{bundle.name} test split")
             _check_labels(bundle, cfg)
+            if writer:  # a kill inside an atomic write leaves its temporary file: resume or rerun clears it
+                clear_temp_files(run_dir)
             if overwrite:
                 if writer and any(p.name != ".lock" for p in run_dir.iterdir()):
                     clear_written(run_dir, cfg.out_dir)  # only what robult listed as written, inside out_dir
                 resume = False
-            elif resume and writer:
-                clear_temp_files(run_dir)  # a kill inside an atomic write leaves its temporary file
             if writer:
                 record(run_dir, _run_paths(run_dir, resume))
             atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
