@@ -126,3 +126,16 @@ def test_bad_inputs_are_one_line() -> None:
 def test_import_robult_does_not_import_sklearn() -> None:
     code = "import sys, robult; assert 'sklearn' not in sys.modules and 'lightning' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_readme_estimator_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Your own data: `fit`, or one command", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "max_epochs=30" in code, "README example changed; update this test"
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace("max_epochs=30", "max_epochs=3"), "README.md", "exec"), {})  # as printed, shorter
+    score = float(capsys.readouterr().out.split()[0])
+    assert 0.0 <= score <= 1.0 and robult.load(tmp_path / "my_model").modality_names == ["audio", "text"]
