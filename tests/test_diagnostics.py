@@ -42,6 +42,7 @@ def test_values_on_a_crafted_output() -> None:
     d = diagnostics(shared, present, torch.tensor([True, False, False]))
     assert d["diag/u_norm/a"] == pytest.approx(4.0) and d["diag/u_norm/b"] == pytest.approx(2.0)
     assert d["diag/alignment_zs"] == pytest.approx(0.0, abs=1e-7)
+    assert d["diag/alignment_zz"] == pytest.approx(0.0, abs=1e-7)  # row 0 holds both: Z^a, Z^b parallel
     # three orthonormal targets: pairwise squared distance 2 -> uniformity log(exp(-4)) = -4
     assert d["diag/uniformity_s"] == pytest.approx(-4.0)
     assert d["diag/uniformity_z/a"] == pytest.approx(-4.0)  # rows 0, 1: orthonormal
@@ -54,10 +55,13 @@ def test_values_on_a_crafted_output() -> None:
     only_one_a[1, 0] = False  # a single row of a: no pair, no value
     d = diagnostics(collapsed, only_one_a, torch.tensor([True, False, False]))
     assert d["diag/uniformity_z/b"] == pytest.approx(0.0, abs=1e-6)
+    # row 0 only (row 1's NaN Z^b is absent): Z^a along e0, Z^b along (1, 2, 0, 0): 2 - 2 cos = 2 - 2 / sqrt(5)
+    assert d["diag/alignment_zz"] == pytest.approx(2 - 2 / math.sqrt(5), rel=1e-6)
     assert math.isnan(d["diag/uniformity_z/a"])  # undefined, but the key is there (DDP: same keys on every rank)
     # a batch without modality b and without unlabeled rows: every key, NaN where undefined
     gap = diagnostics(shared, torch.tensor([[True, False]] * 3), torch.ones(3, dtype=torch.bool))
     assert sorted(k for k, v in gap.items() if math.isnan(v)) == [
+        "diag/alignment_zz",
         "diag/pseudo_label_acc",
         "diag/u_norm/b",
         "diag/uniformity_z/b",
@@ -93,3 +97,4 @@ def test_logged_per_epoch_and_plotted(tmp_path: Path) -> None:
     plot_diagnostics([run.run_dir], out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
     assert not math.isnan(metrics["diag/alignment_zs"][0])
+    assert 0.0 <= metrics["diag/alignment_zz"][0] <= 4.0  # a squared distance of unit vectors

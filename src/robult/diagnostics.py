@@ -20,7 +20,7 @@ PANELS = (
     ("diag/u_norm/", "‖U^m‖ per modality (collapse → 0)"),
     ("diag/pu_weight", "soft PU weights: mean, share < 0.05, share > 0.95"),
     ("diag/pseudo_label_acc", "pseudo-label accuracy on unlabeled"),
-    ("diag/alignment_zs", "alignment of Z with S (lower = closer)"),
+    ("diag/alignment", "alignment of Z^m with S (zs) and across modalities (zz), lower = closer"),
     ("diag/uniformity", "uniformity of S and of each Z^m (lower = more uniform)"),
     ("val/score", "validation score (mean over subsets)"),
 )

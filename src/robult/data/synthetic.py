@@ -121,7 +121,8 @@ class SyntheticData:
         inputs: modality name -> ``[N, d_m]`` float32.
         target: labels (``[N]`` or ``[N, L]``).
         modalities, task: the specs.
-        factors: ``"redundant"``, ``"unique:<m>"``, ``"synergy:<m>"`` -> factor arrays (for probes and tests).
+        factors: ``"redundant"``, ``"unique:<m>"``, ``"synergy:<m>"``, ``"nuisance:<m>"`` (when ``nuisance_dim``
+            is positive) -> ``[N, width]`` factor arrays, row ``i`` behind input row ``i`` (for probes and tests).
         config: the generator options.
     """
 
@@ -227,6 +228,8 @@ def generate_synthetic(config: SyntheticConfig | None = None) -> SyntheticData:
     factors = {"redundant": redundant.astype(np.float32)}
     factors.update({f"unique:{names[i]}": u.astype(np.float32) for i, u in enumerate(unique)})
     factors.update({f"synergy:{names[i]}": s.astype(np.float32) for i, s in syn.items()})
+    if cfg.nuisance_dim > 0:
+        factors.update({f"nuisance:{names[i]}": z.astype(np.float32) for i, z in enumerate(nuisance)})
     modalities = [ModalitySpec(name, "vector", (d,)) for name, d in zip(names, cfg.modality_dims, strict=True)]
     return SyntheticData(inputs, target, modalities, task, factors, cfg)
 
@@ -260,7 +263,8 @@ def synthetic_bundle(
     data = generate_synthetic(config)
     target = torch.as_tensor(data.target)
     split = train_val_test_split(strata(target, data.task), seed, val_fraction, test_fraction=test_fraction)
-    full = MultimodalDataset(data.modalities, data.task, data.inputs, target)
+    # source_rows: each sample's row in the generated arrays, so a split's rows find their factors (data.factors)
+    full = MultimodalDataset(data.modalities, data.task, data.inputs, target, source_rows=torch.arange(len(target)))
     return DatasetBundle(
         name=name,
         modalities=data.modalities,
@@ -360,3 +364,28 @@ def load_synthetic_clusters(opts: LoadOptions) -> DatasetBundle:
     """Registry loader of the :data:`CLUSTERS` preset; ``opts.extra`` overrides its fields like ``synthetic``."""
     cfg = _config_from_options(CLUSTERS, opts.extra)
     return synthetic_bundle(cfg, seed=opts.seed, val_fraction=opts.val_fraction, name="synthetic_clusters")
+
+
+# the generator options behind each registered synthetic dataset (before its registry options are applied)
+PRESETS: dict[str, SyntheticConfig] = {"synthetic": SyntheticConfig(), "synthetic_clusters": CLUSTERS}
+
+
+def split_factors(dataset: MultimodalDataset, name: str, options: dict | None = None) -> dict[str, np.ndarray]:
+    """The known latent factors of a split of a registered synthetic dataset, row-aligned with ``dataset``.
+
+    Args:
+        dataset: a split of the bundle that ``load_dataset(name, **options)`` returned (its ``source_rows`` say which
+            generated row each sample is).
+        name: the registered dataset, a key of :data:`PRESETS`.
+        options: the registry options the dataset was loaded with (``dataset.options`` of a run config).
+
+    Returns:
+        factor name (``redundant``, ``unique:<m>``, ``synergy:<m>``, ``nuisance:<m>``) -> ``[len(dataset), width]``.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"dataset {name!r} has no known factors; only the generated sets do: {sorted(PRESETS)}")
+    if dataset.source_rows is None:
+        raise ValueError(f"this split of {name!r} does not say which generated rows it holds (no source_rows)")
+    data = generate_synthetic(_config_from_options(PRESETS[name], dict(options or {})))
+    rows = dataset.source_rows.numpy()
+    return {key: value[rows] for key, value in data.factors.items()}

@@ -1,8 +1,8 @@
 """Per-batch failure signatures that a loss reports with its result (``result.diagnostics``, logged by the trainer
 as epoch means under ``diag/``): ``‖U^m‖`` per modality (collapse of the unique features), the alignment of
-``Z^m`` with ``S`` and the uniformity of ``S`` and of each ``Z^m`` (Wang & Isola, 2020), the pseudo-label accuracy
-of the fused head on the unlabeled samples of a batch (their labels are known in a benchmark; never used for
-training), and the soft PU weights (mean, shares saturated below 0.05 / above 0.95)."""
+``Z^m`` with ``S`` and across modalities and the uniformity of ``S`` and of each ``Z^m`` (Wang & Isola, 2020), the
+pseudo-label accuracy of the fused head on the unlabeled samples of a batch (their labels are known in a benchmark;
+never used for training), and the soft PU weights (mean, shares saturated below 0.05 / above 0.95)."""
 
 from __future__ import annotations
 
@@ -43,14 +43,16 @@ Z_ROWS = 64
 def representation_diagnostics(
     output: Any, target: Tensor, labeled: Tensor, task: TaskSpec, names: Sequence[str]
 ) -> dict[str, float]:
-    """``diag/u_norm/<name>``, ``diag/alignment_zs``, ``diag/uniformity_s``, ``diag/uniformity_z/<name>`` (over the
+    """``diag/u_norm/<name>``, ``diag/alignment_zs``, ``diag/alignment_zz`` (of ``Z^m`` with ``Z^n``, over the pairs
+    of modalities present in the same row), ``diag/uniformity_s``, ``diag/uniformity_z/<name>`` (over the
     present rows of each modality among :data:`Z_ROWS` rows strided evenly over the batch) and
     ``diag/pseudo_label_acc`` (classification tasks) of a :class:`robult.models.RobultOutput` (``specific``,
     ``shared``, ``fused``, ``fused_logits``, ``present``).
 
     Every key is always there (under DDP every rank must log the same keys); a value the batch does not define is
-    NaN: the norm of a modality absent from the batch, a uniformity with fewer than two rows, the pseudo-label
-    accuracy without unlabeled rows. Computed on whole tensors with masks and read back in one transfer (one
+    NaN: the norm of a modality absent from the batch, a uniformity with fewer than two rows, the cross-modal
+    alignment without a row holding two modalities, the pseudo-label accuracy without unlabeled rows. Computed on
+    whole tensors with masks and read back in one transfer (one
     device sync per step, not one per value)."""
     present = output.present
     b = present.shape[0]
@@ -61,7 +63,12 @@ def representation_diagnostics(
     sn = torch.nn.functional.normalize(output.fused, dim=-1)[:, None, :]
     sq = torch.where(present, (zn - sn).pow(2).sum(-1), 0.0)  # [B, M]
     values.append((sq.sum() / count.sum())[None])  # alignment over present pairs
-    keys = [f"diag/u_norm/{name}" for name in names] + ["diag/alignment_zs", "diag/uniformity_s"]
+    # alignment across modalities: ‖ẑ^m − ẑ^n‖² = 2 − 2 cos over the pairs m < n present in the same row
+    both = present[:, :, None] & present[:, None, :]  # [B, M, M]
+    both = both & torch.ones_like(both[0]).triu(1)
+    cross = torch.einsum("bmd,bnd->bmn", zn, zn).mul(-2.0).add(2.0)
+    values.append((torch.where(both, cross, 0.0).sum() / both.sum())[None])  # NaN: no row with two modalities
+    keys = [f"diag/u_norm/{name}" for name in names] + ["diag/alignment_zs", "diag/alignment_zz", "diag/uniformity_s"]
     values.append(_uniformity(output.fused)[None] if b >= 2 else zn.new_full((1,), math.nan))
     # uniformity of each Z^m over pairs of distinct present rows among Z_ROWS rows strided over the batch (the
     # sampler puts labeled rows first: a stride keeps their share); ‖ẑ_i − ẑ_j‖² = 2 − 2 cos
