@@ -208,6 +208,10 @@ class TrainSection(_Strict):
     when a training batch can lack a modality entirely (training samples with absent modalities, or modality
     dropout), which leaves that encoder without a gradient; every built-in method uses all its trainable
     parameters otherwise. Set ``true`` for a user encoder with parameters its forward pass does not use."""
+    ddp_timeout: StrictFloat = Field(300.0, gt=0.0, le=86400.0)
+    """Several processes only: seconds a process waits for the others, at start (while they load the data) and in
+    every collective, before the run ends with one line naming the process and the epoch and step where it waited
+    (a process that died or hangs; ``docs/distributed.md``). Raise it when the data take longer to load."""
     precision: str = "32-true"
     """Lightning precision, e.g. ``32-true`` or ``bf16-mixed``."""
     num_workers: StrictInt = Field(0, ge=0)

@@ -85,17 +85,66 @@ def test_a_run_saved_with_the_old_cpu_default_stays_reusable(tmp_path: Path) -> 
 def test_ddp_looks_for_unused_parameters_only_where_a_batch_can_lack_a_modality() -> None:
     from robult.training.run import ddp_strategy
 
+    def find(strategy: object) -> bool:
+        return strategy._ddp_kwargs["find_unused_parameters"]  # type: ignore[attr-defined]
+
     complete, gappy = torch.ones(6, 3, dtype=torch.bool), torch.ones(6, 3, dtype=torch.bool)
     gappy[2, 1] = False
     two = load_config(None, ["train.devices=2"])
     assert ddp_strategy(load_config(None, []), gappy, 0.5) == "auto"  # one device: no DDP
-    assert ddp_strategy(two, complete, 0.0) == "ddp"
-    assert ddp_strategy(two, gappy, 0.0) == "ddp_find_unused_parameters_true"
-    assert ddp_strategy(two, complete, 0.3) == "ddp_find_unused_parameters_true"  # modality dropout
+    assert not find(ddp_strategy(two, complete, 0.0))
+    assert find(ddp_strategy(two, gappy, 0.0))
+    assert find(ddp_strategy(two, complete, 0.3))  # modality dropout
     forced = load_config(None, ["train.devices=2", "train.find_unused_parameters=true"])
-    assert ddp_strategy(forced, complete, 0.0) == "ddp_find_unused_parameters_true"
+    assert find(ddp_strategy(forced, complete, 0.0))
     never = load_config(None, ["train.devices=2", "train.find_unused_parameters=false"])
-    assert ddp_strategy(never, gappy, 0.5) == "ddp"
+    assert not find(ddp_strategy(never, gappy, 0.5))
+
+
+def test_ddp_waits_train_ddp_timeout_seconds_for_the_other_processes() -> None:
+    """The collectives' timeout is ``train.ddp_timeout`` (default 5 minutes, not torch's 30), in every DDP run,
+    also one whose layout comes from a launcher (``distributed=True`` with ``train.devices`` left at 1)."""
+    from datetime import timedelta
+
+    from robult.training.run import ddp_strategy
+
+    complete = torch.ones(6, 3, dtype=torch.bool)
+    assert ddp_strategy(load_config(None, ["train.devices=2"]), complete, 0.0)._timeout == timedelta(minutes=5)
+    cfg = load_config(None, ["train.ddp_timeout=42"])
+    assert ddp_strategy(cfg, complete, 0.0, distributed=True)._timeout == timedelta(seconds=42)
+    with pytest.raises(ConfigError, match=r"train\.ddp_timeout"):
+        load_config(None, ["train.ddp_timeout=0"])
+
+
+@pytest.mark.parametrize(
+    ("env", "devices", "layout"),
+    [
+        ({}, "2", ("2", 1)),
+        ({"TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1"}, "1", (1, 2)),
+        ({"TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4"}, "4", (4, 2)),
+        ({"TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"}, "1", (1, 1)),
+        ({"SLURM_NTASKS": "4", "SLURM_NNODES": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NAME": "r"}, "1", (2, 2)),
+        ({"SLURM_NTASKS": "2", "SLURM_NNODES": "2", "SLURM_JOB_NAME": "r"}, "1", (1, 2)),
+        ({"SLURM_NTASKS": "2", "SLURM_NNODES": "1", "SLURM_JOB_NAME": "interactive"}, "1", (1, 1)),
+    ],
+)
+def test_a_launcher_sets_the_processes_per_node_and_the_nodes(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], devices: str, layout: tuple
+) -> None:
+    """Started by torchrun or srun, the Trainer's ``devices`` and ``num_nodes`` come from the launcher's
+    environment; ``train.devices`` stays at 1 or names the processes per node, anything else is one line."""
+    from robult.training.run import trainer_layout
+
+    for key in ("TORCHELASTIC_RUN_ID", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "SLURM_NTASKS", "SLURM_NNODES",
+                "SLURM_NTASKS_PER_NODE", "SLURM_JOB_NAME", "SLURM_JOB_NUM_NODES"):  # fmt: skip
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    got = trainer_layout(load_config(None, [f"train.devices={devices}"]))
+    assert (str(got[0]), got[1]) == (str(layout[0]), layout[1])
+    if env and layout != (1, 1):
+        with pytest.raises(ConfigError, match=r"train.devices=3, but the launcher started \d process\(es\) per node"):
+            trainer_layout(load_config(None, ["train.devices=3"]))
 
 
 def test_ddp_unused_parameter_error_names_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

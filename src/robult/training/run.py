@@ -623,18 +623,45 @@ def _num_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def ddp_strategy(cfg: RunConfig, train_present: Any, modality_dropout: float) -> str:
-    """Lightning's strategy: ``auto`` on one device, else DDP, looking for parameters without a gradient
-    (``find_unused_parameters``) only where a step can leave one: ``train.find_unused_parameters`` when set, else
-    when a training batch can lack a modality entirely (an absent entry in ``train_present`` or modality
-    dropout), which leaves that modality's encoder out of the step. Every built-in method's trainable parameters
-    all get a gradient from a batch with every modality (``tests/test_methods.py``)."""
-    if str(cfg.train.devices) == "1":
+def trainer_layout(cfg: RunConfig) -> tuple[int | str, int]:
+    """``(devices, num_nodes)`` for Lightning's Trainer. Started by a launcher (``srun``, ``torchrun``:
+    :func:`robult.utils.distributed.launcher_layout`), the launcher's environment says how many processes run on
+    each node and on how many nodes; ``train.devices`` is then left at 1 or names the processes per node.
+    Otherwise ``train.devices`` processes on this machine (Lightning starts the others)."""
+    from robult.utils.distributed import launcher_layout
+
+    layout = launcher_layout()
+    if layout is None:
+        return cfg.train.devices, 1
+    nodes, per_node = layout
+    if str(cfg.train.devices) not in ("1", str(per_node)):
+        raise ConfigError(
+            f"train.devices={cfg.train.devices}, but the launcher started {per_node} process(es) per node on {nodes} "
+            f"node(s): leave train.devices at 1 or set it to {per_node}"
+        )
+    return per_node, nodes
+
+
+def ddp_strategy(cfg: RunConfig, train_present: Any, modality_dropout: float, distributed: bool | None = None) -> Any:
+    """Lightning's strategy: ``auto`` in one process, else DDP (``distributed``; default: ``train.devices`` is not
+    1) with ``train.ddp_timeout`` as the collectives' timeout (:mod:`robult.training.liveness`), looking for
+    parameters without a gradient (``find_unused_parameters``) only where a step can leave one:
+    ``train.find_unused_parameters`` when set, else when a training batch can lack a modality entirely (an absent
+    entry in ``train_present`` or modality dropout), which leaves that modality's encoder out of the step. Every
+    built-in method's trainable parameters all get a gradient from a batch with every modality
+    (``tests/test_methods.py``)."""
+    if distributed is None:
+        distributed = str(cfg.train.devices) != "1"
+    if not distributed:
         return "auto"
+    from datetime import timedelta
+
+    from lightning.pytorch.strategies import DDPStrategy
+
     find = cfg.train.find_unused_parameters
     if find is None:
         find = modality_dropout > 0 or not bool(torch.as_tensor(train_present).all())
-    return "ddp_find_unused_parameters_true" if find else "ddp"
+    return DDPStrategy(find_unused_parameters=find, timeout=timedelta(seconds=cfg.train.ddp_timeout))
 
 
 def _unused_parameter_hint(err: RuntimeError) -> RuntimeError:
@@ -665,6 +692,7 @@ def _train_locked(
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from robult.training.checkpoint import resume_state_callback, safe_checkpoint_io
+    from robult.training.liveness import ProcessLostError, SignalGuard, collective_failure, is_collective_failure
     from robult.training.module import MethodModule
 
     last = run_dir / CHECKPOINT_DIR / "last.ckpt"
@@ -696,16 +724,21 @@ def _train_locked(
         dirpath=ckpt_dir, filename="best", monitor="val/score", mode=mode, save_top_k=1, enable_version_counter=False
     )
     last_ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
-    cbs: list[Any] = [resume_state_callback(), best_ckpt, last_ckpt, *callbacks]
+    guard = SignalGuard()  # a stopped or signalled rank ends every rank (robult.training.liveness)
+    cbs: list[Any] = [resume_state_callback(), best_ckpt, last_ckpt, guard, *callbacks]
     if cfg.train.patience > 0:
         cbs.append(EarlyStopping(monitor="val/score", mode=mode, patience=cfg.train.patience))
     if cfg.train.progress:
         cbs.append(stderr_progress_bar())
     _quiet_lightning()
+    devices, num_nodes = trainer_layout(cfg)
     trainer = L.Trainer(
         accelerator=cfg.train.accelerator,
-        devices=cfg.train.devices,
-        strategy=ddp_strategy(cfg, train.present, module.modality_dropout),
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=ddp_strategy(
+            cfg, train.present, module.modality_dropout, distributed=str(devices) != "1" or num_nodes > 1
+        ),
         precision=cfg.train.precision,
         max_epochs=cfg.train.max_epochs,
         callbacks=cbs,
@@ -726,12 +759,18 @@ def _train_locked(
         # every rank scores the whole validation split, so val/score is already the same on every rank
         warnings.filterwarnings("ignore", message=".*sync_dist=True.*when logging on epoch level.*")
         # resume goes through SafeCheckpointIO: checksum verified, loaded weights-only whatever the environment
-        with _interrupt_as_keyboard_interrupt(trainer):
+        with _interrupt_as_keyboard_interrupt(trainer), guard.watching(trainer.global_rank, trainer.world_size):
             try:
                 trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
             except RuntimeError as err:
                 if "find_unused_parameters" in str(err) and not cfg.train.find_unused_parameters:
                     raise _unused_parameter_hint(err) from err
+                if trainer.world_size > 1 and is_collective_failure(err):
+                    line = collective_failure(
+                        err, trainer.global_rank, trainer.world_size, guard.state, cfg.train.ddp_timeout
+                    )
+                    guard.end_children()
+                    raise ProcessLostError(line) from err
                 raise
 
     best_path = Path(best_ckpt.best_model_path) if best_ckpt.best_model_path else last

@@ -170,3 +170,26 @@ def launched_rank() -> int:
         if key in os.environ:
             return value(key)
     return value("LOCAL_RANK") + value("NODE_RANK")
+
+
+def launcher_layout() -> tuple[int, int] | None:
+    """``(nodes, processes per node)`` of a run whose processes a cluster launcher started, read from its
+    environment as Lightning reads it (SLURM first): SLURM's ``srun`` (``SLURM_NTASKS``, ``SLURM_NNODES``,
+    ``SLURM_NTASKS_PER_NODE``; not inside an interactive allocation, job name ``bash`` or ``interactive``) or
+    ``torchrun`` (``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``). ``None`` when no launcher started this process, or it
+    started one process only."""
+    env = os.environ
+
+    def number(key: str, default: int) -> int:
+        text = env.get(key, "").strip()
+        digits = text[: len(text) - len(text.lstrip("0123456789"))]  # SLURM may write "2(x3)"
+        return int(digits) if digits else default
+
+    if "SLURM_NTASKS" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+        tasks = number("SLURM_NTASKS", 1)
+        nodes = max(1, number("SLURM_NNODES", number("SLURM_JOB_NUM_NODES", 1)))
+        return (nodes, number("SLURM_NTASKS_PER_NODE", max(1, tasks // nodes))) if tasks > 1 else None
+    if "TORCHELASTIC_RUN_ID" in env and "WORLD_SIZE" in env and "LOCAL_WORLD_SIZE" in env:
+        world, per_node = number("WORLD_SIZE", 1), max(1, number("LOCAL_WORLD_SIZE", 1))
+        return (max(1, world // per_node), per_node) if world > 1 else None
+    return None
