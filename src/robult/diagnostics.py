@@ -15,6 +15,7 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 PANELS = (
     ("diag/u_norm/", "‖U^m‖ per modality (collapse → 0)"),
@@ -50,34 +51,105 @@ def read_metrics(run_dir: Path) -> dict[str, dict[int, float]]:
     return dict(out)
 
 
-def plot_diagnostics(run_dirs: Sequence[Path], path: Path) -> None:
-    """One figure of the diagnostic curves of every run (a line per run and series), saved atomically."""
+# per panel: the y-axis label, and the panel's series that belong to no modality: key suffix -> label
+_AXES = {
+    "diag/u_norm/": ("mean norm ‖U^m‖", {}),
+    "diag/pu_weight": (
+        "weight, or share of pairs",
+        {"_mean": "mean weight", "_low": "share < 0.05", "_high": "share > 0.95"},
+    ),
+    "diag/pseudo_label_acc": ("accuracy", {"": "pseudo-labels"}),
+    "diag/alignment": ("mean squared distance", {"_zs": "Z^m to S", "_zz": "Z^m to Z^k"}),
+    "diag/alignment_zs": ("mean squared distance", {"": "Z^m to S"}),
+    "diag/uniformity": ("log E exp(−2‖x−y‖²)", {"_s": "S (fused)"}),
+    "val/score": ("validation score", {"": "score"}),
+}
+_NEUTRAL = ("black", "dimgray", "darkgray")  # series of no modality
+_STYLES = ("-", "--", ":", "-.")  # one line style per method (runs of several seeds are averaged)
+_MARKERS = ("o", "v", "^")
+
+
+def _group(run_name: str) -> str:
+    """A run's group: its name without the seed (``robult-r0.05-s2`` -> ``robult-r0.05``)."""
+    head, sep, seed = run_name.rpartition("-s")
+    return head if sep and seed.isdigit() else run_name
+
+
+def _mean_series(runs: Sequence[dict[str, dict[int, float]]], key: str) -> tuple[list[int], list[float]]:
+    """Epochs and the mean over runs (NaN skipped) of ``key``."""
+    values: dict[int, list[float]] = defaultdict(list)
+    for metrics in runs:
+        for epoch, v in metrics.get(key, {}).items():
+            if not math.isnan(v):
+                values[epoch].append(v)
+    xs = sorted(values)
+    return xs, [sum(values[x]) / len(values[x]) for x in xs]
+
+
+def plot_diagnostics(run_dirs: Sequence[Path], path: Path) -> Any:
+    """One figure of the diagnostic curves of every run, saved atomically: one panel per signal with a labelled y
+    axis, one colour per modality (the same in every panel; series of no modality in greys, named at their line's
+    end), one line style per method (runs that differ only by seed averaged), one legend for the figure. Returns
+    the matplotlib figure."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
-    fig = Figure(figsize=(15, 8.5), constrained_layout=True)
+    fig = Figure(figsize=(15, 9), constrained_layout=True)
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 3).ravel()
-    logs = {Path(d).name: read_metrics(Path(d)) for d in run_dirs}
+    groups: dict[str, list[dict[str, dict[int, float]]]] = defaultdict(list)
+    for d in run_dirs:
+        groups[_group(Path(d).name)].append(read_metrics(Path(d)))
+    modalities: list[str] = []
+    for runs in groups.values():
+        for metrics in runs:
+            for key in metrics:
+                for prefix in ("diag/u_norm/", "diag/uniformity_z/"):
+                    if key.startswith(prefix) and key[len(prefix) :] not in modalities:
+                        modalities.append(key[len(prefix) :])
+    palette = [f"C{i % 10}" for i in range(len(modalities))]
+    colour = dict(zip(modalities, palette, strict=True))
+    style = {g: _STYLES[i % len(_STYLES)] for i, g in enumerate(groups)}
     for ax, (prefix, title) in zip(axes, PANELS, strict=True):
+        ylabel, neutral = _AXES.get(prefix, ("value", {}))
         drawn = False
-        for run, metrics in logs.items():
-            for key in sorted(k for k in metrics if k.startswith(prefix)):
-                series = metrics[key]
-                xs = sorted(series)
-                ys = [series[x] for x in xs]
-                if not xs or all(math.isnan(y) for y in ys):
+        for gi, (group, runs) in enumerate(groups.items()):
+            keys = sorted({k for metrics in runs for k in metrics if k.startswith(prefix)})
+            for key in keys:
+                xs, ys = _mean_series(runs, key)
+                if not xs:
                     continue
-                label = run if key == prefix else f"{run} {key[len(prefix) :].lstrip('/_')}"
-                ax.plot(xs, ys, marker=".", label=label, linewidth=1)
+                tail = key[len(prefix) :]
+                modality = tail.rpartition("/")[2] if "/" in tail or prefix.endswith("/") else None
+                if modality in colour:
+                    ax.plot(xs, ys, style[group], color=colour[modality], linewidth=1.5)
+                else:
+                    j = list(neutral).index(tail) if tail in neutral else 0
+                    ax.plot(xs, ys, style[group], color=_NEUTRAL[j % 3], marker=_MARKERS[j % 3], markersize=3)
+                    if gi == 0 and len(keys) > 1:  # a lone series is named by the panel's title
+                        ax.annotate(
+                            neutral.get(tail, tail.lstrip("_/") or "value"),
+                            (xs[-1], ys[-1]),
+                            xytext=(4, 0),
+                            textcoords="offset points",
+                            fontsize=8,
+                            va="center",
+                            color=_NEUTRAL[j % 3],
+                        )
                 drawn = True
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        if drawn:
-            ax.legend(fontsize=6)
-        else:
+        ax.margins(x=0.15)  # room for the names at the lines' ends
+        if not drawn:
             ax.text(0.5, 0.5, "not logged by these methods", ha="center", va="center", transform=ax.transAxes)
+    handles = [Line2D([], [], color=colour[m], linewidth=2, label=f"modality {m}") for m in modalities]
+    handles += [Line2D([], [], color="black", linestyle=style[g], label=g) for g in groups]
+    seeds = max((len(runs) for runs in groups.values()), default=1)
+    title = "colour: modality; grey: no modality; line style: run" + (f" (mean of {seeds} seeds)" if seeds > 1 else "")
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize=9, title=title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(fd)
@@ -87,3 +159,4 @@ def plot_diagnostics(run_dirs: Sequence[Path], path: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    return fig
