@@ -217,8 +217,10 @@ class TrainSection(_Strict):
     num_workers: StrictInt = Field(0, ge=0)
     """DataLoader worker processes."""
     num_threads: StrictInt | None = Field(None, ge=1)
-    """CPU threads torch uses in this process (``torch.set_num_threads``; ``None``: torch's default, one per core).
-    On a machine busy with other jobs, 1 can be several times faster (``docs/performance.md``)."""
+    """CPU threads torch uses in this process (``torch.set_num_threads``). ``None``: chosen when the run starts
+    (``robult.utils.threads.choose_threads``): 1 for a step under ~5e8 multiply-adds (parameters x batch size, the
+    default models) or on a busy machine, else one per idle core; ``OMP_NUM_THREADS``, when set, is kept. A run with
+    more threads than idle cores warns that it is likely oversubscribed (``docs/performance.md``)."""
     logger: Literal["csv", "tensorboard"] = "csv"
     """Per-epoch metrics log: ``csv`` (``<run>/logs/metrics.csv``) or ``tensorboard`` (``<run>/logs/``, needs
     ``pip install 'robult[tensorboard]'``)."""

@@ -534,7 +534,7 @@ def train_run(
             raise
         events = set((run_dir / "logs").rglob("events.out.tfevents.*")) if writer else set()
         try:
-            with _num_threads(cfg.train.num_threads):
+            with _num_threads(_run_threads(cfg, model)):
                 try:
                     return _train_locked(
                         cfg,
@@ -607,6 +607,26 @@ def _interrupt_as_keyboard_interrupt(trainer: Any) -> Iterator[None]:
     finally:
         if main and handler is not None and signal.getsignal(signal.SIGINT) != handler:
             signal.signal(signal.SIGINT, handler)
+
+
+def _run_threads(cfg: RunConfig, model: nn.Module) -> int | None:
+    """The run's CPU threads: ``train.num_threads``, else (unless ``OMP_NUM_THREADS`` sets them) the measured
+    default of :func:`robult.utils.threads.choose_threads` for this model and batch on this machine now. Warns when
+    the count is likely oversubscribed (more threads than idle cores)."""
+    import os
+
+    from robult.utils.threads import choose_threads, oversubscription
+
+    n = cfg.train.num_threads
+    if n is None and "OMP_NUM_THREADS" not in os.environ:
+        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        choice = choose_threads(params, cfg.train.batch_size)
+        log.info("CPU threads: %d (%s; train.num_threads sets them)", choice.threads, choice.reason)
+        n = choice.threads
+    warning = oversubscription(torch.get_num_threads() if n is None else n)
+    if warning is not None:
+        warnings.warn(warning, UserWarning, stacklevel=3)
+    return n
 
 
 @contextlib.contextmanager
