@@ -150,6 +150,19 @@ def test_the_losing_benchmark_is_told_another_one_is_running(interrupted: Path, 
     assert f"--out {out}" in line and "--resume" not in line
 
 
+def test_a_refused_command_on_a_busy_run_says_it_is_busy(finished: Path, tmp_path: Path) -> None:
+    """`--resume` of a run another process is writing (it just finished, or has no checkpoint yet) is told the run
+    is in use, not to pass --overwrite or --resume; on an idle finished run nothing is touched, the lock included."""
+    run = _copy_run(finished, "done", tmp_path / "runs")
+    (run / ".lock").write_text("")
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    with pytest.raises(FileExistsError, match="the run is finished"):
+        train_run(_cfg(tmp_path / "runs", "done"), resume=True)
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+    with run_lock(run), pytest.raises(RunInUseError, match="in use by another process"):
+        train_run(_cfg(tmp_path / "runs", "done"), resume=True)
+
+
 # -------------------------------------------------------------------------------------------------- names
 
 

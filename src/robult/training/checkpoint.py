@@ -245,6 +245,35 @@ def _launcher_rank_zero() -> bool:
     return launched_rank() == 0
 
 
+def _in_use(run_dir: Path, fd: int) -> RunInUseError:
+    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+    return RunInUseError(
+        f"{run_dir}: the run is in use by another process (pid {holder}, lock {Path(run_dir) / LOCK_NAME}); wait for "
+        "it to finish or use another --out / name"
+    )
+
+
+def check_not_in_use(run_dir: Path) -> None:
+    """Raise :class:`RunInUseError` when another process holds the run's lock; change nothing (the lock file is
+    opened read-only, never created, never through a symbolic link)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return
+    try:
+        fd = os.open(Path(run_dir) / LOCK_NAME, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return  # no lock file (or a link, refused when the lock is taken)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _in_use(run_dir, fd) from None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``<run_dir>/.lock`` (which records the holder's pid); raise
@@ -276,11 +305,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise RunInUseError(
-                f"{run_dir}: the run is in use by another process (pid {holder}, lock {path}); wait for it to "
-                "finish or use another --out / name"
-            ) from None
+            raise _in_use(run_dir, fd) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         try:

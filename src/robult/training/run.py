@@ -487,12 +487,18 @@ def train_run(
     import lightning as L
 
     from robult.evaluation.protocols import check_store_name
-    from robult.training.checkpoint import _launcher_rank_zero
+    from robult.training.checkpoint import _launcher_rank_zero, check_not_in_use
     from robult.training.written import clear_temp_files, clear_written, record
 
     method = get_method(cfg.train.method)
     check_use_unlabeled(cfg)  # again: a config built in code skips validate_config
     # the lock first: a second process on a busy run is told at once, before it spends time loading data
+    try:  # a finished run (or nothing to resume) is refused before anything is touched, the lock file included
+        _check_run_state(run_dir, cfg, resume, overwrite)
+    except (FileExistsError, FileNotFoundError, ConfigError):
+        if _launcher_rank_zero():  # unless another process is writing it: then that is what the user must hear
+            check_not_in_use(run_dir)
+        raise
     top = next((p for p in [*reversed(run_dir.parents), run_dir] if not p.exists()), None)
     run_dir.mkdir(parents=True, exist_ok=True)
     writer = _launcher_rank_zero()  # under DDP the global rank 0 process writes the run's bookkeeping
