@@ -78,7 +78,9 @@ def test_train_input_dir_with_defaults_keeps_progress_out_of_the_log(tmp_path: P
     run = tmp_path / "runs" / "clinic_a-robult-labels30-s0"
     assert f"run: {run}" in text and (run / "model" / "model.json").is_file()
     assert "labels used: 30 of" in text
-    assert (run / "plots" / "subsets.png").is_file() and (run / "plots" / "random_rate.png").is_file()
+    for plot in ("subsets.png", "random_rate.png", "diagnostics.png"):  # robult logs diagnostics
+        assert (run / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
+    assert f"plots: {run / 'plots' / 'subsets.png'}" in text
     # a second dataset gets its own run, no --resume / --overwrite hops
     again = _robult("train", "--input", str(second), *sets, cwd=tmp_path, stdout=tmp_path / "log2")
     assert again.returncode == 0, again.stderr

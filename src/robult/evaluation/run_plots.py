@@ -62,7 +62,8 @@ def plot_subset_bars(doc: dict[str, Any], path: str | Path) -> None:
 
 def write_run_plots(run_dir: str | Path) -> list[Path]:
     """Write ``<run>/plots/subsets.png`` (per-subset bars) and ``random_rate.png`` (the metric against the missing
-    rate) where the run was scored under those protocols; returns the files written."""
+    rate) where the run was scored under those protocols, and ``diagnostics.png`` (the per-epoch diagnostics, as
+    ``robult benchmark --diagnostics`` draws them) where the method logs them; returns the files written."""
     run_dir = Path(run_dir)
     result = json.loads((run_dir / "result.json").read_text())
     doc = run_document(result)
@@ -75,4 +76,9 @@ def write_run_plots(run_dir: str | Path) -> list[Path]:
     if run["random_rate"]:
         plot_random_rate(doc, out / "random_rate.png")
         written.append(out / "random_rate.png")
+    from robult.diagnostics import plot_diagnostics, read_metrics
+
+    if any(key.startswith("diag/") for key in read_metrics(run_dir)):  # the method logs diagnostics
+        plot_diagnostics([run_dir], out / "diagnostics.png")
+        written.append(out / "diagnostics.png")
     return written
