@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
+from robult.batch import Batch
 from robult.losses import RobultLoss, RobultLossConfig, ramp_weight
 from robult.losses.pseudo_label import pseudo_label_loss
 from robult.models import RobultConfig, RobultModel
+from robult.models.robult import RobultOutput
 from robult.specs import TaskSpec
 
 from ..conftest import make_batch
@@ -129,3 +133,54 @@ def test_queue_size_builds_a_queue_of_the_fused_width() -> None:
     assert RobultLoss(task, 2, RobultLossConfig(), target_dim=5).contrastive.queue is None  # off by default
     multilabel = RobultLoss(TaskSpec("multilabel", num_classes=4), 2, RobultLossConfig(queue_size=8), target_dim=5)
     assert tuple(multilabel.contrastive.queue.keys.shape) == (8, 4)
+
+
+def _two_sample_output() -> tuple[RobultOutput, Batch]:
+    """Two samples, one modality, ``Z = S`` orthonormal (cosines 1 on the diagonal, 0 off it); sample 0 labeled
+    class 1, sample 1 unlabeled, and the fused head says class 1 for it with softmax confidence 0.6."""
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    fused_logits = torch.tensor([[0.0, 2.0], [0.0, math.log(1.5)]])  # sample 1: p(class 1) = 1.5 / 2.5 = 0.6
+    output = RobultOutput(
+        hidden=z[:, None, :].clone(),
+        shared=z[:, None, :].clone(),
+        specific=z[:, None, :].clone(),
+        fused=z.clone(),
+        logits=fused_logits[:, None, :].clone(),
+        fused_logits=fused_logits,
+        present=torch.ones(2, 1, dtype=torch.bool),
+    )
+    batch = Batch(
+        inputs={"a": torch.zeros(2, 2)},
+        present=torch.ones(2, 1, dtype=torch.bool),
+        target=torch.tensor([1, 0]),  # sample 1's true class (0) is never read: it is unlabeled
+        labeled=torch.tensor([True, False]),
+    )
+    return output, batch
+
+
+def test_confident_pseudo_labels_count_as_labels_in_the_contrastive_parts() -> None:
+    """``pseudo_positive_confidence``: an unlabeled sample whose fused-head confidence reaches it is a labeled
+    anchor and target of the contrastive parts, keyed by its pseudo-label. Hand-computed with τ = 1 and
+    ``p = [[1, 0], [0, 1]]``: ``log softmax`` of a row is ``1 − log(1 + e)`` on the diagonal and ``−log(1 + e)`` off it.
+    """
+    task = TaskSpec("multiclass", num_classes=2)
+    output, batch = _two_sample_output()
+    lse = math.log(1.0 + math.e)
+    base = dict(temperature=1.0, lambda_rec=0.0, lambda_pseudo=0.0, warmup_epochs=0.0)
+    # off (confidence 0.6 < 0.7): L_lb has the one labeled anchor and its own target; the pair (0, 1) is a PU
+    # candidate of both anchors with the prior's RBF weight exp(-(0 - 0.5)^2 / (2 * 0.25^2)) = e^-2
+    off = RobultLoss(task, 1, RobultLossConfig(pseudo_positive_confidence=0.7, **base))(output, batch)
+    assert off.contrastive_labeled.item() == pytest.approx(lse - 1.0, rel=1e-6)
+    w = math.exp(-2.0)
+    per_anchor = -((1.0 - lse) + w * (-lse)) / (1.0 + w)
+    assert off.contrastive_unlabeled.item() == pytest.approx(per_anchor, rel=1e-6)
+    assert math.isnan(off.contrastive.pair_mu.item())  # no labeled positive pair: the PU reference is the prior
+    # on (0.6 >= 0.5): both samples are labeled class 1, so each anchor has two positives (itself and the other)
+    on = RobultLoss(task, 1, RobultLossConfig(pseudo_positive_confidence=0.5, **base))(output, batch)
+    assert on.contrastive_labeled.item() == pytest.approx(-((1.0 - lse) + (-lse)) / 2.0, rel=1e-6)
+    assert on.contrastive_unlabeled.item() == pytest.approx(lse - 1.0, rel=1e-6)  # no candidate left: k = j only
+    assert on.contrastive.pair_mu.item() == pytest.approx(0.0, abs=1e-7)  # the pair is the PU reference now
+    # the default (1.0) is off; the training labels and the self-training term are untouched
+    default = RobultLoss(task, 1, RobultLossConfig(**base))(output, batch)
+    assert default.contrastive_labeled.item() == pytest.approx(off.contrastive_labeled.item())
+    assert bool(batch.labeled.tolist() == [True, False])

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from robult import Batch, ModalitySpec, TaskSpec, all_subsets
-from robult.losses import RobultLoss, reconstruction_loss
+from robult.losses import RobultLoss, RobultLossConfig, reconstruction_loss
+from robult.losses.pseudo_label import pseudo_label_loss
 from robult.models import RobultConfig, RobultModel
 
 from ..conftest import make_batch
@@ -350,3 +351,36 @@ def test_subset_weights_are_saved_and_old_checkpoints_load_as_the_plain_mean(spe
     del state["modality_weights"]  # a checkpoint written before the weights existed
     fresh.load_state_dict(state)
     assert fresh.modality_weights.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_strong_view_is_a_training_only_fused_prediction(specs, task) -> None:
+    """``strong_view > 0``: in training the forward adds ``c_S`` on a perturbed copy (modality and feature dropout),
+    which the self-training term treats as one more student of the weak teacher; off, and in evaluation, nothing
+    is added and no random number is drawn."""
+    batch = make_batch(seed=21)
+    torch.manual_seed(0)
+    model = RobultModel(specs, task, RobultConfig(hidden_dim=32, strong_view=0.5))
+    assert model.eval()(batch).strong_fused_logits is None
+    torch.manual_seed(0)
+    plain = RobultModel(specs, task, RobultConfig(hidden_dim=32)).train()
+    torch.manual_seed(1)
+    out_plain = plain(batch)
+    assert out_plain.strong_fused_logits is None
+    model.load_state_dict(plain.state_dict())
+    torch.manual_seed(1)
+    out = model.train()(batch)
+    assert torch.equal(out.fused_logits, out_plain.fused_logits)  # the weak view is drawn first, as without it
+    assert out.strong_fused_logits is not None and out.strong_fused_logits.shape == out.fused_logits.shape
+    assert not torch.allclose(out.strong_fused_logits, out.fused_logits)
+    # the strong prediction is a student: its loss reaches the fused head
+    out.strong_fused_logits.sum().backward()
+    assert model.fused_head[-1].weight.grad.abs().sum() > 0  # type: ignore[union-attr]
+    loss_cfg = RobultLossConfig(lambda_ulb=0.0, lambda_lb=0.0, lambda_rec=0.0, pseudo_confidence=0.01)
+    out = model(batch)
+    got = RobultLoss(task, 3, loss_cfg)(out, batch, epoch=10.0).pseudo_label
+    logits = torch.cat([out.logits, out.strong_fused_logits[:, None]], dim=1)
+    present = torch.cat([out.present, torch.ones(len(batch.labeled), 1, dtype=torch.bool)], dim=1)
+    want = pseudo_label_loss(logits, present, batch.labeled, task, 0.01, out.fused_logits).loss
+    assert got is not None and got.item() == pytest.approx(want.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="strong_view"):
+        RobultConfig(strong_view=1.0)

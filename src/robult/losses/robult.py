@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 from robult.batch import Batch
@@ -65,6 +66,12 @@ class RobultLossConfig:
             soft PU loss, MoCo-style (:class:`robult.losses.contrastive.TargetQueue`; 0 = off, the default): a batch
             then meets labeled positives and candidates it does not hold, e.g. with one label per class. Not in
             METHOD.md; the cost of the loss grows with ``batch + queue_size`` targets.
+        pseudo_positive_confidence: multi-class only: an unlabeled sample whose fused-head confidence (max softmax
+            probability of ``c_S(sg S)``) is at least this counts as labeled, with its pseudo-label, in both
+            contrastive parts: it is an anchor of ``L_lb`` and a labeled positive of every same-key anchor, and its
+            same-key pairs enter the PU reference ``μ, σ``. With one label per class no batch holds a labeled
+            positive pair, so without it ``L_lb`` sees only each sample's own other modalities and the PU kernel
+            has no reference. 1 (the default here) is off; the training labels and ``L_sup`` never change.
 
     Bounds (``temperature > 0``, ``sigma_min > 0``, ...) are part of each field's metadata: the dataclass checks
     them and the run config's ``loss`` section enforces the same ones, naming the key.
@@ -88,6 +95,7 @@ class RobultLossConfig:
     pseudo_confidence: float = field(default=0.95, metadata={"gt": 0.0, "le": 1.0})
     pseudo_source: Literal["fused", "unimodal_mean"] = "fused"
     queue_size: int = field(default=0, metadata={"ge": 0})
+    pseudo_positive_confidence: float = field(default=1.0, metadata={"gt": 0.0, "le": 1.0})
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -185,6 +193,11 @@ class RobultLoss(nn.Module):
                 cfg.pseudo_label_threshold,
             )
             labeled = batch.labeled
+            if cfg.pseudo_positive_confidence < 1.0 and self.task.kind == TaskKind.MULTICLASS:
+                # confident pseudo-labels count as labels in the contrastive parts: positives of L_lb and pairs of
+                # the PU reference μ, σ (with one label per class no batch holds a labeled positive pair otherwise)
+                conf = output.fused_logits.detach().softmax(-1).max(-1).values
+                labeled = labeled | (conf >= cfg.pseudo_positive_confidence)
             targets = output.fused if cfg.contrastive_grad_to_fusion else output.fused.detach()
             con = self.contrastive(output.shared, targets, output.present, keys, labeled, batch.index)
             lb, ulb = con.labeled, con.unlabeled
@@ -199,9 +212,12 @@ class RobultLoss(nn.Module):
         pseudo = None
         if cfg.lambda_pseudo > 0:
             teacher = output.fused_logits if cfg.pseudo_source == "fused" else None
-            pseudo = pseudo_label_loss(
-                output.logits, output.present, batch.labeled, self.task, cfg.pseudo_confidence, teacher
-            ).loss
+            logits, present = output.logits, output.present
+            strong = getattr(output, "strong_fused_logits", None)
+            if strong is not None:  # the fused head on the strong view is one more student (RobultConfig.strong_view)
+                logits = torch.cat([logits, strong[:, None]], dim=1)
+                present = torch.cat([present, present.new_ones(present.shape[0], 1)], dim=1)
+            pseudo = pseudo_label_loss(logits, present, batch.labeled, self.task, cfg.pseudo_confidence, teacher).loss
             total = total + ramp_weight(cfg.lambda_pseudo, epoch, cfg.warmup_epochs) * pseudo
         return RobultLossOutput(
             total=total,

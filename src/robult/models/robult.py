@@ -57,6 +57,12 @@ class RobultConfig:
             coordinate ascent from all-1, kept only where it improves), so a view that is near chance alone stops
             diluting the others; ``uniform``: the plain mean. Only :class:`RobultModel` has the weights (saved with
             it); the late-fusion baselines average uniformly.
+        strong_view: training only (weak/strong self-training, FixMatch-style): the forward also predicts every
+            sample with the fused head from a strongly perturbed copy of its hidden features (each present
+            modality dropped with this probability, at least one kept, and dropout at this rate on the kept
+            ``H^m``), returned as ``RobultOutput.strong_fused_logits``; the self-training term trains it towards the
+            weak (unperturbed) teacher's confident pseudo-label, so the fused teacher also learns from unlabeled
+            samples. 0 (off): no strong view, and the forward draws no extra random numbers.
     """
 
     hidden_dim: int = field(default=128, metadata={"ge": 1})
@@ -74,6 +80,7 @@ class RobultConfig:
     rec_grad_to_encoder: bool = False
     fusion_grad_to_encoder: bool = True
     subset_weights: Literal["validation", "uniform"] = "validation"
+    strong_view: float = field(default=0.0, metadata={"ge": 0.0, "lt": 1.0})
 
     def __post_init__(self) -> None:
         if self.aggregate not in AGGREGATES:
@@ -81,6 +88,8 @@ class RobultConfig:
         for key in ("hidden_dim", "shared_dim", "specific_dim"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+        if not 0.0 <= self.strong_view < 1.0:
+            raise ValueError(f"strong_view must lie in [0, 1), got {self.strong_view}")
         self.projector_hidden = tuple(self.projector_hidden)
         self.head_hidden = tuple(self.head_hidden)
         self.encoder_hidden = tuple(self.encoder_hidden)
@@ -100,6 +109,8 @@ class RobultOutput:
         present: ``[B, M]``.
         reconstruction: ``r_m([g_m(sg H^m); sg Z^m])``, ``[B, M, d_h]``, or ``None`` when not requested.
         reconstruction_target: ``sg(H) [B, M, d_h]`` or ``None``.
+        strong_fused_logits: ``c_S`` on a strongly perturbed copy ``[B, K]`` (training with
+            ``RobultConfig.strong_view > 0`` only), else ``None``.
     """
 
     hidden: Tensor
@@ -111,6 +122,7 @@ class RobultOutput:
     present: Tensor
     reconstruction: Tensor | None = None
     reconstruction_target: Tensor | None = None
+    strong_fused_logits: Tensor | None = None
 
 
 class RobultModel(MultimodalModel):
@@ -184,7 +196,19 @@ class RobultModel(MultimodalModel):
         fused = self.fusion(hidden if self.config.fusion_grad_to_encoder else hidden.detach(), batch.present)
         logits = self.head(torch.cat([specific, shared], dim=-1))
         fused_logits = self.fused_head(fused)
-        return RobultOutput(hidden, shared, specific, fused, logits, fused_logits, batch.present, recon, target)
+        strong = None
+        if self.training and self.config.strong_view > 0:
+            strong = self.fused_head(self.strong_fusion(hidden, batch.present, self.config.strong_view))
+        return RobultOutput(hidden, shared, specific, fused, logits, fused_logits, batch.present, recon, target, strong)
+
+    def strong_fusion(self, hidden: Tensor, present: Tensor, rate: float) -> Tensor:
+        """``S`` of a strongly perturbed copy: each present modality dropped with probability ``rate`` (at least one
+        kept, :func:`robult.training.sampler.drop_modalities`) and dropout at ``rate`` on the kept ``H^m``."""
+        from robult.training.sampler import drop_modalities
+
+        kept = drop_modalities(present, rate)
+        source = hidden if self.config.fusion_grad_to_encoder else hidden.detach()
+        return self.fusion(nn.functional.dropout(source, rate, training=True), kept)
 
     # ------------------------------------------------------------------ inference
     def predict_subsets(
