@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from robult.cli import app
@@ -145,3 +146,25 @@ def test_evaluate_input_lacking_a_modality_and_predict_to_stdout(tmp_path: Path)
     assert result.exit_code == 0, result.output
     rows = list(csv.reader(io.StringIO(result.stdout)))
     assert rows[0][:2] == ["index", "label"] and len(rows) == 1 + len(y)
+
+
+def test_parquet_table_reads_as_the_csv(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    table = tmp_path / "pets.csv"
+    _write_csv(table)
+    with table.open() as fh:
+        rows = list(csv.reader(fh))
+    header, body = rows[0], rows[1:]
+    columns = {
+        h: [None if r[j] == "" else (r[j] if h == "label" else float(r[j])) for r in body] for j, h in enumerate(header)
+    }
+    pq.write_table(pa.table(columns), tmp_path / "pets.parquet")
+    a, b = load_table_dataset(table), load_table_dataset(tmp_path / "pets.parquet")
+    assert b.name == "pets" and b.task.label_names == a.task.label_names
+    for split in ("train", "val", "test"):
+        x, y = getattr(a, split), getattr(b, split)
+        assert torch.equal(x.present, y.present) and torch.equal(x.labeled, y.labeled)
+        assert torch.equal(x.target, y.target)
+        assert np.allclose(np.asarray(x.inputs["a"]), np.asarray(y.inputs["a"]), atol=1e-6)
