@@ -353,6 +353,28 @@ def test_evaluate_of_a_moved_run_reads_its_own_masks_and_finds_a_flipped_bit(fin
     assert not first.exists()  # nothing written under the out_dir in config.yaml
 
 
+def test_cli_evaluate_of_a_moved_out_dir_scores_it_and_names_a_flipped_mask(finished: Path, tmp_path: Path) -> None:
+    """`robult evaluate RUN` with its defaults (progress bar) after `mv out_dir elsewhere`: the run's own scores;
+    then one line naming the altered mask file; the old out_dir is never recreated."""
+    first = tmp_path / "first"
+    _copy_run(finished, "done", first)
+    config = first / "done" / "config.yaml"  # as if trained in <first>
+    config.write_text(config.read_text().replace(f"out_dir: {finished}", f"out_dir: {first}"))
+    moved = tmp_path / "moved"
+    shutil.move(first, moved)
+    res = CliRunner().invoke(app, ["evaluate", str(moved / "done"), "--out", str(tmp_path / "ev.json")])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((moved / "done" / "result.json").read_text())["test"]
+    got = json.loads((tmp_path / "ev.json").read_text())
+    assert got["random_rate"] == saved["random_rate"] and got["mask_sha256"] == saved["mask_sha256"]
+    mask = _flip_a_mask_bit(moved)
+    res = CliRunner().invoke(app, ["evaluate", str(moved / "done")])
+    assert res.exit_code == 2
+    line = res.output.strip().splitlines()[-1]
+    assert line.startswith("error: ") and mask.name in line, res.output
+    assert not first.exists()
+
+
 def test_a_mask_altered_with_its_store_manifest_is_found_by_the_result_checksum(finished: Path, tmp_path: Path) -> None:
     from robult.utils.io import sha256_file
 
