@@ -22,20 +22,27 @@ from robult.training.sampler import SemiSupervisedBatchSampler
 # Tiny and exact: no dropout (each rank would draw its own masks) and every modality present (the synthetic data).
 # The last global batch of an epoch does not split evenly over the 2 ranks (251 unlabeled = 10 x 24 + 11): every
 # mean weighs each sample alike whichever rank holds it (utils.distributed.mean_over_ranks), so uneven ranks are
-# exact too.
+# exact too. The commands run as a user runs them: progress bar, logger and thread count at their defaults (the
+# progress bar exists on rank 0 only, and its metric sync once met another collective on rank 1: the run hung).
 TINY = [
     "dataset.options.n_samples=366",
     "train.max_epochs=2",
     "train.patience=0",
-    "train.progress=false",
     "train.accelerator=cpu",
-    "train.num_threads=1",
     "model.hidden_dim=16",
     "model.encoder_hidden=[16]",
     "model.dropout=0.0",
     "eval.rates=[0.0, 0.5]",
 ]
 PER_RANK_BATCH = 16
+CLI_TIMEOUT = 300  # seconds: a hung run fails the test instead of the suite
+
+
+def user_env() -> dict[str, str]:
+    """The environment a user's shell gives the command: no thread limit (each rank takes torch's default), no GPU
+    (CPU ranks, gloo)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    return {**env, "CUDA_VISIBLE_DEVICES": ""}
 
 
 @pytest.mark.parametrize(("n_lab", "n_unl", "batch", "world"), [(40, 200, 16, 2), (7, 95, 10, 3), (30, 0, 8, 2)])
@@ -92,11 +99,11 @@ def test_two_process_training_equals_one_process_with_the_same_global_batch(tmp_
     """The whole pipeline on 2 CPU processes (gloo): sampler shards, gathered contrastive targets, EMA statistics,
     validation and best checkpoint, evaluation and artefacts on rank 0; result.json and the saved weights equal a
     one-process run whose batch is both ranks' batches together."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = user_env()
     cmd = [sys.executable, "-m", "robult", "train"]
     for arg in _cfg_args(tmp_path, "ddp", PER_RANK_BATCH, 2):
         cmd += ["--set", arg]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     one = train_run(load_config(None, _cfg_args(tmp_path, "one", 2 * PER_RANK_BATCH, 1)))
 
@@ -153,14 +160,14 @@ def test_a_benchmark_worker_waits_for_rank_zero_outside_collectives(tmp_path: Pa
 def test_benchmark_on_two_processes_equals_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
     """``robult benchmark --set train.devices=2``: every process trains its share of each run, rank 0 alone
     evaluates and writes the grid's files, and the scores are a one-process benchmark's with twice the batch."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = user_env()
     grid = ["--dataset", "synthetic", "--methods", "robult,supervised", "--seeds", "1", "--label-ratios", "0.2"]
 
     def benchmark(out: Path, batch: int, devices: int) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "robult", "benchmark", *grid, "--out", str(out)]
         for arg in [*TINY, f"train.batch_size={batch}", f"train.devices={devices}"]:
             cmd += ["--set", arg]
-        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT)
 
     two = benchmark(tmp_path / "two", PER_RANK_BATCH, 2)
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
@@ -199,13 +206,13 @@ def test_two_processes_train_on_data_where_a_rank_batch_lacks_a_modality(tmp_pat
         tmp_path / "gappy", {"a": x[:, :3], "b": x[:, 3:], "c": x[:, :2] + 0.1}, y,
         {"kind": "binary"}, name="gappy", split=split, present=present,
     )  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = user_env()
     cmd = [sys.executable, "-m", "robult", "train", "--dataset", "user"]
     args = [*TINY, "dataset.options.n_samples=null", f"dataset.options.path={data}", "train.label_ratio=0.2",
             f"out_dir={tmp_path}", "name=gappy", "train.batch_size=8", "train.devices=2"]  # fmt: skip
     for arg in args:
         cmd += ["--set", arg]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     metrics = read_metrics(tmp_path / "gappy")
     assert sorted(metrics["diag/u_norm/c"]) == [0, 1]  # logged every epoch, a mean over the batches that held c

@@ -136,16 +136,31 @@ class SignalGuard(Callback):
 
     def end_children(self, wait: float = 2.0) -> None:
         """End the processes Lightning launched from this one that have not ended ``wait`` seconds from now (a
-        rank that hangs or is stopped would otherwise outlive the run)."""
+        rank that hangs or is stopped would otherwise outlive the run), and take them off the launcher's list:
+        Lightning's observer of that list kills this process (SIGKILL, within 5 s) when one of them ended with an
+        error, which would cut this process's own line short; this process now ends the run itself."""
         import time
 
         deadline = time.monotonic() + wait
-        for proc in self._children():
+        children = self._children()
+        for proc in children:
             with contextlib.suppress(Exception):
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             if proc.poll() is None:
                 with contextlib.suppress(OSError):
                     proc.kill()
+                with contextlib.suppress(Exception):
+                    proc.wait(timeout=5.0)
+        launcher = getattr(getattr(self._trainer, "strategy", None), "launcher", None)
+        procs = getattr(launcher, "procs", None)
+        if isinstance(procs, list) and children:
+            procs.clear()
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        """A signal or a lost process ends the run: the processes launched from this one end with it."""
+        self._trainer = self._trainer or trainer
+        if isinstance(exception, KeyboardInterrupt) or is_collective_failure(exception):
+            self.end_children()
 
     @contextlib.contextmanager
     def watching(self, rank: int, world: int) -> Iterator[None]:

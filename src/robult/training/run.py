@@ -781,6 +781,8 @@ def _train_locked(
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+        # a log directory holding other files (yours, kept by --overwrite): Lightning replaces only its metrics.csv
+        warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
         # every rank scores the whole validation split, so val/score is already the same on every rank
         warnings.filterwarnings("ignore", message=".*sync_dist=True.*when logging on epoch level.*")
@@ -795,8 +797,7 @@ def _train_locked(
                     line = collective_failure(
                         err, trainer.global_rank, trainer.world_size, guard.state, cfg.train.ddp_timeout
                     )
-                    guard.end_children()
-                    raise ProcessLostError(line) from err
+                    raise ProcessLostError(line) from err  # the guard's on_exception ended the launched ranks
                 raise
 
     best_path = Path(best_ckpt.best_model_path) if best_ckpt.best_model_path else last
