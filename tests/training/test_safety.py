@@ -110,6 +110,19 @@ def test_a_symlinked_lock_is_refused_and_its_target_untouched(tmp_path: Path) ->
     assert sorted(p.name for p in (out / "x").iterdir()) == [".lock"]  # nothing else written
 
 
+def test_a_symlinked_mask_store_lock_is_refused(tmp_path: Path) -> None:
+    from robult.evaluation.protocols import MaskStore
+
+    store = MaskStore(tmp_path / "masks")
+    directory = store.directory("synth", "test")
+    directory.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    (directory / ".lock").symlink_to(victim)
+    with pytest.raises(ValueError, match=r"\.lock: the mask store's lock file is a symbolic link"):
+        store.get_or_create("synth", "test", 20, ["a", "b"], 0.5, 0)
+    assert not victim.exists()
+
+
 def test_a_busy_run_is_refused_before_the_data_is_loaded(tmp_path: Path, monkeypatch) -> None:
     """The second `robult train` on a run in use is told at once (it used to load the data first); through the
     CLI with its defaults."""
@@ -228,6 +241,7 @@ def test_overwrite_deletes_only_what_robult_wrote(finished: Path, tmp_path: Path
         (run / rel).write_bytes(data)
     res = CliRunner().invoke(app, ["train", *_sets(tmp_path / "runs", "done"), "--overwrite"])
     assert res.exit_code == 0, res.output
+    assert "will be deleted" not in res.output  # Lightning's warning about a log directory holding other files
     for rel, data in mine.items():
         assert (run / rel).read_bytes() == data, rel
     listed = recorded(run)
