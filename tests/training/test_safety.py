@@ -272,6 +272,22 @@ def test_overwrite_never_deletes_outside_out_dir(finished: Path, tmp_path: Path)
     assert _tree(project) == before
 
 
+def test_an_altered_manifest_pointing_outside_the_run_deletes_nothing(tmp_path: Path) -> None:
+    from robult.training.written import clear_written
+
+    out = tmp_path / "runs"
+    run = out / "x"
+    run.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    (run / "config.yaml").write_text("x")
+    for entry in ("../../victim.txt", str(victim)):
+        (run / WRITTEN).write_text(json.dumps({"format": "robult-written", "paths": ["config.yaml", entry]}))
+        with pytest.raises(ValueError, match=r"leaves the run directory; the manifest was altered"):
+            clear_written(run, out)
+        assert victim.read_text() == "keep" and (run / "config.yaml").exists()
+
+
 # --------------------------------------------------------------------------------------------- temp files
 
 
