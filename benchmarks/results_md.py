@@ -30,7 +30,7 @@ from robult.utils.io import atomic_write_json, atomic_write_text
 
 PARTS = ("tuned", "defaults", "full", "ratios")
 DATASETS = ("handwritten", "cub", "pie", "scene15", "synthetic_clusters", "synthetic", "avdigits")
-BASELINES = ("supervised", "moddrop", "pseudolabel", "contrastive", "shared_private")
+BASELINES = ("supervised", "moddrop", "pseudolabel", "contrastive", "shared_private", "tmc", "fixmatch")
 
 
 def merged(folders: list[Path]) -> dict[str, Any] | None:
@@ -247,7 +247,7 @@ def main() -> None:
                 f"**{ds}** ([all methods, every missing rate](results/appendix.md#{ds}), "
                 f"[heatmap](results/{ds}/tuned/subsets.png), "
                 f"[random missingness](results/{ds}/tuned/random_rate.png))\n\n"
-                + subset_table(by_part["tuned"], ["robult", "supervised", "pseudolabel"])
+                + subset_table(by_part["tuned"], ["robult", "supervised", "pseudolabel", "tmc", "fixmatch"])
                 + "\n\n"
             )
     untuned = ""
