@@ -131,7 +131,8 @@ def plot_methods_alignment(runs: dict[str, dict[int, Path]], path: Path, title: 
             epochs = sorted(set.intersection(*(set(c) for c in curves)))
             ys = np.array([[c[e] for e in epochs] for c in curves])
             colour = method_color(method)
-            ax.plot(epochs, ys.mean(0), color=colour, label=f"{method} ({len(curves)} seeds)", linewidth=1.3)
+            seeds_text = f"{len(curves)} seed" + ("s" if len(curves) > 1 else "")
+            ax.plot(epochs, ys.mean(0), color=colour, label=f"{method} ({seeds_text})", linewidth=1.3)
             if len(curves) > 1:
                 ax.fill_between(epochs, ys.min(0), ys.max(0), color=colour, alpha=0.15)
         ax.set_xlabel("epoch")
@@ -153,7 +154,8 @@ def main() -> None:
     if not runs:
         raise SystemExit(f"no finished {args.dataset} runs of {METHODS} under {args.runs}")
     args.out.mkdir(parents=True, exist_ok=True)
-    rows, csv_rows = [], ["method,weights,column,mean,std,seeds"]
+    rows: list[tuple[str, list[str]]] = []
+    csv_rows = ["method,weights,column,mean,std,seeds"]
     for method in METHODS:
         seeds = runs.get(method, {})
         for weights in ("model", "last"):
@@ -164,11 +166,11 @@ def main() -> None:
             cells = []
             for title, kind, target in COLUMNS:
                 mean, std = _mean_std([summary_value(r, kind, target) for r in results.values()])
-                cells.append(f"{mean:.2f} ± {std:.2f}")
+                cells.append(f"{mean:.2f}" + (f" ± {std:.2f}" if len(results) > 1 else ""))
                 csv_rows.append(f"{method},{weights},{title},{mean!r},{std!r},{len(results)}")
             what = "saved model" if weights == "model" else "last epoch"
-            epoch_range = f"epochs {min(epochs)}–{max(epochs)}"
-            rows.append(f"| {method} | {what} ({epoch_range}) | {len(results)} | " + " | ".join(cells) + " |")
+            epoch_range = f"epoch {epochs[0]}" if len(set(epochs)) == 1 else f"epochs {min(epochs)}–{max(epochs)}"
+            rows.append((f"{method} | {what} ({epoch_range}) | {len(results)}", cells))
             per: dict[tuple[str, str], list[float]] = defaultdict(list)
             for r in results.values():
                 for p in r.probes:
@@ -195,8 +197,11 @@ def main() -> None:
                 f"{args.dataset} · {method} · {what}: held-out probe scores, mean ± std over {len(results)} seeds",
                 std,
             )
-    header = "| method | weights | seeds | " + " | ".join(c[0] for c in COLUMNS) + " |"
-    table = "\n".join([header, "|" + "---|" * (len(COLUMNS) + 3), *rows])
+    # columns without a value (the factors of a dataset that has none) are left out
+    keep = [i for i in range(len(COLUMNS)) if any(not r[1][i].startswith("nan") for r in rows)]
+    header = "| method | weights | seeds | " + " | ".join(COLUMNS[i][0] for i in keep) + " |"
+    lines = [f"| {r[0]} | " + " | ".join(r[1][i] for i in keep) + " |" for r in rows]
+    table = "\n".join([header, "|" + "---|" * (len(keep) + 3), *lines])
     command = f"python benchmarks/inspect_study.py --runs RUNS --dataset {args.dataset} --out {args.out}"
     atomic_write_text(args.out / f"probes_{args.dataset}.md", f"<!-- {command} -->\n{table}\n")
     atomic_write_text(args.out / f"probes_{args.dataset}.csv", "\n".join(csv_rows) + "\n")
