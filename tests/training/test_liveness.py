@@ -38,6 +38,8 @@ def test_a_failed_collective_is_one_line_naming_the_rank_and_where_it_waited() -
     assert line.startswith("rank 1 of 4: another process did not answer within train.ddp_timeout=42 s")
     assert "before training started" in line
     assert where({**STATE, "stage": "validation"}) == "at epoch 1, validation batch 7 (global step 24)"
+    end = where({**STATE, "stage": "epoch end"})
+    assert end == "at the end of epoch 1 (its metrics and checkpoints; global step 24)"
 
 
 WORKER = """

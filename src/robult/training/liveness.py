@@ -50,6 +50,8 @@ def where(state: dict[str, Any]) -> str:
     if "epoch" not in state:
         return "before training started (while the processes met)"
     stage = state.get("stage") or "training"
+    if stage == "epoch end":
+        return f"at the end of epoch {state['epoch']} (its metrics and checkpoints; global step {state['step']})"
     return f"at epoch {state['epoch']}, {stage} batch {state['batch']} (global step {state['step']})"
 
 
@@ -117,15 +119,14 @@ class SignalGuard(Callback):
         self._remember(trainer, "validation", batch_idx)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        self.state.update(stage="the end of the epoch (metrics, checkpoints)")
+        self.state.update(stage="epoch end", step=trainer.global_step)
 
     # ---------------------------------------------------------------- signals
     def _on_signal(self, signum: int, frame: Any) -> None:
         """Forward the signal to the processes Lightning launched from this one, then stop as after Ctrl-C. No
         collective here: the other ranks may be inside any other collective."""
         self._signalled = signum
-        launcher = getattr(getattr(self._trainer, "strategy", None), "launcher", None)
-        for proc in getattr(launcher, "procs", None) or []:
+        for proc in self._children():
             with contextlib.suppress(OSError):
                 proc.send_signal(signum)
         raise KeyboardInterrupt(f"{signal.Signals(signum).name} {where(self.state)}")
