@@ -112,6 +112,12 @@ def check_store_name(dataset: str) -> str:
     return _safe_component(dataset, "dataset name")
 
 
+def seeded_mask_sha256(n: int, m: int, rate: float, seed: int) -> str:
+    """The SHA-256 of the saved form (the ``.npy`` bytes a :class:`MaskStore` holds) of the seeded random-rate mask
+    ``random_rate_mask(n, m, rate, seed)``: what a saved mask must hash to, checked without writing it."""
+    return hashlib.sha256(_npy_bytes(random_rate_mask(n, m, rate, seed).numpy())).hexdigest()
+
+
 def _npy_bytes(mask: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(mask, dtype=np.bool_), allow_pickle=False)

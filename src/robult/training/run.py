@@ -994,10 +994,7 @@ def evaluate_run(path: Path, protocols: Sequence[str] | None = None, masks_dir: 
 
 def _seeded_mask_digests(bundle: DatasetBundle, cfg: RunConfig) -> dict[str, str]:
     """Rate key -> SHA-256 of the saved form of each seeded test mask (what a mask store would hold)."""
-    from robult.evaluation.protocols import _npy_bytes, random_rate_mask, rate_key
+    from robult.evaluation.protocols import rate_key, seeded_mask_sha256
 
     n, m = len(bundle.test), len(bundle.modality_names)
-    return {
-        rate_key(r): hashlib.sha256(_npy_bytes(random_rate_mask(n, m, r, cfg.eval.mask_seed).numpy())).hexdigest()
-        for r in cfg.eval.rates
-    }
+    return {rate_key(r): seeded_mask_sha256(n, m, r, cfg.eval.mask_seed) for r in cfg.eval.rates}
