@@ -137,3 +137,20 @@ def test_no_private_name_crosses_a_package() -> None:
                 if private and _package_of(node.module, modules) != _package_of(name, modules):
                     crossings.append(f"{name} imports {node.module}.{alias.name}")
     assert crossings == []
+
+
+def test_the_trainer_knows_no_model_or_loss_class() -> None:
+    """robult.training talks to a method through MultimodalModel's and MethodLoss's interface only: no check of a
+    model's type, no look at a function's signature, no probing for optional attributes of the loss."""
+    found = []
+    for path in sorted((SRC / "training").glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            text = ast.unparse(node) if isinstance(node, ast.Call) else ""
+            if text.startswith("isinstance(") and "Model" in text:
+                found.append(f"{path.name}:{node.lineno}: {text}")
+            if text.startswith(("inspect.signature(", "signature(")):
+                found.append(f"{path.name}:{node.lineno}: {text}")
+            if text.startswith("getattr(self.criterion") or text.startswith("getattr(criterion"):
+                found.append(f"{path.name}:{node.lineno}: {text}")
+    assert found == []

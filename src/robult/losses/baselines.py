@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robult.batch import Batch
+from robult.losses.base import MethodLoss
 from robult.losses.diagnostics import default_names, representation_diagnostics
 from robult.losses.logging import fields_log
 from robult.losses.pseudo_label import PseudoLabelOutput, pseudo_label_loss
@@ -64,7 +65,7 @@ class SupervisedLossConfig:
     regression_loss: Literal["l1", "mse"] = "l1"
 
 
-class SupervisedOnlyLoss(nn.Module):
+class SupervisedOnlyLoss(MethodLoss):
     """``L_sup`` alone as a method's loss: per-modality predictions of labeled samples (plus the fused head when the
     model has one); the loss of the ``supervised`` and ``moddrop`` baselines.
 
@@ -123,7 +124,7 @@ class PseudoLabelLossOutput:
         return fields_log(prefix, self, {"mask_rate": "pseudo_label_mask_rate"})
 
 
-class PseudoLabelLoss(nn.Module):
+class PseudoLabelLoss(MethodLoss):
     """``L_sup + λ_pl(t) · L_pl`` (see :func:`pseudo_label_loss`).
 
     Args:
@@ -219,7 +220,7 @@ class InstanceContrastiveLossOutput:
         return fields_log(prefix, self)
 
 
-class InstanceContrastiveLoss(nn.Module):
+class InstanceContrastiveLoss(MethodLoss):
     """``L_sup + λ_nce(t) · L_nce`` on a :class:`robult.models.RobultModel` output (no reconstruction).
 
     Args:
@@ -438,7 +439,7 @@ class SharedPrivateLossOutput:
         return fields_log(prefix, self)
 
 
-class SharedPrivateLoss(nn.Module):
+class SharedPrivateLoss(MethodLoss):
     """MISA-style objective on a :class:`robult.models.RobultModel` output (``Z`` shared, ``U`` private).
 
     ``L = L_sup + λ_sim L_sim + λ_diff L_diff + λ_rec L_rec``: ``L_sup`` on labeled samples,

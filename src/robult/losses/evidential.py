@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from robult.batch import Batch
+from robult.losses.base import MethodLoss
 from robult.losses.logging import fields_log
 from robult.models.tmc import combine_opinions, combine_two, dirichlet_of, opinion
 from robult.specs import TaskSpec
@@ -97,7 +98,7 @@ class TMCLossOutput:
         )
 
 
-class TMCLoss(nn.Module):
+class TMCLoss(MethodLoss):
     """TMC's objective on a :class:`robult.models.tmc.TMCModel` output; labeled samples only.
 
     Args:

@@ -22,9 +22,10 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from robult.batch import Batch
+from robult.losses.base import MethodLoss
 from robult.losses.logging import fields_log
 from robult.losses.supervised import supervised_loss_of
 from robult.specs import TaskKind, TaskSpec
@@ -108,7 +109,7 @@ def consistency_loss(
     return loss, (keep.sum() / (n * k).clamp(min=1)).detach()
 
 
-class FixMatchLoss(nn.Module):
+class FixMatchLoss(MethodLoss):
     """``L_sup + λ_u · L_u`` (see the module docstring).
 
     Args:

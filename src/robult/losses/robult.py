@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from robult.batch import Batch
+from robult.losses.base import MethodLoss
 from robult.losses.contrastive import ContrastiveLossOutput, SoftPUContrastiveLoss, TargetQueue
 from robult.losses.diagnostics import default_names, pu_weight_diagnostics, representation_diagnostics
 from robult.losses.keys import contrastive_keys
@@ -129,7 +130,7 @@ def ramp_weight(value: float, epoch: float, warmup_epochs: float) -> float:
     return value * min(1.0, max(0.0, epoch) / warmup_epochs)
 
 
-class RobultLoss(nn.Module):
+class RobultLoss(MethodLoss):
     """The Robult objective. Owns the soft PU loss's EMA state.
 
     Args:

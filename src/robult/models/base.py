@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -13,13 +13,16 @@ from robult.models.subsets import SubsetPredictions
 from robult.modules.encoders import ModalityEncoders
 from robult.specs import ModalitySpec, TaskSpec
 
+if TYPE_CHECKING:
+    from robult.data.dataset import MultimodalDataset
+
 
 class MultimodalModel(nn.Module):
     """Base of the models: ``modalities`` (unique names, in the column order of ``present``), ``task``, ``config``
     and ``encoders`` (the user's where given, built-ins for the others, all to ``config.hidden_dim``).
 
     A subclass defines ``forward(batch, with_reconstruction, validate)`` and ``predict_subsets(output, subsets,
-    aggregate=None)``.
+    aggregate=None)``, and may override :meth:`after_fit`. These are all the trainer (``robult.training``) calls.
     """
 
     def __init__(
@@ -45,6 +48,11 @@ class MultimodalModel(nn.Module):
             config.sequence_encoder,
             config.token_buckets,
         )
+
+    def after_fit(self, val: MultimodalDataset, task: TaskSpec, names: Sequence[str], primary_metric: str) -> None:
+        """Called by the trainer once the best checkpoint is loaded, before the model is saved or scored: a model
+        may choose settings on the validation split here (Robult's per-modality subset weights). The base model
+        has nothing to choose."""
 
     @torch.no_grad()
     def predict(

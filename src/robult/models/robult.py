@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +23,9 @@ from robult.modules.encoders import TOKEN_BUCKETS
 from robult.modules.fusions import build_fusion
 from robult.modules.layers import MLP, GroupedMLP
 from robult.specs import ModalitySpec, TaskSpec
+
+if TYPE_CHECKING:
+    from robult.data.dataset import MultimodalDataset
 
 AGGREGATES = ("logit_mean", "feature_mean")
 
@@ -159,6 +162,14 @@ class RobultModel(MultimodalModel):
         # checkpoints written before the weights existed load as the plain mean
         state_dict.setdefault(prefix + "modality_weights", torch.ones(len(self.names)))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def after_fit(self, val: MultimodalDataset, task: TaskSpec, names: Sequence[str], primary_metric: str) -> None:
+        """Choose the per-modality weights of the subset average on the validation split when the config asks for it
+        (``subset_weights = validation``, METHOD.md 2.1); ``uniform`` keeps the plain mean."""
+        if self.config.subset_weights == "validation":
+            from robult.evaluation.subset_weights import fit_subset_weights
+
+            fit_subset_weights(self, val, task, names, primary_metric)
 
     # ------------------------------------------------------------------ encoding
     def encode(self, batch: Batch) -> Tensor:

@@ -8,16 +8,16 @@ and early stopping watches the same score. All reported metrics come from that o
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any
 
 import lightning as L
 import torch
-from torch import nn
 
 from robult.batch import Batch
 from robult.evaluation.metrics import compute_metrics_many
+from robult.losses.base import MethodLoss
+from robult.models.base import MultimodalModel
 from robult.specs import TaskSpec, all_subsets
 from robult.training.sampler import drop_modalities
 from robult.utils import distributed as dist_utils
@@ -27,8 +27,10 @@ class MethodModule(L.LightningModule):
     """Trains ``model`` with ``criterion`` and scores validation subsets.
 
     Args:
-        model: a model whose forward returns an output with ``present`` and which implements ``predict_subsets``.
-        criterion: ``criterion(output, batch, epoch) -> result`` with ``.total`` and ``.log_dict(prefix)``.
+        model: the method's model (:class:`robult.models.base.MultimodalModel`: ``forward(batch,
+            with_reconstruction, validate)``, ``predict_subsets``, ``after_fit``).
+        criterion: the method's loss (:class:`robult.losses.base.MethodLoss`: ``criterion(output, batch, epoch) ->
+            result`` with ``.total``, ``.log_dict(prefix)`` and ``.diagnostics``; ``needs_reconstruction``).
         task: the task spec.
         modality_names: modality order.
         primary_metric: metric of the selection score.
@@ -38,13 +40,13 @@ class MethodModule(L.LightningModule):
         modality_dropout: training-time modality dropout rate (0: off).
         check_batches: let the model check every batch (:func:`robult.batch.validate_batch`). ``train_run`` checks
             the training and validation splits once up front (:func:`robult.batch.check_dataset`) and turns this
-            off, which saves ~4% of a training step (pie); models whose forward takes no ``validate`` always check.
+            off, which saves ~4% of a training step (pie).
     """
 
     def __init__(
         self,
-        model: nn.Module,
-        criterion: nn.Module,
+        model: MultimodalModel,
+        criterion: MethodLoss,
         task: TaskSpec,
         modality_names: list[str],
         primary_metric: str,
@@ -63,8 +65,7 @@ class MethodModule(L.LightningModule):
         self.primary_metric = primary_metric
         self.lr, self.weight_decay = lr, weight_decay
         self.seed = seed
-        skip = not check_batches and "validate" in inspect.signature(model.forward).parameters
-        self._forward_kwargs: dict[str, bool] = {"validate": False} if skip else {}
+        self._forward_kwargs: dict[str, bool] = {"validate": check_batches}
         self.modality_dropout = modality_dropout
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._diag: dict[str, list[float]] = {}  # diagnostics key -> [sum, count] over the epoch's defined values
@@ -91,9 +92,8 @@ class MethodModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if self.modality_dropout > 0:
             batch = batch.with_present(drop_modalities(batch.present, self.modality_dropout))
-        # a loss that declares it does not read the reconstruction (robult with lambda_rec = 0) saves the branch
-        rec = getattr(self.criterion, "needs_reconstruction", True)
-        output = self.model(batch, with_reconstruction=rec, **self._forward_kwargs)
+        # a loss that does not read the reconstruction (robult with lambda_rec = 0) saves the branch
+        output = self.model(batch, with_reconstruction=self.criterion.needs_reconstruction, **self._forward_kwargs)
         n_batches = max(1, int(self.trainer.num_training_batches)) if self.trainer else 1
         epoch = self.current_epoch + batch_idx / n_batches
         result = self.criterion(output, batch, epoch=epoch)

@@ -44,6 +44,7 @@ from robult.data.registry import DatasetBundle, load_dataset
 from robult.data.splits import labeled_subset
 from robult.evaluation.metrics import higher_is_better
 from robult.methods import build_method, get_method
+from robult.models.base import MultimodalModel
 from robult.utils.io import atomic_write_json, atomic_write_text
 from robult.utils.paths import path_component_problem
 
@@ -840,15 +841,10 @@ def _train_locked(
     return RunResult(run_dir, best_score, best_epoch, evaluation, cfg, labels, trainer.global_rank)
 
 
-def fit_weights(model: nn.Module, bundle: DatasetBundle) -> None:
-    """Choose a Robult model's per-modality subset weights on the validation split when its config asks for it
-    (``model.subset_weights = validation``); other models keep the plain mean."""
-    from robult.models.robult import RobultModel
-
-    if isinstance(model, RobultModel) and model.config.subset_weights == "validation":
-        from robult.evaluation.subset_weights import fit_subset_weights
-
-        fit_subset_weights(model, bundle.val, bundle.task, bundle.modality_names, bundle.primary_metric)
+def fit_weights(model: MultimodalModel, bundle: DatasetBundle) -> None:
+    """The model's own choices on the validation split (:meth:`MultimodalModel.after_fit`: Robult's subset weights
+    when ``model.subset_weights = validation``); deterministic, so a reload repeats them."""
+    model.after_fit(bundle.val, bundle.task, bundle.modality_names, bundle.primary_metric)
 
 
 def _relative(path: Path, root: Path) -> str:
