@@ -2,10 +2,11 @@
 
 Torch's default (one thread per core) splits every operation across the cores. For the small models of most runs
 here (an MLP step of a few 10^7 multiply-adds) the split costs more than it saves, and on a machine that other jobs
-keep busy every split operation waits for a descheduled sibling thread: one thread was 4-6x faster on the loaded
-2-core machine of ``docs/performance.md``. The default is therefore measured, not assumed: one thread unless a
-training step is large enough to gain from more (:data:`SPLIT_WORTH_MACS`) *and* the cores are free (the 1-minute
-load average leaves at least two idle), then as many threads as there are idle cores.
+keep busy every split operation waits for a descheduled sibling thread: on the loaded 2-core machine of
+``docs/performance.md`` the README main job's longest run took 6.2x longer with two threads than with one (15x per
+epoch with one more busy process), at identical scores. So the default is one thread unless a training step is large
+enough to gain from more (:data:`SPLIT_WORTH_MACS`) *and* the cores are free (the 1-minute load average leaves at
+least two idle), then as many threads as there are idle cores.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import math
 import os
 from dataclasses import dataclass
 
-# a training step below this many multiply-adds (parameters x batch size) runs fastest on one thread
-# (docs/performance.md, "CPU threads": measured on 2 cores, an MLP step of 10^7-10^9 multiply-adds)
+# below this many multiply-adds per step (parameters x batch size) a run keeps one thread even on idle cores: a step
+# then lasts under ~0.1 s on one thread (docs/performance.md, "CPU threads"; on busy cores one thread won at every
+# size measured, 4e6-1.1e9, which the idle-core condition covers). Every built-in model at its default size is
+# below it (the README main job: 3.1e5 parameters x 128 = 4e7; cub: 5.4e5 x 128 = 7e7).
 SPLIT_WORTH_MACS = 5e8
 
 
