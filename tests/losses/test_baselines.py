@@ -231,13 +231,13 @@ def test_pseudo_label_module_ramps_from_zero() -> None:
     loss = PseudoLabelLoss(task, PseudoLabelLossConfig(lambda_pl=2.0, warmup_epochs=4.0))
     sup = supervised_loss(logits, None, present, batch.target, labeled, task).total
     start = loss(out, batch, epoch=0.0)
-    assert start.lambda_ulb == 0.0 and start.pseudo_label > 0
+    assert start.lambda_pl == 0.0 and start.pseudo_label > 0
     assert start.total.item() == pytest.approx(sup.item(), rel=1e-12)
     mid = loss(out, batch, epoch=1.0)
-    assert mid.lambda_ulb == pytest.approx(0.5)
+    assert mid.lambda_pl == pytest.approx(0.5)
     assert mid.total.item() == pytest.approx(sup.item() + 0.5 * mid.pseudo_label.item(), rel=1e-12)
     logged = mid.log_dict("train/")
-    assert logged["train/pseudo_label_mask_rate"] == pytest.approx(0.6) and logged["train/lambda_ulb"] == 0.5
+    assert logged["train/pseudo_label_mask_rate"] == pytest.approx(0.6) and logged["train/lambda_pl"] == 0.5
 
 
 # ---------------------------------------------------------------------------------------------- modules on a model
@@ -259,7 +259,7 @@ def test_instance_contrastive_module_total(robult_output, task) -> None:
     r0, r1 = loss(out, batch, epoch=0.0), loss(out, batch, epoch=3.0)
     assert r0.total.item() == pytest.approx(sup.item(), rel=1e-6)
     assert r1.total.item() == pytest.approx(sup.item() + 1.5 * nce.item(), rel=1e-6)
-    assert set(r1.log_dict("x/")) >= {"x/total", "x/infonce", "x/lambda_ulb"}
+    assert set(r1.log_dict("x/")) >= {"x/total", "x/infonce", "x/lambda_nce"}
 
 
 def test_shared_private_module_total_and_weights(robult_output, task) -> None:

@@ -108,15 +108,15 @@ class PseudoLabelLossConfig:
 
 @dataclass
 class PseudoLabelLossOutput:
-    """``total = supervised + lambda_ulb · pseudo_label`` and its parts (``lambda_ulb``: the ramped ``λ_pl(t)``, under
-    the log key the baselines share for the weight of their unlabeled term)."""
+    """``total = supervised + lambda_pl · pseudo_label`` and its parts (``lambda_pl``: the ramped ``λ_pl(t)``, logged
+    as ``lambda_pl``)."""
 
     total: Tensor
     supervised: Tensor
     supervised_unimodal: Tensor
     pseudo_label: Tensor
     mask_rate: Tensor
-    lambda_ulb: float
+    lambda_pl: float
     diagnostics: dict[str, float] = field(default_factory=dict)
 
     def log_dict(self, prefix: str = "") -> dict[str, float]:
@@ -204,15 +204,15 @@ class InstanceContrastiveLossConfig:
 
 @dataclass
 class InstanceContrastiveLossOutput:
-    """``total = supervised + lambda_ulb · infonce`` and its parts, and the batch's diagnostics (``lambda_ulb``: the
-    ramped ``λ_nce(t)``, under the log key the baselines share for the weight of their unlabeled term)."""
+    """``total = supervised + lambda_nce · infonce`` and its parts, and the batch's diagnostics (``lambda_nce``: the
+    ramped ``λ_nce(t)``, logged as ``lambda_nce``)."""
 
     total: Tensor
     supervised: Tensor
     supervised_unimodal: Tensor
     supervised_fused: Tensor
     infonce: Tensor
-    lambda_ulb: float
+    lambda_nce: float
     diagnostics: dict[str, float] = field(default_factory=dict)
 
     def log_dict(self, prefix: str = "") -> dict[str, float]:
