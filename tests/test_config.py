@@ -105,7 +105,9 @@ def test_loss_section_is_the_union_of_the_loss_configs() -> None:
             assert info.description, f.name
     # the baselines' weights are their own keys, not Robult's
     assert {"lambda_pl", "lambda_nce", "lambda_sim", "lambda_diff"} <= set(union)
-    assert union["lambda_rec"].owners[0].__name__ == "RobultLossConfig" and len(union["lambda_rec"].owners) == 2
+    # Robult's lambda_rec (a sum over features) and shared_private's lambda_rec_mean (a mean) are two keys
+    assert [c.__name__ for c in union["lambda_rec"].owners] == ["RobultLossConfig"]
+    assert [c.__name__ for c in union["lambda_rec_mean"].owners] == ["SharedPrivateLossConfig"]
     with pytest.raises(ConfigError, match=r"key 'loss\.lambda_diff': Input should be greater than or equal to 0"):
         load_config(None, ["loss.lambda_diff=-1"])
 
@@ -135,7 +137,7 @@ def test_config_show_marks_the_loss_keys_a_method_does_not_use() -> None:
 
     rows = {k: m for k, _, m in describe_config("shared_private")}
     assert "[not used by method 'shared_private']" in rows["loss.lambda_lb"]
-    assert "not used" not in rows["loss.lambda_sim"] and "not used" not in rows["loss.lambda_rec"]
+    assert "not used" not in rows["loss.lambda_sim"] and "not used" not in rows["loss.lambda_rec_mean"]
     assert "not used" not in {k: m for k, _, m in describe_config("robult")}["loss.lambda_lb"]
     assert all("not used" not in m for _, _, m in describe_config())
 

@@ -122,19 +122,19 @@ def test_train_step_all_parameters_learn(specs, task, name: str) -> None:
             assert torch.isfinite(p.grad).all(), f"{name}: {pname}"
 
 
-@pytest.mark.parametrize("name", ["robult", "shared_private"])
+@pytest.mark.parametrize(("name", "key"), [("robult", "lambda_rec"), ("shared_private", "lambda_rec_mean")])
 def test_a_method_without_reconstruction_loss_freezes_its_reconstructors_and_uses_the_rest(
-    specs, task, name: str
+    specs, task, name: str, key: str
 ) -> None:
     torch.manual_seed(0)
-    model, loss = build_method(name, specs, task, MODEL, {"lambda_rec": 0.0})
+    model, loss = build_method(name, specs, task, MODEL, {key: 0.0})
     assert not any(p.requires_grad for p in model.reconstructors.parameters())
     batch = replace(make_batch(b=16, seed=7), present=torch.ones(16, 3, dtype=torch.bool))
     loss(
-        model(batch, with_reconstruction=getattr(loss, "needs_reconstruction", True)), batch, epoch=3.0
+        model(batch, with_reconstruction=loss.needs_reconstruction), batch, epoch=3.0
     ).total.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
-    model, _ = build_method(name, specs, task, MODEL, {"lambda_rec": 0.1})
+    model, _ = build_method(name, specs, task, MODEL, {key: 0.1})
     assert all(p.requires_grad for p in model.reconstructors.parameters())
 
 
@@ -227,7 +227,7 @@ def test_every_method_declares_its_loss_config_and_searches_only_its_keys() -> N
     assert get_method("pseudolabel").search["loss.lambda_pl"] == [0.3, 1.0]
     assert get_method("contrastive").search["loss.lambda_nce"] == [0.3, 1.0]
     shared_private = get_method("shared_private").search
-    assert shared_private["loss.lambda_sim"] == [0.3, 1.0] and shared_private["loss.lambda_rec"] == [0.3, 1.0]
+    assert shared_private["loss.lambda_sim"] == [0.3, 1.0] and shared_private["loss.lambda_rec_mean"] == [0.3, 1.0]
     assert shared_private["loss.lambda_diff"] == [0.09, 0.3]
     assert not any(
         k in m.search
@@ -245,7 +245,7 @@ def test_every_method_declares_its_loss_config_and_searches_only_its_keys() -> N
         ("moddrop", "SupervisedLossConfig", {"regression_loss": "mse"}),
         ("pseudolabel", "PseudoLabelLossConfig", {"lambda_pl": 0.3, "pseudo_confidence": 0.8, "warmup_epochs": 2.0}),
         ("contrastive", "InstanceContrastiveLossConfig", {"lambda_nce": 0.3, "temperature": 0.2}),
-        ("shared_private", "SharedPrivateLossConfig", {"lambda_sim": 0.3, "lambda_diff": 0.09, "lambda_rec": 0.3}),
+        ("shared_private", "SharedPrivateLossConfig", {"lambda_sim": 0.3, "lambda_diff": 0.09, "lambda_rec_mean": 0.3}),
         ("tmc", "TMCLossConfig", {"annealing_epochs": 10.0, "pseudo_view": True}),
         ("fixmatch", "FixMatchLossConfig", {"lambda_consistency": 0.3, "pseudo_confidence": 0.8, "weak_noise": 0.1}),
     ],
@@ -339,12 +339,12 @@ def _old_baseline_total(name: str, parts, old: dict, epoch: float) -> float:
         (
             "shared_private",
             {"lambda_lb": 0.3, "lambda_rec": 0.3},
-            {"lambda_sim": 0.3, "lambda_rec": 0.3, "lambda_diff": 0.09},
+            {"lambda_sim": 0.3, "lambda_rec_mean": 0.3, "lambda_diff": 0.09},
         ),
         (
             "shared_private",
             {"lambda_lb": 1.0, "lambda_rec": 0.1},
-            {"lambda_sim": 1.0, "lambda_rec": 0.1, "lambda_diff": 0.3 * 0.1},
+            {"lambda_sim": 1.0, "lambda_rec_mean": 0.1, "lambda_diff": 0.3 * 0.1},
         ),
     ],
 )

@@ -201,7 +201,7 @@ def _build_shared_private(modalities, task, model_options, loss_options, encoder
     model_cfg = _dataclass_from(RobultConfig, model_options, "model")
     loss_cfg = _dataclass_from(SharedPrivateLossConfig, loss_options, "loss")
     model = RobultModel(modalities, task, model_cfg, encoders)
-    if loss_cfg.lambda_rec == 0:  # no reconstruction term: frozen reconstructors (see _build_contrastive)
+    if loss_cfg.lambda_rec_mean == 0:  # no reconstruction term: frozen reconstructors (see _build_contrastive)
         model.reconstructors.requires_grad_(False)
     return model, SharedPrivateLoss(task, model.reconstructors, loss_cfg, names=[m.name for m in modalities])
 
@@ -366,7 +366,7 @@ register_method(
         # the effective weights the old (λ_lb, λ_rec) grid gave (λ_diff was 0.3 λ_rec), now searched separately
         search={
             "loss.lambda_sim": [0.3, 1.0],
-            "loss.lambda_rec": [0.3, 1.0],
+            "loss.lambda_rec_mean": [0.3, 1.0],
             "loss.lambda_diff": [0.09, 0.3],
             **_LABELED_SHARE,
         },

@@ -275,7 +275,7 @@ def test_shared_private_module_total_and_weights(robult_output, task) -> None:
     assert parts.total.item() == pytest.approx(expected.item(), rel=1e-5)
     assert parts.reconstruction.item() == pytest.approx(rec.item(), rel=1e-5)
     # each key weighs its own term
-    cfg = SharedPrivateLossConfig(lambda_sim=2.0, lambda_diff=0.15, lambda_rec=0.5)
+    cfg = SharedPrivateLossConfig(lambda_sim=2.0, lambda_diff=0.15, lambda_rec_mean=0.5)
     scaled = SharedPrivateLoss(task, model.reconstructors, cfg)(out, batch)
     expected = sup + 2.0 * sim + 0.15 * diff + 0.5 * rec
     assert scaled.total.item() == pytest.approx(expected.item(), rel=1e-5)

@@ -405,18 +405,19 @@ class SharedPrivateLossConfig:
     Attributes:
         lambda_sim: weight of the similarity term ``L_sim`` (CMD between the modalities' shared features).
         lambda_diff: weight of the difference term ``L_diff`` (soft orthogonality of shared and private features).
-        lambda_rec: weight of the reconstruction term.
+        lambda_rec_mean: weight of the reconstruction term, a squared error averaged over the features (MISA's
+            form; Robult's ``lambda_rec`` weighs a squared norm summed over them, ``d_h`` times larger).
         regression_loss: ``l1`` or ``mse``.
     """
 
     lambda_sim: float = field(default=MISA_SIM_WEIGHT, metadata={"ge": 0.0})
     lambda_diff: float = field(default=MISA_DIFF_WEIGHT, metadata={"ge": 0.0})
-    lambda_rec: float = field(default=MISA_RECON_WEIGHT, metadata={"ge": 0.0})
+    lambda_rec_mean: float = field(default=MISA_RECON_WEIGHT, metadata={"ge": 0.0})
     regression_loss: Literal["l1", "mse"] = "l1"
 
     def __post_init__(self) -> None:
         check_bounds(self)
-        for name in ("lambda_sim", "lambda_diff", "lambda_rec"):
+        for name in ("lambda_sim", "lambda_diff", "lambda_rec_mean"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
 
@@ -453,7 +454,7 @@ class SharedPrivateLoss(MethodLoss):
         reconstructors: the model's ``r_m`` (``RobultModel.reconstructors``, a grouped MLP ``[B, M, d_u + d_z] →
             [B, M, d_h]``); registered here too, so its parameters appear once in ``parameters()`` of a module
             holding both model and loss.
-        config: ``lambda_sim``, ``lambda_diff``, ``lambda_rec`` (the weights of ``L_sim``, ``L_diff``, ``L_rec``;
+        config: ``lambda_sim``, ``lambda_diff``, ``lambda_rec_mean`` (the weights of ``L_sim``, ``L_diff``, ``L_rec``;
             MISA's 1.0, 0.3, 1.0 by default) and ``regression_loss``.
         moments: ``K`` of the CMD (MISA: 5).
         names: modality names (keys of the per-modality diagnostics).
@@ -476,7 +477,7 @@ class SharedPrivateLoss(MethodLoss):
             raise ValueError(f"CMD needs at least one moment, got {moments}")
         self.sim_weight = cfg.lambda_sim
         self.diff_weight = cfg.lambda_diff
-        self.rec_weight = cfg.lambda_rec
+        self.rec_weight = cfg.lambda_rec_mean
         self.moments = moments
 
     needs_reconstruction = False  # reconstructs with the reconstructors itself, from its own inputs
