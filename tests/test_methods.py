@@ -23,7 +23,15 @@ FROZEN = {"robult_no_rec": ("reconstructors.",), "contrastive": ("reconstructors
 
 
 def test_registry_holds_the_baselines_and_the_robult_variants() -> None:
-    expected = {"robult", "robult_paper", "robult_no_st", "robult_labeled_only", "robult_no_rec", "robult_supcon"}
+    expected = {
+        "robult",
+        "robult_paper",
+        "robult_no_st",
+        "robult_labeled_only",
+        "robult_no_rec",
+        "robult_supcon",
+        "robult_v2",
+    }
     assert set(METHODS) == expected | set(BASELINES)
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         get_method("nope")

@@ -253,11 +253,23 @@ def register_method(method: Method) -> Method:
 register_method(
     Method(
         "robult",
-        "Robult (METHOD.md v2, the one recipe): shared/specific projectors, soft PU contrastive towards the "
-        "stop-gradient fused teacher sg(S), latent reconstruction, self-training on the teacher's confident labels",
+        "Robult (METHOD.md v3, the one recipe): shared/specific projectors, soft PU contrastive towards the "
+        "stop-gradient fused teacher sg(S) with its confident pseudo-labels as labels, latent reconstruction, "
+        "self-training on the teacher's confident labels",
         _build_robult,
         search=_ROBULT_SEARCH,
         color="tab:red",
+    )
+)
+register_method(
+    Method(
+        "robult_v2",
+        "Robult as METHOD.md v2.1: only true labels are labels in the contrastive parts "
+        "(loss.pseudo_positive_confidence = 1; ablation)",
+        _build_robult,
+        fixed_loss={"pseudo_positive_confidence": 1.0},
+        search=_ROBULT_SEARCH,
+        color="salmon",
     )
 )
 register_method(

@@ -180,7 +180,9 @@ def test_confident_pseudo_labels_count_as_labels_in_the_contrastive_parts() -> N
     assert on.contrastive_labeled.item() == pytest.approx(-((1.0 - lse) + (-lse)) / 2.0, rel=1e-6)
     assert on.contrastive_unlabeled.item() == pytest.approx(lse - 1.0, rel=1e-6)  # no candidate left: k = j only
     assert on.contrastive.pair_mu.item() == pytest.approx(0.0, abs=1e-7)  # the pair is the PU reference now
-    # the default (1.0) is off; the training labels and the self-training term are untouched
+    # the default (0.5, METHOD.md version 3) is on; 1 is off
     default = RobultLoss(task, 1, RobultLossConfig(**base))(output, batch)
-    assert default.contrastive_labeled.item() == pytest.approx(off.contrastive_labeled.item())
+    assert default.contrastive_labeled.item() == pytest.approx(on.contrastive_labeled.item())
+    one = RobultLoss(task, 1, RobultLossConfig(pseudo_positive_confidence=1.0, **base))(output, batch)
+    assert one.contrastive_labeled.item() == pytest.approx(off.contrastive_labeled.item())
     assert bool(batch.labeled.tolist() == [True, False])

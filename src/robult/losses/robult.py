@@ -26,7 +26,7 @@ from robult.utils.bounds import check_bounds
 
 @dataclass
 class RobultLossConfig:
-    """Loss options of Robult (defaults: METHOD.md version 2, the one recipe ``robult`` runs).
+    """Loss options of Robult (defaults: METHOD.md version 3, the one recipe ``robult`` runs).
 
     Attributes:
         lambda_lb: weight of the supervised-contrastive part ``L_lb`` over labeled anchors: positives are labeled
@@ -72,7 +72,9 @@ class RobultLossConfig:
             contrastive parts: it is an anchor of ``L_lb`` and a labeled positive of every same-key anchor, and its
             same-key pairs enter the PU reference ``μ, σ``. With one label per class no batch holds a labeled
             positive pair, so without it ``L_lb`` sees only each sample's own other modalities and the PU kernel
-            has no reference. 1 (the default here) is off; the training labels and ``L_sup`` never change.
+            has no reference. Default 0.5 (METHOD.md version 3: the pseudo-label is then more likely than all
+            other classes together); 1 is off (the ``robult_v2`` ablation). The training labels, ``L_sup`` and the
+            self-training term never change.
 
     Bounds (``temperature > 0``, ``sigma_min > 0``, ...) are part of each field's metadata: the dataclass checks
     them and the run config's ``loss`` section enforces the same ones, naming the key.
@@ -96,7 +98,7 @@ class RobultLossConfig:
     pseudo_confidence: float = field(default=0.95, metadata={"gt": 0.0, "le": 1.0})
     pseudo_source: Literal["fused", "unimodal_mean"] = "fused"
     queue_size: int = field(default=0, metadata={"ge": 0})
-    pseudo_positive_confidence: float = field(default=1.0, metadata={"gt": 0.0, "le": 1.0})
+    pseudo_positive_confidence: float = field(default=0.5, metadata={"gt": 0.0, "le": 1.0})
 
     def __post_init__(self) -> None:
         check_bounds(self)
