@@ -97,7 +97,7 @@ def shared_private_step(x, keys, labeled, present) -> StepResult:
     """One step of the ``shared_private`` baseline's objective (every term weighted 1, so none is negligible;
     ``d_u ≠ d_z``). State: the CMD and difference terms, batch statistics that every rank computes whole."""
     model, task = _model(x.shape[1], specific_dim=3)
-    config = SharedPrivateLossConfig(lambda_sim=1.0, lambda_diff=1.0, lambda_rec=1.0)
+    config = SharedPrivateLossConfig(lambda_sim=1.0, lambda_diff=1.0, lambda_rec_mean=1.0)
     loss = SharedPrivateLoss(task, model.reconstructors, config)
     batch = _batch(x, keys, labeled, present)
     out = loss(model(batch), batch)
