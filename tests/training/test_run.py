@@ -109,8 +109,9 @@ def test_bad_rows_are_found_before_training_and_steps_skip_the_check(tmp_path: P
     cfg = _cfg(tmp_path, "train.max_epochs=1", "dataset.options.n_samples=300")
     bundle = load_bundle(cfg)
     bundle.train.inputs["m1"][7, 0] = float("nan")
-    with pytest.raises(ValueError, match=r"synthetic training split: modality 'm1' holds NaN or Inf in row 7 of "
-                       r"the split"):  # fmt: skip
+    generated_row = int(bundle.train.source_rows[7])  # the split's row 7 is this row of the generated arrays
+    with pytest.raises(ValueError, match=rf"synthetic training split: modality 'm1' holds NaN or Inf in input row "
+                       rf"{generated_row}, which is marked present"):  # fmt: skip
         train_run(cfg, bundle=bundle)
     assert not (tmp_path / "runs").exists()  # found before the run directory is created
 
