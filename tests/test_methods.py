@@ -138,9 +138,7 @@ def test_a_method_without_reconstruction_loss_freezes_its_reconstructors_and_use
     model, loss = build_method(name, specs, task, MODEL, {key: 0.0})
     assert not any(p.requires_grad for p in model.reconstructors.parameters())
     batch = replace(make_batch(b=16, seed=7), present=torch.ones(16, 3, dtype=torch.bool))
-    loss(
-        model(batch, with_reconstruction=loss.needs_reconstruction), batch, epoch=3.0
-    ).total.backward()
+    loss(model(batch, with_reconstruction=loss.needs_reconstruction), batch, epoch=3.0).total.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     model, _ = build_method(name, specs, task, MODEL, {key: 0.1})
     assert all(p.requires_grad for p in model.reconstructors.parameters())
