@@ -163,20 +163,25 @@ def _build_late_fusion(modalities, task, model_options, loss_options, encoders=N
     return LateFusionModel(modalities, task, model_cfg, encoders), SupervisedOnlyLoss(task, loss_cfg)
 
 
+def _warn_without_pseudo_labels(task: TaskSpec, method: str, consequence: str) -> None:
+    """A method that learns from confident pseudo-labels warns that a regression task has none."""
+    from robult.specs import TaskKind
+
+    if task.kind == TaskKind.REGRESSION:
+        warnings.warn(
+            f"method {method!r} has no confident pseudo-labels for a regression task: {consequence}", stacklevel=3
+        )
+
+
 @_loss_config(PseudoLabelLossConfig)
 def _build_pseudolabel(modalities, task, model_options, loss_options, encoders=None):
     from robult.models.late_fusion import LateFusionModel
     from robult.models.robult import RobultConfig
-    from robult.specs import TaskKind
 
     model_cfg = _dataclass_from(RobultConfig, model_options, "model")
     loss_cfg = _dataclass_from(PseudoLabelLossConfig, loss_options, "loss")
-    if task.kind == TaskKind.REGRESSION:
-        warnings.warn(
-            "method 'pseudolabel' has no confident pseudo-labels for a regression task: its pseudo-label loss is 0 "
-            "and it trains like 'moddrop' (with unlabeled batches)",
-            stacklevel=2,
-        )
+    _warn_without_pseudo_labels(task, "pseudolabel", "its pseudo-label loss is 0 and it trains like 'moddrop' (with "
+                                "unlabeled batches)")  # fmt: skip
     model = LateFusionModel(modalities, task, model_cfg, encoders)
     return model, PseudoLabelLoss(task, loss_cfg)
 
@@ -221,16 +226,11 @@ def _build_tmc(modalities, task, model_options, loss_options, encoders=None):
 def _build_fixmatch(modalities, task, model_options, loss_options, encoders=None):
     from robult.models.fixmatch import FixMatchModel, Perturbation
     from robult.models.robult import RobultConfig
-    from robult.specs import TaskKind
 
     model_cfg = _dataclass_from(RobultConfig, model_options, "model")
     loss_cfg = _dataclass_from(FixMatchLossConfig, loss_options, "loss")
-    if task.kind == TaskKind.REGRESSION:
-        warnings.warn(
-            "method 'fixmatch' has no confident pseudo-labels for a regression task: its consistency loss is 0 and "
-            "it trains like 'supervised' on weakly perturbed inputs",
-            stacklevel=2,
-        )
+    _warn_without_pseudo_labels(task, "fixmatch", "its consistency loss is 0 and it trains like 'supervised' on "
+                                "weakly perturbed inputs")  # fmt: skip
     weak = Perturbation(noise=loss_cfg.weak_noise)
     strong = Perturbation(loss_cfg.strong_noise, loss_cfg.strong_feature_dropout, loss_cfg.strong_modality_dropout)
     model = FixMatchModel(modalities, task, model_cfg, encoders, weak=weak, strong=strong)
