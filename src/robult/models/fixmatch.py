@@ -138,7 +138,8 @@ class FixMatchModel(LateFusionModel):
     Args:
         modalities, task, config, encoders: as for :class:`LateFusionModel`.
         weak: the weak perturbation (noise only: all present modalities are kept).
-        strong: the strong perturbation.
+        strong: the strong perturbation. Both come from the loss config (``FixMatchLossConfig``, which holds their
+            defaults), as ``robult.methods`` builds them.
     """
 
     def __init__(
@@ -147,12 +148,12 @@ class FixMatchModel(LateFusionModel):
         task: TaskSpec,
         config: RobultConfig | None = None,
         encoders: Mapping[str, nn.Module] | None = None,
-        weak: Perturbation | None = None,
-        strong: Perturbation | None = None,
+        *,
+        weak: Perturbation,
+        strong: Perturbation,
     ) -> None:
         super().__init__(modalities, task, config, encoders)
-        self.weak = weak or Perturbation(noise=0.05)
-        self.strong = strong or Perturbation(noise=0.3, feature_dropout=0.2, modality_dropout=0.5)
+        self.weak, self.strong = weak, strong
 
     def forward(self, batch: Batch, with_reconstruction: bool = False, validate: bool = True) -> FixMatchOutput:
         """Eval mode: the late-fusion forward. Training: the weak view of every sample and the strong view of the
