@@ -186,3 +186,29 @@ def test_confident_pseudo_labels_count_as_labels_in_the_contrastive_parts() -> N
     one = RobultLoss(task, 1, RobultLossConfig(pseudo_positive_confidence=1.0, **base))(output, batch)
     assert one.contrastive_labeled.item() == pytest.approx(off.contrastive_labeled.item())
     assert bool(batch.labeled.tolist() == [True, False])
+
+
+@pytest.mark.parametrize("epoch", [0.0, 5.0, 80.0])
+def test_evidential_unimodal_loss(specs, task, epoch: float) -> None:
+    """``unimodal_loss=evidential``: the unimodal part of ``L_sup`` is TMC's loss of ``softplus(logits) + 1`` over
+    the labeled (sample, present modality) pairs with KL weight ``min(1, t / annealing_epochs)``; the fused part is
+    the same cross-entropy as with ``ce``."""
+    from robult.losses.evidential import evidential_loss
+
+    torch.manual_seed(0)
+    model = RobultModel(specs, task, RobultConfig(hidden_dim=32)).eval()
+    batch = make_batch(seed=11)
+    output = model(batch)
+    ce = RobultLoss(task, 3, RobultLossConfig())(output, batch, epoch=epoch)
+    ev = RobultLoss(task, 3, RobultLossConfig(unimodal_loss="evidential", annealing_epochs=10.0))(
+        output, batch, epoch=epoch
+    )
+    rows = batch.labeled.nonzero().flatten()
+    lg, pres = output.logits[rows], output.present[rows]
+    b, m, k = lg.shape
+    alpha = torch.nn.functional.softplus(lg.reshape(b * m, k)) + 1.0
+    per = evidential_loss(alpha, batch.target[rows].repeat_interleave(m), min(1.0, epoch / 10.0)).reshape(b, m)
+    expected = (per * pres).sum() / pres.sum()
+    assert ev.supervised_unimodal.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert ev.supervised_fused.item() == pytest.approx(ce.supervised_fused.item(), rel=1e-6)
+    assert ev.supervised_unimodal.item() != pytest.approx(ce.supervised_unimodal.item(), rel=1e-3)

@@ -14,6 +14,7 @@ from robult.batch import Batch
 from robult.losses.base import MethodLoss
 from robult.losses.contrastive import ContrastiveLossOutput, SoftPUContrastiveLoss, TargetQueue
 from robult.losses.diagnostics import default_names, pu_weight_diagnostics, representation_diagnostics
+from robult.losses.evidential import TMC_ANNEALING_EPOCHS, annealing_coefficient
 from robult.losses.keys import contrastive_keys
 from robult.losses.logging import fields_log
 from robult.losses.pseudo_label import pseudo_label_loss
@@ -75,6 +76,11 @@ class RobultLossConfig:
             has no reference. Default 0.5 (METHOD.md version 3: the pseudo-label is then more likely than all
             other classes together); 1 is off (the ``robult_v2`` ablation). The training labels, ``L_sup`` and the
             self-training term never change.
+        unimodal_loss: the supervised loss of the unimodal heads: ``ce`` (cross-entropy, default) or
+            ``evidential`` (multi-class only: each head's output is read as evidence ``softplus(logits)`` of a
+            Dirichlet and trained with TMC's expected cross-entropy plus the annealed KL of its misleading evidence,
+            :func:`robult.losses.evidential.evidential_loss`; an ablation carried over from ``tmc``).
+        annealing_epochs: with ``unimodal_loss=evidential``, the KL weight ``min(1, t / annealing_epochs)``.
 
     Bounds (``temperature > 0``, ``sigma_min > 0``, ...) are part of each field's metadata: the dataclass checks
     them and the run config's ``loss`` section enforces the same ones, naming the key.
@@ -99,6 +105,8 @@ class RobultLossConfig:
     pseudo_source: Literal["fused", "unimodal_mean"] = "fused"
     queue_size: int = field(default=0, metadata={"ge": 0})
     pseudo_positive_confidence: float = field(default=0.5, metadata={"gt": 0.0, "le": 1.0})
+    unimodal_loss: Literal["ce", "evidential"] = "ce"
+    annealing_epochs: float = field(default=TMC_ANNEALING_EPOCHS, metadata={"ge": 0.0})
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -181,7 +189,10 @@ class RobultLoss(MethodLoss):
     def forward(self, output: RobultOutput, batch: Batch, epoch: float = 0.0) -> RobultLossOutput:
         """Args: the model output, its batch, and the (fractional) training epoch for the warm-up ramp."""
         cfg = self.config
-        sup = supervised_loss_of(output, batch, self.task, cfg.regression_loss)
+        evidential_kl = (
+            annealing_coefficient(epoch, cfg.annealing_epochs) if cfg.unimodal_loss == "evidential" else None
+        )
+        sup = supervised_loss_of(output, batch, self.task, cfg.regression_loss, evidential_kl)
         zero = sup.total * 0.0
         lam_ulb = ramp_weight(cfg.lambda_ulb, epoch, cfg.warmup_epochs)
         con: ContrastiveLossOutput | None = None

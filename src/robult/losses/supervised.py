@@ -63,6 +63,7 @@ def supervised_loss(
     labeled: Tensor,
     task: TaskSpec,
     regression_loss: str = "l1",
+    evidential_kl: float | None = None,
 ) -> SupervisedLossOutput:
     """``L_sup`` over labeled samples.
 
@@ -74,6 +75,10 @@ def supervised_loss(
         labeled: ``[B]``.
         task: the task spec.
         regression_loss: ``"l1"`` or ``"mse"``.
+        evidential_kl: multi-class only: ``None`` scores the unimodal predictions with cross-entropy; a number
+            scores them as evidential heads instead (evidence ``softplus(logits)``, Dirichlet ``α = evidence + 1``,
+            TMC's expected cross-entropy plus this weight times the KL of the misleading evidence,
+            :func:`robult.losses.evidential.evidential_loss`). The fused head always keeps cross-entropy.
     """
     zero = logits.sum() * 0.0
     rows = labeled.nonzero().flatten()
@@ -83,7 +88,13 @@ def supervised_loss(
     lg = logits.index_select(0, rows)  # [L, M, K]
     pres = present.index_select(0, rows)
     b, m, k = lg.shape
-    per = task_loss(lg.reshape(b * m, k), tgt.repeat_interleave(m, dim=0), task, regression_loss).reshape(b, m)
+    flat_target = tgt.repeat_interleave(m, dim=0)
+    if evidential_kl is not None and task.kind == TaskKind.MULTICLASS:
+        from robult.losses.evidential import evidential_loss
+
+        per = evidential_loss(F.softplus(lg.reshape(b * m, k)) + 1.0, flat_target, evidential_kl).reshape(b, m)
+    else:
+        per = task_loss(lg.reshape(b * m, k), flat_target, task, regression_loss).reshape(b, m)
     # means over the labeled rows of every rank (each sample weighs the same whichever rank holds it)
     unimodal = dist_utils.mean_over_ranks((per * pres).sum(), pres.sum())
     fused = zero
@@ -93,8 +104,12 @@ def supervised_loss(
     return SupervisedLossOutput(unimodal + fused, unimodal, fused)
 
 
-def supervised_loss_of(output: Any, batch: Any, task: TaskSpec, regression_loss: str = "l1") -> SupervisedLossOutput:
+def supervised_loss_of(
+    output: Any, batch: Any, task: TaskSpec, regression_loss: str = "l1", evidential_kl: float | None = None
+) -> SupervisedLossOutput:
     """:func:`supervised_loss` of a model output (``logits``, ``present`` and ``fused_logits``, ``None`` for a model
     without a fused head) and its batch (``target``, ``labeled``)."""
     fused = getattr(output, "fused_logits", None)
-    return supervised_loss(output.logits, fused, output.present, batch.target, batch.labeled, task, regression_loss)
+    return supervised_loss(
+        output.logits, fused, output.present, batch.target, batch.labeled, task, regression_loss, evidential_kl
+    )
