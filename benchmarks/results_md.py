@@ -24,7 +24,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from robult.evaluation.report import load_results, plot_random_rate, plot_subset_heatmap, summary_table
+from robult.evaluation.report import load_results, plot_random_rate
+from robult.experiments.report import plot_subset_heatmap, summary_table
 from robult.methods import METHODS, method_color
 from robult.utils.io import atomic_write_json, atomic_write_text
 

@@ -119,7 +119,7 @@ def test_tiny_benchmark_writes_results_summary_and_plots(tmp_path: Path) -> None
 
 def test_benchmark_keeps_the_config_dataset_unless_given(tmp_path: Path) -> None:
     from robult.config import load_config
-    from robult.grid import grid_config
+    from robult.experiments.grid import grid_config
 
     base = load_config(None, ["dataset.name=handwritten"])
     cell = {"name": "robult-r0.05-s0", "out_dir": tmp_path}

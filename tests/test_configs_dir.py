@@ -56,7 +56,7 @@ TUNED = sorted((Path(__file__).resolve().parents[1] / "configs" / "tuned").glob(
 def test_tuned_settings_apply(path: Path) -> None:
     """Every (method, ratio) entry of every committed tuned-settings file validates for its method and dataset."""
     from robult.config import apply_settings, validate_config
-    from robult.grid import read_tuned, tuned_overrides
+    from robult.experiments.grid import read_tuned, tuned_overrides
 
     dataset = path.stem
     settings = read_tuned(path, dataset)

@@ -116,6 +116,33 @@ def test_the_check_finds_a_lazy_cycle_and_ignores_type_checking(tmp_path: Path) 
     assert top["robult.a"] == {"robult.c"} and _cycles(top) == []
 
 
+# The command line and the experiments (methods compared over seeds) sit on top of the library; nothing below imports
+# them, not even inside a function.
+APPLICATION = ("robult.__main__", "robult.cli", "robult.experiments")
+
+
+def _in(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def test_the_library_imports_neither_the_experiments_nor_the_cli() -> None:
+    """``robult.experiments`` (benchmark, tuning, grid, reports) and ``robult.cli`` use the library (models, losses,
+    modules, data, training, inference, evaluation, estimator, ...); no library module imports them, at module level
+    or inside a function."""
+    modules = _modules()
+    assert {"robult.experiments.benchmark", "robult.experiments.tuning", "robult.experiments.grid"} <= set(modules)
+    library = [m for m in modules if not _in(m, APPLICATION)]
+    for package in ("models", "losses", "modules", "data", "training", "inference", "evaluation", "estimator"):
+        assert f"robult.{package}" in library
+    found = [
+        f"{name} imports {target}"
+        for name in sorted(library)
+        for target in sorted(_edges(name, modules[name], modules, lazy=True))
+        if _in(target, APPLICATION)
+    ]
+    assert found == []
+
+
 def _package_of(module: str, modules: dict[str, Path]) -> str:
     """``robult.data.user`` → ``robult.data``; ``robult.data`` (a package) → itself; ``robult.cli`` → ``robult``."""
     if modules[module].name == "__init__.py":

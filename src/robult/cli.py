@@ -284,7 +284,7 @@ def _with_tuned(cfg: RunConfig, tuned: Path, config: Path | None, overrides: lis
     """The run config with the tuned entry of its (dataset, method, label ratio) applied over the config file; the
     command line's flags and --set are applied again on top."""
     from robult.config import apply_overrides, apply_settings, load_config, validate_config
-    from robult.grid import tuned_overrides, tuned_path
+    from robult.experiments.grid import tuned_overrides, tuned_path
 
     dataset = cfg.dataset.name
     settings = tuned_overrides(tuned, dataset, cfg.train.method, cfg.train.label_ratio)
@@ -583,8 +583,8 @@ def benchmark(
 ) -> None:
     """Train every method x label ratio x seed, evaluate both protocols, write results.json, summary.md, plots."""
     with _one_line_errors():
-        from robult.benchmark import run_benchmark
-        from robult.grid import parse_list
+        from robult.experiments.benchmark import run_benchmark
+        from robult.experiments.grid import parse_list
 
         method_list = parse_list(methods, str, "--methods")
         ratios = parse_list(label_ratios, float, "--label-ratios")
@@ -623,8 +623,8 @@ def tune(
 ) -> None:
     """Choose each method's hyper-parameters on the validation split with an equal trial budget (no test data)."""
     with _one_line_errors():
-        from robult.grid import parse_list
-        from robult.tuning import run_tuning
+        from robult.experiments.grid import parse_list
+        from robult.experiments.tuning import run_tuning
 
         seed_list = _seed_list(seeds)
         text = run_tuning(

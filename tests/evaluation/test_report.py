@@ -1,4 +1,4 @@
-"""Reports: results.json schema, summary tables (mean ± std, bold best), plots written as PNG."""
+"""The results document (results.json schema, NaN as null), one evaluation as text, the random-rate plot."""
 
 from __future__ import annotations
 
@@ -13,12 +13,9 @@ from robult.evaluation.report import (
     format_evaluation,
     load_results,
     plot_random_rate,
-    plot_subset_heatmap,
     results_document,
     run_entry,
-    summary_table,
     write_results,
-    write_summary,
 )
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -38,10 +35,6 @@ def _doc(metric: str = "accuracy", higher: bool = True) -> dict:
         run_entry("supervised", 0.05, 0, _evaluation(0.65, 0.75, 0.7, 0.7, 0.65, metric), metric),
     ]
     return results_document("toy", "multiclass", metric, higher, ["a", "b"], runs)
-
-
-def _row(table: str, method: str, nth: int = 0) -> str:
-    return [line for line in table.splitlines() if line.startswith(f"| {method} |")][nth]
 
 
 def test_results_schema_and_round_trip(tmp_path: Path) -> None:
@@ -65,36 +58,6 @@ def test_nan_becomes_null_and_shows_as_na(tmp_path: Path) -> None:
     assert doc["runs"][0]["subsets"]["a"] is None and doc["runs"][0]["mean_over_subsets"] is None
     write_results(tmp_path / "r.json", doc)
     assert "NaN" not in (tmp_path / "r.json").read_text()
-    assert _row(summary_table(doc), "m").startswith("| m | 100% | 1 | n/a | 50.0 | 50.0 | n/a |")
-
-
-def test_summary_mean_std_and_bold_higher_is_better() -> None:
-    table = summary_table(_doc())
-    assert "| method | labels | seeds | a | b | a+b | mean over subsets |" in table
-    # robult: a = mean(0.5, 0.7) ± std(ddof=1) = 60.0 ± 14.1; supervised (one seed) shows the mean alone
-    assert _row(table, "robult") == "| robult | 5% | 2 | 60.0 ± 14.1 | 65.0 ± 7.1 | **85.0 ± 7.1** | **70.0 ± 4.7** |"
-    assert _row(table, "supervised") == "| supervised | 5% | 1 | **65.0** | **75.0** | 70.0 | **70.0** |"
-    # random-rate table: columns are rates; the tie at 0.5 bolds both
-    assert "| method | labels | seeds | η=0.0 | η=0.5 |" in table
-    assert _row(table, "robult", 1) == "| robult | 5% | 2 | **85.0 ± 7.1** | **65.0 ± 7.1** |"
-    assert _row(table, "supervised", 1) == "| supervised | 5% | 1 | 70.0 | **65.0** |"
-    assert "higher is better" in table and "accuracy (%)" in table
-
-
-def test_summary_bold_lower_is_better_raw_format() -> None:
-    table = summary_table(_doc("mae", higher=False))
-    robult = "| robult | 5% | 2 | **0.600 ± 0.141** | **0.650 ± 0.071** | 0.850 ± 0.071 | **0.700 ± 0.047** |"
-    assert _row(table, "robult") == robult
-    assert _row(table, "supervised") == "| supervised | 5% | 1 | 0.650 | 0.750 | **0.700** | **0.700** |"
-    assert "lower is better" in table
-
-
-def test_write_summary_has_header(tmp_path: Path) -> None:
-    path = tmp_path / "summary.md"
-    write_summary(path, _doc(), extra_header="Command: `robult benchmark`")
-    text = path.read_text()
-    assert text.startswith("# Benchmark: toy (multiclass)\n\nCommand: `robult benchmark`\n")
-    assert summary_table(_doc()) in text
 
 
 def test_load_results_names_file_and_missing_key(tmp_path: Path) -> None:
@@ -117,14 +80,12 @@ def test_subset_keys_must_follow_modality_order() -> None:
 
 
 @pytest.mark.parametrize("higher", [True, False])
-def test_plots_are_png_files(tmp_path: Path, higher: bool) -> None:
+def test_the_random_rate_plot_is_a_png_file(tmp_path: Path, higher: bool) -> None:
     doc = _doc("accuracy" if higher else "mae", higher)
     plot_random_rate(doc, tmp_path / "random_rate.png")
-    plot_subset_heatmap(doc, tmp_path / "subsets.png")
-    for name in ("random_rate.png", "subsets.png"):
-        data = (tmp_path / name).read_bytes()
-        assert data[:8] == PNG and len(data) > 5000
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["random_rate.png", "subsets.png"]  # no temp files left
+    data = (tmp_path / "random_rate.png").read_bytes()
+    assert data[:8] == PNG and len(data) > 5000
+    assert [p.name for p in tmp_path.iterdir()] == ["random_rate.png"]  # no temp file left
 
 
 def test_format_evaluation() -> None:
@@ -160,4 +121,3 @@ def test_run_entry_reads_a_result_json_with_null_scores(tmp_path: Path) -> None:
     doc = results_document("toy", "multiclass", "accuracy", True, ["a", "b"], [entry])
     write_results(tmp_path / "results.json", doc)
     assert _strict((tmp_path / "results.json").read_text())["runs"][0]["mean_over_subsets"] is None  # type: ignore[index]
-    assert "n/a" in _row(summary_table(doc), "m")

@@ -146,7 +146,7 @@ def test_launched_rank_reads_the_launcher_environment(monkeypatch: pytest.Monkey
 def test_a_benchmark_worker_waits_for_rank_zero_outside_collectives(tmp_path: Path) -> None:
     import threading
 
-    from robult.benchmark import _wait_for_rank_zero
+    from robult.experiments.benchmark import _wait_for_rank_zero
 
     path = tmp_path / "result.json"
     threading.Timer(0.3, path.write_text, args=("{}",)).start()

@@ -1,4 +1,4 @@
-"""Benchmark reports: ``results.json`` (machine-readable), ``summary.md`` (tables) and plots.
+"""The results document of scored runs (``results.json``), the text of one evaluation, and the random-rate plot.
 
 ``results.json`` schema::
 
@@ -13,13 +13,12 @@
                ...}]}                                         # extra keys are kept
 
 Subset keys join modality names with ``+`` in the dataset's modality order; ``metric`` is the dataset's primary
-metric. Undefined values (NaN, e.g. a correlation of constant predictions) are written as ``null``.
+metric. Undefined values (NaN, e.g. a correlation of constant predictions) are written as ``null``. One run's plots
+(:mod:`robult.evaluation.run_plots`) draw a one-run document; ``robult benchmark`` writes one document for its grid
+and compares the methods in tables (:mod:`robult.experiments.report`).
 
-Tables: one row per (method, label ratio), cells ``mean ± std`` over seeds (sample std, ``ddof = 1``; with one seed
-the cell shows the mean alone and the ``seeds`` column says 1). A cell is ``n/a`` when any seed's value is
-undefined. The best mean of each column is bold (largest or smallest per ``higher_is_better``; ties all bold; only
-with two rows or more). Metrics in [0, 1] (accuracy, F1, AUROC, Acc-2, Acc-7) are shown in percent with one
-decimal; ``mae`` and ``corr`` raw with three decimals.
+Statistics over seeds: ``mean ± std`` (sample std, ``ddof = 1``; 0 for one seed), undefined when any seed's value
+is. Metrics in [0, 1] (accuracy, F1, AUROC, Acc-2, Acc-7) are shown in percent.
 
 matplotlib is imported inside the plot functions (object-oriented API with the Agg canvas, no pyplot state), so
 importing this module does not import it.
@@ -34,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from robult.evaluation.metrics import METRICS
-from robult.specs import all_subsets, subset_key
-from robult.utils.io import atomic_open, atomic_write_json, atomic_write_text
+from robult.specs import subset_key
+from robult.utils.io import atomic_open, atomic_write_json
 
 TOP_KEYS = ("dataset", "task", "metric", "higher_is_better", "modalities", "runs")
 RUN_KEYS = ("method", "label_ratio", "seed", "subsets", "mean_over_subsets", "random_rate", "all_metrics")
@@ -160,7 +159,7 @@ def load_results(path: str | Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
-def _stats(values: Sequence[float | None]) -> tuple[float, float, int] | None:
+def seed_stats(values: Sequence[float | None]) -> tuple[float, float, int] | None:
     """``(mean, std, n)`` with the sample std (``ddof = 1``; 0 for one value), or ``None`` if any is undefined."""
     if not values or any(v is None or not math.isfinite(v) for v in values):
         return None
@@ -171,7 +170,7 @@ def _stats(values: Sequence[float | None]) -> tuple[float, float, int] | None:
     return mean, std, n
 
 
-def _groups(doc: dict[str, Any]) -> list[tuple[tuple[str, float], list[dict[str, Any]]]]:
+def run_groups(doc: dict[str, Any]) -> list[tuple[tuple[str, float], list[dict[str, Any]]]]:
     """Runs grouped by (method, label ratio), in order of first appearance."""
     groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for run in doc["runs"]:
@@ -179,101 +178,20 @@ def _groups(doc: dict[str, Any]) -> list[tuple[tuple[str, float], list[dict[str,
     return list(groups.items())
 
 
-def _subset_columns(doc: dict[str, Any]) -> list[str]:
-    present = {k for run in doc["runs"] for k in run["subsets"]}
-    order = [subset_key(list(s), doc["modalities"]) for s in all_subsets(doc["modalities"])]
-    return [k for k in order if k in present]
-
-
-def _rate_columns(doc: dict[str, Any]) -> list[str]:
+def rate_columns(doc: dict[str, Any]) -> list[str]:
+    """The missing rates scored by any run of ``doc``, in increasing order."""
     return sorted({k for run in doc["runs"] for k in run["random_rate"]}, key=float)
 
 
-def _is_percent(metric: str) -> bool:
+def is_percent(metric: str) -> bool:
+    """Whether ``metric`` (a score in [0, 1]) is shown in percent."""
     info = METRICS.get(metric)
     return info.percent if info is not None else False
 
 
-def _fmt(value: float, percent: bool) -> str:
-    return f"{100 * value:.1f}" if percent else f"{value:.3f}"
-
-
-def _ratio(r: float) -> str:
+def ratio_label(r: float) -> str:
+    """A label ratio as shown: ``0.05`` -> ``5%``."""
     return f"{100 * r:g}%"
-
-
-def _table(doc: dict[str, Any], columns: list[str], header: list[str], cell_values: Any) -> list[str]:
-    """Markdown rows: ``cell_values(run, column) -> value``; best mean per column in bold."""
-    percent = _is_percent(doc["metric"])
-    hib = bool(doc["higher_is_better"])
-    groups = _groups(doc)
-    stats = [[_stats([cell_values(run, c) for run in runs]) for c in columns] for _, runs in groups]
-    best: list[str | None] = []
-    for j in range(len(columns)):
-        shown = [_fmt(s[j][0], percent) for s in stats if s[j] is not None]
-        pick = max if hib else min
-        best.append(pick(shown, key=float) if len(shown) >= 2 else None)
-    lines = [
-        "| method | labels | seeds | " + " | ".join(header) + " |",
-        "|---|---:|---:|" + "---:|" * len(columns),
-    ]
-    for ((method, ratio), runs), row in zip(groups, stats, strict=True):
-        cells = []
-        for j, s in enumerate(row):
-            if s is None:
-                cells.append("n/a")
-                continue
-            mean, std, n = s
-            text = _fmt(mean, percent) + (f" ± {_fmt(std, percent)}" if n > 1 else "")
-            if best[j] is not None and _fmt(mean, percent) == best[j]:
-                text = f"**{text}**"
-            cells.append(text)
-        lines.append(f"| {method} | {_ratio(ratio)} | {len(runs)} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def summary_table(doc: dict[str, Any]) -> str:
-    """Markdown tables of the primary metric: per modality subset (plus the mean over subsets) and per missing rate.
-
-    Rows are (method, label ratio), cells ``mean ± std`` over seeds, the best mean per column in bold (see the
-    module docstring for the conventions).
-    """
-    metric = doc["metric"]
-    percent = _is_percent(metric)
-    unit = " (%)" if percent else ""
-    direction = "higher" if doc["higher_is_better"] else "lower"
-    caption = (
-        f"Test {metric}{unit} on {doc['dataset']}, mean ± std over seeds (sample std); best per column in bold "
-        f"({direction} is better)."
-    )
-    out = []
-    subsets = _subset_columns(doc)
-    if subsets:
-        out += [f"### Test {metric} per modality subset", "", caption, ""]
-        columns = [*subsets, MEAN_COLUMN]
-
-        def subset_value(run: dict[str, Any], column: str) -> float | None:
-            return run["mean_over_subsets"] if column == MEAN_COLUMN else run["subsets"].get(column)
-
-        out += _table(doc, columns, columns, subset_value)
-        out.append("")
-    rates = _rate_columns(doc)
-    if rates:
-        out += [f"### Test {metric} under random missingness (rate η)", "", caption, ""]
-        out += _table(doc, rates, [f"η={r}" for r in rates], lambda run, c: run["random_rate"].get(c))
-        out.append("")
-    if not out:
-        return "(no results)\n"
-    return "\n".join(out)
-
-
-def write_summary(path: str | Path, doc: dict[str, Any], extra_header: str = "") -> None:
-    """Write ``summary.md`` atomically: a title, ``extra_header`` (e.g. the command) and :func:`summary_table`."""
-    parts = [f"# Benchmark: {doc['dataset']} ({doc['task']})", ""]
-    if extra_header:
-        parts += [extra_header.rstrip("\n"), ""]
-    parts.append(summary_table(doc))
-    atomic_write_text(path, "\n".join(parts).rstrip("\n") + "\n")
 
 
 def format_evaluation(evaluation: Any, metric: str, scored: str = "test") -> str:
@@ -309,8 +227,9 @@ def save_png(fig: Any, path: str | Path) -> None:
         fig.savefig(fh, format="png", dpi=120, bbox_inches="tight")
 
 
-def _group_label(method: str, ratio: float) -> str:
-    return f"{method} ({_ratio(ratio)} labels)"
+def group_label(method: str, ratio: float) -> str:
+    """A (method, label ratio) group as shown in a legend: ``robult (5% labels)``."""
+    return f"{method} ({ratio_label(ratio)} labels)"
 
 
 def plot_random_rate(doc: dict[str, Any], path: str | Path) -> None:
@@ -326,9 +245,9 @@ def plot_random_rate(doc: dict[str, Any], path: str | Path) -> None:
     from robult.methods import method_color
 
     metric = doc["metric"]
-    scale = 100.0 if _is_percent(metric) else 1.0
-    rates = _rate_columns(doc)
-    groups = _groups(doc)
+    scale = 100.0 if is_percent(metric) else 1.0
+    rates = rate_columns(doc)
+    groups = run_groups(doc)
     ratios = sorted({ratio for (_, ratio), _ in groups})
     methods = list(dict.fromkeys(method for (method, _), _ in groups))
     colour = {m: method_color(m) for m in methods}  # one colour per method in every figure
@@ -338,14 +257,14 @@ def plot_random_rate(doc: dict[str, Any], path: str | Path) -> None:
         ax = axes[ratios.index(ratio)]
         xs, means, stds = [], [], []
         for r in rates:
-            st = _stats([run["random_rate"].get(r) for run in runs])
+            st = seed_stats([run["random_rate"].get(r) for run in runs])
             if st is not None:
                 xs.append(float(r))
                 means.append(st[0] * scale)
                 stds.append(st[1] * scale)
         if not xs:
             continue
-        label = method if len(ratios) > 1 else _group_label(method, ratio)
+        label = method if len(ratios) > 1 else group_label(method, ratio)
         ax.plot(xs, means, marker="o", color=colour[method], label=label)
         if len(runs) > 1:
             lo = [m - sd for m, sd in zip(means, stds, strict=True)]
@@ -368,51 +287,4 @@ def plot_random_rate(doc: dict[str, Any], path: str | Path) -> None:
     if any(len(runs) > 1 for _, runs in groups):
         fig.text(0.01, 0.01, "lines: mean over seeds; bands: ± one sample std over seeds", fontsize="x-small")
     fig.tight_layout()
-    save_png(fig, path)
-
-
-def plot_subset_heatmap(doc: dict[str, Any], path: str | Path) -> None:
-    """Heatmap of the primary metric (mean over seeds): modality subsets (and their mean) x (method, label ratio),
-    each cell annotated. The colour map is reversed for lower-is-better metrics, so better is always brighter.
-
-    Args:
-        doc: a results document.
-        path: the PNG to write (atomically).
-    """
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    metric = doc["metric"]
-    percent = _is_percent(metric)
-    scale = 100.0 if percent else 1.0
-    rows = [*_subset_columns(doc), MEAN_COLUMN]
-    groups = _groups(doc)
-    values = np.full((len(rows), len(groups)), np.nan)
-    for j, (_, runs) in enumerate(groups):
-        for i, key in enumerate(rows):
-            s = _stats([run["mean_over_subsets"] if key == MEAN_COLUMN else run["subsets"].get(key) for run in runs])
-            if s is not None:
-                values[i, j] = s[0] * scale
-    fig = Figure(figsize=(1.6 + 1.5 * len(groups), 1.2 + 0.45 * len(rows)))
-    ax = fig.add_subplot()
-    cmap = "viridis" if doc["higher_is_better"] else "viridis_r"
-    finite = values[np.isfinite(values)]
-    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
-    mid = (vmin + vmax) / 2
-    for i in range(len(rows)):
-        for j in range(len(groups)):
-            v = values[i, j]
-            text = "n/a" if not np.isfinite(v) else (f"{v:.1f}" if percent else f"{v:.3f}")
-            bright = np.isfinite(v) and ((v > mid) == bool(doc["higher_is_better"]))
-            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="black" if bright else "white")
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([_group_label(m, r) for (m, r), _ in groups], rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels(rows, fontsize=8)
-    ax.set_title(f"{doc['dataset']}: test {metric}" + (" (%)" if percent else "") + " per modality subset")
-    ax.set_xlabel("method (label ratio)")
-    ax.set_ylabel("modalities present at test")
-    bar = fig.colorbar(image, ax=ax)
-    bar.set_label(f"test {metric}" + (" (%)" if percent else "") + ", mean over seeds")
     save_png(fig, path)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from robult.config import load_config
-from robult.grid import grid_config, tuned_grid, tuned_path
+from robult.experiments.grid import grid_config, tuned_grid, tuned_path
 
 
 def _run_entry(result: dict[str, Any]) -> dict[str, Any]:
@@ -89,14 +89,8 @@ def run_benchmark(
     ``OUT/subsets.png`` (and ``OUT/diagnostics.png`` with ``diagnostics``). Returns the summary markdown."""
     from tqdm.auto import tqdm
 
-    from robult.evaluation.report import (
-        plot_random_rate,
-        plot_subset_heatmap,
-        results_document,
-        summary_table,
-        write_results,
-        write_summary,
-    )
+    from robult.evaluation.report import plot_random_rate, results_document, write_results
+    from robult.experiments.report import plot_subset_heatmap, summary_table, write_summary
     from robult.training.run import check_reusable, load_bundle
     from robult.utils.distributed import launched_rank
 

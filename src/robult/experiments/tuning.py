@@ -11,7 +11,7 @@ the tuned settings (``benchmark --tuned``, ``train --tuned``) do both.
 
 Outputs: ``OUT/tune.json`` (the trial record, a result: every trial's settings, validation scores, best epochs)
 and, with ``--write DIR``, each method's winner merged into ``DIR/<dataset>.yaml`` under (method, label ratio)
-(:mod:`robult.grid`); ``robult benchmark --tuned DIR`` applies them. A finished trial is reused and an
+(:mod:`robult.experiments.grid`); ``robult benchmark --tuned DIR`` applies them. A finished trial is reused and an
 interrupted one resumed, so re-running the command finishes the search.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from robult.config import load_config
-from robult.grid import grid_config, tuned_path, write_tuned
+from robult.experiments.grid import grid_config, tuned_path, write_tuned
 from robult.utils.distributed import launched_rank
 from robult.utils.io import atomic_write_json
 

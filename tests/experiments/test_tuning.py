@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from robult.cli import app
 from robult.config import ConfigError, apply_settings, load_config, validate_config
-from robult.grid import tuned_overrides, write_tuned
+from robult.experiments.grid import tuned_overrides, write_tuned
+from robult.experiments.tuning import sample_trials, search_space
 from robult.methods import COMMON_SEARCH as COMMON
 from robult.methods import METHODS
-from robult.tuning import sample_trials, search_space
 
 runner = CliRunner()
 TINY = [
@@ -134,10 +134,10 @@ def test_a_trial_skips_the_subset_weight_fit_that_a_run_does(tmp_path: Path, mon
     validation, fitted after training) do not change: trials skip the fit and write no model artefact; a normal run
     (train, benchmark, a tuned run) fits them once."""
     from robult.evaluation import subset_weights
+    from robult.experiments.tuning import run_tuning
     from robult.training.run import train_run
-    from robult.tuning import run_tuning
 
-    from .conftest import TINY_SYNTHETIC
+    from ..conftest import TINY_SYNTHETIC
 
     fits: list[int] = []
     original = subset_weights.fit_subset_weights
@@ -163,9 +163,9 @@ def test_a_trial_skips_the_subset_weight_fit_that_a_run_does(tmp_path: Path, mon
 def test_benchmark_reads_the_tuned_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`benchmark --tuned` reads the dataset's tuned file once for the whole grid (was once per (method, ratio)),
     with the same overrides per entry and the same error for the first missing one."""
-    import robult.grid as grid
-    from robult.benchmark import run_benchmark
-    from robult.grid import tuned_grid
+    import robult.experiments.grid as grid
+    from robult.experiments.benchmark import run_benchmark
+    from robult.experiments.grid import tuned_grid
 
     for method, ratio, lr in (("supervised", 0.05, 0.003), ("supervised", 0.1, 0.01), ("moddrop", 0.05, 0.02)):
         write_tuned(tmp_path, "synthetic", method, ratio, {"overrides": {"train.lr": lr}})
