@@ -45,3 +45,37 @@ def test_imbalanced_classes_are_proportional_with_one_label_minimum() -> None:
     target, task = _classes([400, 100, 3]), TaskSpec(TaskKind.MULTICLASS, num_classes=3)
     counts = _per_class(labeled_subset(target, task, 0.1, seed=2), target, 3)
     np.testing.assert_array_equal(counts, [40, 10, 1])
+
+
+def test_split_from_codes_keeps_the_source_rows_and_carves_val_when_there_is_none() -> None:
+    from robult.data.splits import split_from_codes, train_val_test_split
+
+    groups = np.arange(40) % 4
+    codes = np.array([0, 1, 2, 0] * 10)
+    split = split_from_codes(codes, groups, 3, 0.25, source="split file s.npy", where="s.npy (split)")
+    np.testing.assert_array_equal(split.train, np.flatnonzero(codes == 0))
+    np.testing.assert_array_equal(split.val, np.flatnonzero(codes == 1))
+    np.testing.assert_array_equal(split.test, np.flatnonzero(codes == 2))
+    assert split.rule == "split file s.npy"
+
+    codes = np.where(codes == 1, 0, codes)  # no val rows: carved out of train, the test rows kept
+    split = split_from_codes(codes, groups, 3, 0.25, source="split column", where="t.csv: split")
+    carved = train_val_test_split(groups, 3, 0.25, fixed_test=np.flatnonzero(codes == 2))
+    np.testing.assert_array_equal(split.train, carved.train)
+    np.testing.assert_array_equal(split.val, carved.val)
+    np.testing.assert_array_equal(split.test, np.flatnonzero(codes == 2))
+    assert (len(split.train), len(split.val)) == (24, 6)  # a quarter of each stratum of the 30 train rows, rounded
+    assert split.rule == f"split column (no val rows: {carved.rule})"
+
+    with pytest.raises(ValueError, match=r"^t\.csv: split: no sample in the test split \(2\)$"):
+        split_from_codes(np.zeros(5, dtype=np.int64), np.zeros(5), 0, 0.2, source="split column", where="t.csv: split")
+
+
+def test_labeled_strata_puts_unlabeled_rows_in_a_stratum_of_their_own() -> None:
+    from robult.data.splits import labeled_strata
+
+    target = np.array([2, -1, 0, 2, 7], dtype=np.int64)  # an unlabeled row's target may hold anything
+    labeled = np.array([True, False, True, True, False])
+    task = TaskSpec("multiclass", num_classes=3)
+    np.testing.assert_array_equal(labeled_strata(target, labeled, task), [2, -2, 0, 2, -2])
+    np.testing.assert_array_equal(labeled_strata(target, np.zeros(5, dtype=bool), task), [-2] * 5)

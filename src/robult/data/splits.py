@@ -105,6 +105,43 @@ def train_val_test_split(
     return SplitIndices(trainval[rest], trainval[val], test, rule)
 
 
+def labeled_strata(target: np.ndarray, labeled: np.ndarray, task: TaskSpec) -> np.ndarray:
+    """:func:`strata` of the labeled rows; the unlabeled rows (whose targets may hold anything) are a stratum of
+    their own (-2)."""
+    groups = np.full(len(labeled), -2, dtype=np.int64)
+    if labeled.any():
+        groups[labeled] = strata(target[labeled], task)
+    return groups
+
+
+SPLIT_NAMES = ("train", "val", "test")  # the split codes 0, 1, 2 of a split file or column
+
+
+def split_from_codes(
+    codes: np.ndarray, groups: np.ndarray, seed: int, val_fraction: float, *, source: str, where: str
+) -> SplitIndices:
+    """The split a source gives row by row as codes 0 (train), 1 (val) and 2 (test).
+
+    Train and test need a row each; without val rows, validation is carved out of train by
+    :func:`train_val_test_split` with the source's test rows fixed.
+
+    Args:
+        codes: one code per row, each 0, 1 or 2.
+        groups: one stratum per row (for the carve-out).
+        seed, val_fraction: of the carve-out.
+        source: the source in words, the rule's name (e.g. ``"split file split.npy"``).
+        where: what an error message names first (the file and key).
+    """
+    for code in (0, 2):
+        if not (codes == code).any():
+            raise ValueError(f"{where}: no sample in the {SPLIT_NAMES[code]} split ({code})")
+    train, val, test = (np.flatnonzero(codes == code) for code in (0, 1, 2))
+    if len(val) == 0:
+        carved = train_val_test_split(groups, seed, val_fraction, fixed_test=test)
+        return SplitIndices(carved.train, carved.val, test, f"{source} (no val rows: {carved.rule})")
+    return SplitIndices(train, val, test, source)
+
+
 def labeled_subset(target: Tensor, task: TaskSpec, ratio: float, seed: int) -> Tensor:
     """A seeded, stratified labeled mask with ``ratio`` of the samples labeled and at least one label per
     class (multiclass / binary) or stratum. ``ratio == 1`` labels everything.

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,9 @@ import torch
 
 from robult.data.dataset import MultimodalDataset
 from robult.data.registry import DatasetBundle, LoadOptions, default_metric, register_dataset
-from robult.data.splits import SplitIndices, strata, train_val_test_split
+from robult.data.splits import SplitIndices, labeled_strata, split_from_codes, train_val_test_split
 from robult.specs import ModalitySpec, TaskSpec
+from robult.utils.paths import safe_file_stem
 
 __all__ = ["SEPARATOR", "TABLE_SUFFIXES", "is_table", "load_table_dataset", "read_table"]
 
@@ -186,13 +186,7 @@ def _split(raw: Any, groups: np.ndarray, seed: int, val_fraction: float, where: 
         if key not in _SPLITS:
             raise ValueError(f"{where}: split: row {i} holds {v!r}; use train, val or test (or 0, 1, 2)")
         codes[i] = _SPLITS[key]
-    if not (codes == 0).any() or not (codes == 2).any():
-        raise ValueError(f"{where}: split: needs train and test rows")
-    test = np.flatnonzero(codes == 2)
-    if not (codes == 1).any():
-        carved = train_val_test_split(groups, seed, val_fraction, fixed_test=test)
-        return SplitIndices(carved.train, carved.val, test, f"split column (no val rows: {carved.rule})")
-    return SplitIndices(np.flatnonzero(codes == 0), np.flatnonzero(codes == 1), test, "split column")
+    return split_from_codes(codes, groups, seed, val_fraction, source="split column", where=f"{where}: split")
 
 
 def load_table_dataset(
@@ -237,8 +231,7 @@ def load_table_dataset(
     empty_rows = np.flatnonzero(~present.any(axis=1))
     if len(empty_rows):
         raise ValueError(f"{where}: row {int(empty_rows[0])} has no modality ({len(empty_rows)} such rows)")
-    strat = np.full(n, -2, dtype=np.int64)  # unlabeled rows: a stratum of their own
-    strat[labeled] = strata(target[labeled], task_spec)
+    strat = labeled_strata(target, labeled, task_spec)
     split = _split(columns.get("split"), strat, seed, val_fraction, where)
     normalization: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if standardize:
@@ -259,7 +252,7 @@ def load_table_dataset(
         labeled=torch.from_numpy(labeled),
         source_rows=torch.arange(n),
     )
-    title = name or re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem) or "table"
+    title = name or safe_file_stem(path.stem, "table")
     return DatasetBundle(
         title,
         specs,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 
@@ -32,3 +33,9 @@ def check_path_component(value: object, what: str) -> str:
         raise ValueError(f"{what}: {value!r} cannot name a directory: {problem}; use one plain name, e.g. 'my-run'")
     assert isinstance(value, str)
     return value
+
+
+def safe_file_stem(name: str, fallback: str) -> str:
+    """``name`` as a file stem: every character other than ``A-Z a-z 0-9 _ . -`` replaced by ``_``; ``fallback``
+    when ``name`` is empty."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or fallback
