@@ -193,3 +193,19 @@ def test_benchmark_reads_the_tuned_file_once(tmp_path: Path, monkeypatch: pytest
             tuned=tmp_path,
         )
     assert reads == [tmp_path / "synthetic.yaml"] and not (tmp_path / "b").exists()
+
+
+def test_a_float_noise_tie_keeps_the_earlier_trial() -> None:
+    """Validation means that differ by float noise (the same number of correct samples averaged in another order)
+    are a tie: the earlier trial, the defaults first, wins; a real difference still wins."""
+    from robult.experiments.tuning import select_best
+
+    rows = [{"trial": 0, "val_mean": 0.6217078566551208}, {"trial": 1, "val_mean": 0.58},
+            {"trial": 2, "val_mean": 0.6217079162597656}]  # fmt: skip
+    assert select_best(rows, maximize=True)["trial"] == 0
+    rows[2]["val_mean"] = 0.6226
+    assert select_best(rows, maximize=True)["trial"] == 2
+    losses = [{"trial": 0, "val_mean": 0.30}, {"trial": 1, "val_mean": 0.30 - 1e-9}, {"trial": 2, "val_mean": 0.4}]
+    assert select_best(losses, maximize=False)["trial"] == 0
+    losses[1]["val_mean"] = 0.29
+    assert select_best(losses, maximize=False)["trial"] == 1

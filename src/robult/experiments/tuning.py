@@ -32,6 +32,16 @@ from robult.experiments.grid import grid_config, tuned_path, write_tuned
 from robult.utils.distributed import launched_rank
 from robult.utils.io import atomic_write_json
 
+# two validation means closer than this are a tie (float noise of the same number of correct samples)
+SCORE_TIE = 1e-6
+
+
+def select_best(rows: list[dict[str, Any]], maximize: bool) -> dict[str, Any]:
+    """The first of ``rows`` (trial order: trial 0 is the defaults) whose ``val_mean`` is within :data:`SCORE_TIE` of
+    the best one: a tie keeps the earlier trial, so a float-noise difference never replaces the defaults."""
+    best = (max if maximize else min)(r["val_mean"] for r in rows)
+    return next(r for r in rows if abs(r["val_mean"] - best) <= SCORE_TIE)
+
 
 def search_space(method: str) -> dict[str, list[Any]]:
     """The full space of ``method``: the common keys plus its own (from its registry entry)."""
@@ -170,7 +180,7 @@ def run_tuning(
         finite = [r for r in rows if math.isfinite(r["val_mean"])]
         if not finite:
             raise RuntimeError(f"{method}: no trial produced a finite validation score")
-        best = (max if maximize else min)(finite, key=lambda r: r["val_mean"])
+        best = select_best(finite, maximize)
         doc["methods"][method] = {"best_trial": best["trial"], "trials": rows}
         lines.append(
             f"  {method:<20} default {rows[0]['val_mean']:.4f}  best {best['val_mean']:.4f} (trial {best['trial']}: "
@@ -194,7 +204,9 @@ def run_tuning(
 
 
 __all__ = [
+    "SCORE_TIE",
     "run_tuning",
     "sample_trials",
     "search_space",
+    "select_best",
 ]
