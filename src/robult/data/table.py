@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,19 @@ import torch
 from robult.data.dataset import MultimodalDataset
 from robult.data.registry import DatasetBundle, LoadOptions, default_metric, register_dataset
 from robult.data.splits import SplitIndices, labeled_strata, split_from_codes, train_val_test_split
-from robult.specs import ModalitySpec, TaskSpec
+from robult.specs import ModalityKind, ModalitySpec, TaskKind, TaskSpec
 from robult.utils.paths import safe_file_stem
 
-__all__ = ["SEPARATOR", "TABLE_SUFFIXES", "is_table", "load_table_dataset", "read_table"]
+__all__ = [
+    "SEPARATOR",
+    "TABLE_SUFFIXES",
+    "TableInputs",
+    "is_table",
+    "load_table_dataset",
+    "read_table",
+    "read_table_inputs",
+    "table_targets",
+]
 
 SEPARATOR = "__"  # <modality>__<feature>
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
@@ -136,8 +146,35 @@ def _modality_columns(
     return groups
 
 
-def _target(raw: Any, task: str | None, where: str) -> tuple[np.ndarray, np.ndarray, TaskSpec]:
-    """Targets, the labeled mask and the task from the label column (empty / NaN = unlabeled)."""
+def _features(
+    columns: Mapping[str, Any], groups: Mapping[str, Sequence[str]], n: int, where: str
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The modalities' features, ``float32 [N, d]`` each (0 where the modality is missing), and the presence mask
+    ``bool [N, M]``; a row with a modality in part, or an infinite value, is an error naming the row and column."""
+    inputs: dict[str, np.ndarray] = {}
+    present = np.zeros((n, len(groups)), dtype=bool)
+    for m, (mod, cols) in enumerate(groups.items()):
+        x = np.stack([_floats(columns[c], f"{where} ({c})") for c in cols], axis=1)
+        empty = np.isnan(x)
+        partial = empty.any(axis=1) & ~empty.all(axis=1)
+        if partial.any():
+            row = int(np.flatnonzero(partial)[0])
+            col = cols[int(np.flatnonzero(empty[row])[0])]
+            raise ValueError(
+                f"{where}: row {row} has modality {mod!r} in part (column {col!r} is empty); fill it, or leave every "
+                f"{mod}{SEPARATOR}* cell of the row empty to mark the modality missing"
+            )
+        if np.isinf(x).any():
+            row, j = (int(v[0]) for v in np.nonzero(np.isinf(x)))
+            raise ValueError(f"{where}: row {row}, column {cols[j]!r}: infinite value")
+        present[:, m] = ~empty.all(axis=1)
+        inputs[mod] = np.nan_to_num(x).astype(np.float32)
+    return inputs, present
+
+
+def _label_cells(raw: Any, where: str) -> tuple[list[Any], np.ndarray, np.ndarray | None]:
+    """The label column's cells, the labeled mask (a cell that is not empty) and the cells as numbers (NaN where
+    empty; ``None`` when a labeled cell is not a number)."""
     values = list(raw)
     labeled = np.array([not _empty(v) for v in values], dtype=bool)
     if not labeled.any():
@@ -146,6 +183,12 @@ def _target(raw: Any, task: str | None, where: str) -> tuple[np.ndarray, np.ndar
         numbers = _floats([v if ok else "" for v, ok in zip(values, labeled, strict=True)], where)
     except ValueError:
         numbers = None
+    return values, labeled, numbers
+
+
+def _target(raw: Any, task: str | None, where: str) -> tuple[np.ndarray, np.ndarray, TaskSpec]:
+    """Targets, the labeled mask and the task from the label column (empty / NaN = unlabeled)."""
+    values, labeled, numbers = _label_cells(raw, where)
     if task == "regression" or (task is None and numbers is not None and not np.all(numbers[labeled] % 1 == 0)):
         if numbers is None:
             raise ValueError(f"{where}: a regression target must be numeric")
@@ -210,24 +253,7 @@ def load_table_dataset(
     groups = _modality_columns(list(columns), label, modalities, list(ignore), where)
     target, labeled, task_spec = _target(columns[label], task, f"{where} ({label})")
     n = len(target)
-    inputs: dict[str, np.ndarray] = {}
-    present = np.zeros((n, len(groups)), dtype=bool)
-    for m, (mod, cols) in enumerate(groups.items()):
-        x = np.stack([_floats(columns[c], f"{where} ({c})") for c in cols], axis=1)
-        empty = np.isnan(x)
-        partial = empty.any(axis=1) & ~empty.all(axis=1)
-        if partial.any():
-            row = int(np.flatnonzero(partial)[0])
-            col = cols[int(np.flatnonzero(empty[row])[0])]
-            raise ValueError(
-                f"{where}: row {row} has modality {mod!r} in part (column {col!r} is empty); fill it, or leave every "
-                f"{mod}{SEPARATOR}* cell of the row empty to mark the modality missing"
-            )
-        if np.isinf(x).any():
-            row, j = (int(v[0]) for v in np.nonzero(np.isinf(x)))
-            raise ValueError(f"{where}: row {row}, column {cols[j]!r}: infinite value")
-        present[:, m] = ~empty.all(axis=1)
-        inputs[mod] = np.nan_to_num(x).astype(np.float32)
+    inputs, present = _features(columns, groups, n, where)
     empty_rows = np.flatnonzero(~present.any(axis=1))
     if len(empty_rows):
         raise ValueError(f"{where}: row {int(empty_rows[0])} has no modality ({len(empty_rows)} such rows)")
@@ -286,3 +312,104 @@ def load_table(opts: LoadOptions) -> DatasetBundle:
     if unknown:
         raise ValueError(f"dataset.options.{unknown[0]}: unknown option of the 'table' dataset; use {sorted(known)}")
     return load_table_dataset(path, seed=opts.seed, val_fraction=opts.val_fraction, **extra)
+
+
+# ----------------------------------------------------------------------------------- a table as a trained model's input
+
+
+@dataclass(frozen=True)
+class TableInputs:
+    """A table read as the inputs of a trained model (``robult predict|evaluate --input FILE``).
+
+    Attributes:
+        inputs: modality -> ``float32 [N, d]`` features (0 where the modality is missing).
+        present: modality -> ``bool [N]``, whether the row has it.
+        label: the label column as read (see :func:`table_targets`), ``None`` without one.
+        num_rows: N.
+        source: the table file.
+    """
+
+    inputs: dict[str, np.ndarray]
+    present: dict[str, np.ndarray]
+    label: Any
+    num_rows: int
+    source: Path
+
+
+def read_table_inputs(path: str | Path, modalities: Sequence[ModalitySpec], *, label: str = "label") -> TableInputs:
+    """A table in the format :func:`load_table_dataset` reads, as the inputs of a model with ``modalities``.
+
+    The columns are mapped as in training (``label``, ``split``, ``<modality>__<feature>``; the split is ignored:
+    every row is an input). Each column group must be a vector modality of the model with as many columns as it
+    has features, in the training table's order; a model modality the table lacks is missing from every row.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a column or cell that does not fit, as one line naming the file, column, row or modality.
+    """
+    path = Path(path).expanduser()
+    columns = read_table(path)
+    where = str(path)
+    groups = _modality_columns(list(columns), label, None, (), where)
+    specs = {s.name: s for s in modalities}
+    for mod, cols in groups.items():
+        spec = specs.get(mod)
+        if spec is None:
+            raise ValueError(
+                f"{where}: modality {mod!r} ({mod}{SEPARATOR}* columns) is not one of the model's {list(specs)}"
+            )
+        if spec.kind != ModalityKind.VECTOR:
+            raise ValueError(
+                f"{where}: the model's modality {mod!r} is a {spec.kind.value}; a table holds vector modalities "
+                "only: give the inputs as a directory (dataset.yaml + .npy)"
+            )
+        if spec.shape != (len(cols),):
+            raise ValueError(
+                f"{where}: modality {mod!r} has {len(cols)} columns ({mod}{SEPARATOR}*), the model's has "
+                f"{spec.shape[0]} features"
+            )
+    n = len(next(iter(columns.values())))
+    if n == 0:
+        raise ValueError(f"{where}: no rows below the header")
+    inputs, present = _features(columns, groups, n, where)
+    mask = {mod: present[:, m] for m, mod in enumerate(groups)}
+    return TableInputs(inputs, mask, columns.get(label), n, path)
+
+
+def table_targets(raw: Any, task: TaskSpec, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """A label column as the targets of a trained model's ``task``, and the labeled mask (an empty cell, or NaN,
+    is an unlabeled row).
+
+    A class is matched by name to the task's ``label_names`` (the sorted label values :func:`load_table_dataset`
+    found), or to its id where the task has no names; targets are as training reads them (class ids, ``-1`` where
+    unlabeled; binary 0/1 and regression values as floats).
+
+    Raises:
+        ValueError: a label that is not one of the model's classes, not a number (regression) or infinite, naming
+            the row; a multilabel task (a table holds one label per row).
+    """
+    values, labeled, numbers = _label_cells(raw, where)
+    if task.kind == TaskKind.REGRESSION:
+        numbers = _floats([v if ok else "" for v, ok in zip(values, labeled, strict=True)], where)
+        bad = labeled & ~np.isfinite(numbers)
+        if bad.any():
+            raise ValueError(f"{where}: row {int(np.flatnonzero(bad)[0])} holds an infinite target")
+        return numbers.astype(np.float32), labeled
+    if task.kind == TaskKind.MULTILABEL:
+        raise ValueError(
+            f"{where}: the model is multilabel, and a table holds one label per row; give the inputs as a directory "
+            "(dataset.yaml + .npy)"
+        )
+    k = 2 if task.kind == TaskKind.BINARY else task.num_classes
+    names = list(task.label_names) if len(task.label_names) == k else [str(i) for i in range(k)]
+    index = {name: i for i, name in enumerate(names)}
+    ids = np.full(len(values), -1, dtype=np.int64)
+    for i in np.flatnonzero(labeled):
+        x = None if numbers is None else numbers[i]
+        key = str(int(x)) if x is not None and np.isfinite(x) and x % 1 == 0 else str(values[i]).strip()
+        if key not in index:
+            raise ValueError(f"{where}: row {int(i)} holds {values[i]!r}, not one of the model's classes {names}")
+        ids[i] = index[key]
+    if task.kind == TaskKind.BINARY:
+        return np.where(labeled, ids, 0).astype(np.float32), labeled
+    return ids, labeled
