@@ -101,6 +101,22 @@ def headline(parts: dict[str, dict[str, dict[str, Any]]], methods: list[str]) ->
     return "\n".join(head)
 
 
+def provenance_table(parts: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Per dataset and part: how many runs, and the commits they were produced at (``*``: uncommitted changes;
+    'none': a run written before result files carried provenance)."""
+    rows = ["| dataset | part | runs | commits (runs) |", "|---|---|---:|---|"]
+    for ds, by_part in parts.items():
+        for part, doc in by_part.items():
+            counts: dict[str, int] = {}
+            for run in doc["runs"]:
+                git = (run.get("provenance") or {}).get("git")
+                key = "none" if not git else f"`{git['commit'][:7]}`" + ("*" if git.get("dirty") else "")
+                counts[key] = counts.get(key, 0) + 1
+            commits = ", ".join(f"{k} ({n})" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+            rows.append(f"| {ds} | {part} | {len(doc['runs'])} | {commits} |")
+    return "\n".join(rows)
+
+
 def variants_table(parts: dict[str, dict[str, dict[str, Any]]], methods: list[str]) -> str:
     """Committed defaults at 5%: Robult and its ablations (and the supervised reference)."""
     lines = ["| dataset | seeds | " + " | ".join(methods) + " |", "|---|---|" + "---:|" * len(methods)]
@@ -283,6 +299,10 @@ def main() -> None:
         + per_subset
         + untuned
         + ("## Label ratios\n\n![label ratios](results/ratios.png)\n" if shown else "")
+        + "\n## Provenance\n\nThe commit each part's runs were produced at (from every run's `provenance`; `*`: the"
+        " checkout had uncommitted changes; 'none': written before result files carried provenance).\n\n"
+        + provenance_table(parts)
+        + "\n"
     )
     atomic_write_text(args.out, text)
     appendix = [f"# Full tables (generated at `{args.commit}`)\n"]
