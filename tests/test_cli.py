@@ -18,6 +18,7 @@ runner = CliRunner()
 def test_import_and_help_stay_light() -> None:
     code = (
         "import sys, robult, robult.cli, robult.evaluation, robult.data.synthetic\n"
+        "import robult.experiments.benchmark, robult.experiments.tuning, robult.experiments.report\n"
         "heavy = [m for m in ('lightning', 'matplotlib', 'torchmetrics') if m in sys.modules]\n"
         "print(','.join(heavy))"
     )

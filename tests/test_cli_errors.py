@@ -247,7 +247,9 @@ def test_a_value_error_raised_outside_robult_keeps_its_traceback(
     traceback: it may be a bug of ours. robult's own checks stay plain one-liners."""
     import typer
 
-    from robult import cli
+    from robult.cli.errors import fail
+    from robult.cli.experiment_cmds import seed_range
+    from robult.experiments.grid import parse_list
 
     monkeypatch.setenv("ROBULT_ERROR_DIR", str(tmp_path / "errors"))
     monkeypatch.setenv("ROBULT_DEBUG", "0")
@@ -255,15 +257,21 @@ def test_a_value_error_raised_outside_robult_keeps_its_traceback(
         np.zeros(2).reshape(3)  # numpy raises it
     except ValueError as err:
         with pytest.raises(typer.Exit):
-            cli._fail(err)
+            fail(err)
     line = capsys.readouterr().err.strip()
     saved = sorted((tmp_path / "errors").glob("robult-error-*.txt"))
     assert len(saved) == 1 and line.startswith("error: cannot reshape") and str(saved[0]) in line
     assert "reshape" in saved[0].read_text()
     try:
-        cli._seed_list(0)  # robult's own check
+        seed_range(0)  # robult's own check, in the command line
     except ValueError as err:
         with pytest.raises(typer.Exit):
-            cli._fail(err)
+            fail(err)
     assert capsys.readouterr().err.strip() == "error: --seeds must be at least 1"
+    try:
+        parse_list(" , ", str, "--methods")  # robult's own check, outside the command line's package
+    except ValueError as err:
+        with pytest.raises(typer.Exit):
+            fail(err)
+    assert capsys.readouterr().err.strip() == "error: --methods: empty list"
     assert len(list((tmp_path / "errors").iterdir())) == 1
