@@ -80,3 +80,19 @@ def test_a_table_that_does_not_fit_the_model_is_one_line_naming_it(tmp_path: Pat
     (tmp_path / "empty.csv").write_text("label,a__0,a__1\n")
     with pytest.raises(ValueError, match=r"empty\.csv: no rows below the header"):
         read_table_inputs(tmp_path / "empty.csv", SPECS)
+
+
+def test_the_header_alone_names_the_modalities(tmp_path: Path) -> None:
+    from robult.data.table import read_table_header, table_modality_names
+
+    table = _csv(tmp_path / "pets.csv")
+    assert read_table_header(table) == ["label", "a__0", "a__1", "b__0", "split"]
+    assert table_modality_names(table) == ["a", "b"]
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"label": ["x"], "c__0": [1.0], "a__0": [2.0]}), tmp_path / "t.parquet")
+    assert table_modality_names(tmp_path / "t.parquet") == ["c", "a"]
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ValueError, match=r"empty\.csv: empty file \(expected a header row\)"):
+        table_modality_names(tmp_path / "empty.csv")

@@ -44,7 +44,9 @@ __all__ = [
     "is_table",
     "load_table_dataset",
     "read_table",
+    "read_table_header",
     "read_table_inputs",
+    "table_modality_names",
     "table_targets",
 ]
 
@@ -58,6 +60,17 @@ def is_table(path: str | Path) -> bool:
     return Path(path).suffix.lower() in TABLE_SUFFIXES
 
 
+def _parquet(path: Path) -> Any:
+    """``pyarrow.parquet``, or one line naming the extra that installs it."""
+    try:
+        import pyarrow.parquet as pq
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(
+            f"{path}: reading Parquet needs pyarrow: pip install 'robult[parquet]'", name="pyarrow"
+        ) from None
+    return pq
+
+
 def read_table(path: str | Path) -> dict[str, list[Any] | np.ndarray]:
     """The columns of a CSV / TSV / Parquet file by name (CSV cells as strings)."""
     path = Path(path).expanduser()
@@ -65,13 +78,7 @@ def read_table(path: str | Path) -> dict[str, list[Any] | np.ndarray]:
         raise FileNotFoundError(f"{path}: table file not found")
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
-        try:
-            import pyarrow.parquet as pq
-        except ModuleNotFoundError:
-            raise ModuleNotFoundError(
-                f"{path}: reading Parquet needs pyarrow: pip install 'robult[parquet]'", name="pyarrow"
-            ) from None
-        table = pq.read_table(path)
+        table = _parquet(path).read_table(path)
         return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh, delimiter="\t" if suffix == ".tsv" else ",")
@@ -87,6 +94,27 @@ def read_table(path: str | Path) -> dict[str, list[Any] | np.ndarray]:
         if len(row) != len(header):
             raise ValueError(f"{path}: line {i + 2} has {len(row)} cells, the header has {len(header)}")
     return {name: [row[j] for row in rows] for j, name in enumerate(header)}
+
+
+def read_table_header(path: str | Path) -> list[str]:
+    """The column names of a CSV / TSV / Parquet file, without reading its rows."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: table file not found")
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return list(_parquet(path).read_schema(path).names)
+    with path.open(newline="", encoding="utf-8") as fh:
+        header = next(csv.reader(fh, delimiter="\t" if suffix == ".tsv" else ","), None)
+    if header is None:
+        raise ValueError(f"{path}: empty file (expected a header row)")
+    return header
+
+
+def table_modality_names(path: str | Path, *, label: str = "label") -> list[str]:
+    """The modalities a table's columns hold, by the default mapping (``<modality>__<feature>``)."""
+    path = Path(path).expanduser()
+    return list(_modality_columns(read_table_header(path), label, None, (), str(path)))
 
 
 def _empty(value: Any) -> bool:
