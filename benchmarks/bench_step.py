@@ -27,7 +27,7 @@ from robult.losses import RobultLoss, RobultLossConfig, contrastive, contrastive
 from robult.losses import robult as robult_loss
 from robult.losses.baselines import SupervisedOnlyLoss
 from robult.models import RobultConfig, RobultModel
-from robult.models.late_fusion import LateFusionModel
+from robult.models.late_fusion import LateFusionConfig, LateFusionModel
 
 
 def make_batch(b: int, dims: tuple[int, ...], num_classes: int, labeled_share: float = 0.25) -> Batch:
@@ -81,7 +81,7 @@ def main() -> None:
         return step
 
     robult = step_fn(RobultModel(specs, task, cfg), RobultLoss(task, len(dims)))
-    late = step_fn(LateFusionModel(specs, task, cfg), SupervisedOnlyLoss(task))
+    late = step_fn(LateFusionModel.from_config(specs, task, LateFusionConfig.of(cfg)), SupervisedOnlyLoss(task))
     # interleaved rounds: load changes on a shared machine fall on both alike
     med = interleaved_medians({"robult": robult, "late": late}, args.repeats, warmup=5)
     t_r, t_l = med["robult"], med["late"]
@@ -120,7 +120,7 @@ def flops(specs, task, cfg, dims) -> None:
     batch = make_batch(256, dims, 10)
     models = {
         "robult": (RobultModel(specs, task, cfg), RobultLoss(task, len(dims))),
-        "late fusion": (LateFusionModel(specs, task, cfg), SupervisedOnlyLoss(task)),
+        "late fusion": (LateFusionModel.from_config(specs, task, LateFusionConfig.of(cfg)), SupervisedOnlyLoss(task)),
     }
     totals, forward = {}, {}
     for name, (model, loss) in models.items():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
 from robult.config import ConfigError, config_to_yaml, load_config
 
@@ -84,30 +86,48 @@ def test_loss_dataclass_checks_the_same_bounds() -> None:
         RobultLossConfig(temperature=0)
 
 
-def test_loss_section_is_the_union_of_the_loss_configs() -> None:
-    """Every loss config's keys are in the ``loss`` section with their type, default, bounds and a meaning; a key
-    two configs share is declared identically in both."""
+@pytest.mark.parametrize("section", ["model", "loss"])
+def test_model_and_loss_sections_are_the_union_of_the_methods_configs(section: str) -> None:
+    """Every registered method's model and loss config keys are in the ``model`` / ``loss`` section with their type,
+    default, bounds and a meaning; a key two configs share is declared identically in both."""
     import dataclasses
     import typing
 
-    from robult.config import LossSection
-    from robult.losses.options import LOSS_CONFIGS, loss_fields
+    from robult.config import RunConfig, strict_numbers
+    from robult.methods import METHODS, section_fields
     from robult.utils.bounds import field_bounds
 
-    union = loss_fields()
-    assert list(LossSection.model_fields) == list(union)
-    for cls in LOSS_CONFIGS:
+    fields_of = RunConfig.model_fields[section].annotation.model_fields
+    union = section_fields(section)
+    assert list(fields_of) == list(union)
+    for method in METHODS.values():
+        cls = method.config_class(section)
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            info = LossSection.model_fields[f.name]
-            assert info.default == f.default and info.annotation == hints[f.name], (cls.__name__, f.name)
+            info = fields_of[f.name]
+            assert info.default == f.default, (cls.__name__, f.name)
+            assert info.annotation in (hints[f.name], strict_numbers(hints[f.name])), (cls.__name__, f.name)
             assert field_bounds(union[f.name].field) == field_bounds(f), (cls.__name__, f.name)
             assert info.description, f.name
+
+
+def test_the_sections_keep_their_keys_and_each_weight_its_own_meaning() -> None:
+    from robult.config import LossSection, ModelSection
+    from robult.methods import section_fields
+    from robult.models import RobultConfig
+
+    union = section_fields("loss")
     # the baselines' weights are their own keys, not Robult's
     assert {"lambda_pl", "lambda_nce", "lambda_sim", "lambda_diff"} <= set(union)
     # Robult's lambda_rec (a sum over features) and shared_private's lambda_rec_mean (a mean) are two keys
     assert [c.__name__ for c in union["lambda_rec"].owners] == ["RobultLossConfig"]
     assert [c.__name__ for c in union["lambda_rec_mean"].owners] == ["SharedPrivateLossConfig"]
+    # the model section is RobultConfig's keys in its order (the late-fusion models read a part of them)
+    assert list(ModelSection.model_fields) == [f.name for f in dataclasses.fields(RobultConfig)]
+    owners = {k: [c.__name__ for c in f.owners] for k, f in section_fields("model").items()}
+    assert owners["hidden_dim"] == owners["head_hidden"] == ["RobultConfig", "LateFusionConfig"]
+    assert owners["shared_dim"] == owners["subset_weights"] == ["RobultConfig"]
+    assert list(LossSection.model_fields)[:3] == ["lambda_lb", "lambda_ulb", "lambda_rec"]
     with pytest.raises(ConfigError, match=r"key 'loss\.lambda_diff': Input should be greater than or equal to 0"):
         load_config(None, ["loss.lambda_diff=-1"])
 
@@ -116,10 +136,8 @@ def test_loss_section_is_the_union_of_the_loss_configs() -> None:
     ("annotation", "default", "metadata", "what"),
     [(int, 1, {"ge": 0.0}, "type"), (float, 2.0, {"ge": 0.0}, "default"), (float, 1.0, {"gt": 0.0}, "bounds")],
 )
-def test_a_key_shared_by_two_loss_configs_must_match(annotation: type, default: object, metadata: dict, what: str):
-    import dataclasses
-
-    from robult.losses.options import loss_fields
+def test_a_key_shared_by_two_configs_must_match(annotation: type, default: object, metadata: dict, what: str):
+    from robult.utils.options import option_fields
 
     first = dataclasses.make_dataclass(
         "First", [("weight", float, dataclasses.field(default=1.0, metadata={"ge": 0.0}))]
@@ -127,19 +145,104 @@ def test_a_key_shared_by_two_loss_configs_must_match(annotation: type, default: 
     second = dataclasses.make_dataclass(
         "Second", [("weight", annotation, dataclasses.field(default=default, metadata=metadata))]
     )
-    assert loss_fields((first, first))["weight"].default == 1.0
+    assert option_fields((first, first))["weight"].default == 1.0
     with pytest.raises(TypeError, match=rf"loss option 'weight' has {what} .* in First but .* in Second"):
-        loss_fields((first, second))
+        option_fields((first, second))
+    with pytest.raises(TypeError, match=rf"model option 'weight' has {what} .* in First but .* in Second"):
+        option_fields((first, second), "model")
 
 
-def test_config_show_marks_the_loss_keys_a_method_does_not_use() -> None:
-    from robult.config import describe_config
+def test_a_field_meaning_comes_from_its_help_or_the_nearest_docstring() -> None:
+    from robult.models import LateFusionConfig, RobultConfig
+    from robult.utils.options import field_meanings
 
-    rows = {k: m for k, _, m in describe_config("shared_private")}
-    assert "[not used by method 'shared_private']" in rows["loss.lambda_lb"]
-    assert "not used" not in rows["loss.lambda_sim"] and "not used" not in rows["loss.lambda_rec_mean"]
-    assert "not used" not in {k: m for k, _, m in describe_config("robult")}["loss.lambda_lb"]
-    assert all("not used" not in m for _, _, m in describe_config())
+    late = field_meanings(LateFusionConfig)
+    assert set(late) == {f.name for f in dataclasses.fields(LateFusionConfig)}
+    assert late["head_hidden"] == "hidden widths of the per-modality heads."
+    assert late["dropout"] == "dropout in the built-in encoders."  # from EncoderConfig, its base
+    assert "fusion" in field_meanings(RobultConfig)["dropout"]
+
+    @dataclasses.dataclass
+    class Helped(LateFusionConfig):
+        """Attributes:
+        extra: from the docstring.
+        """
+
+        extra: int = dataclasses.field(default=1, metadata={"help": "from the field"})
+
+    assert field_meanings(Helped)["extra"] == "from the field"
+    assert field_meanings(Helped)["head_hidden"] == late["head_hidden"]
+
+
+@pytest.mark.parametrize(
+    ("method", "own", "foreign"),
+    [
+        ("tmc", "loss.annealing_epochs", "loss.lambda_rec"),
+        ("robult", "loss.lambda_rec", "loss.pseudo_view"),
+        ("supervised", "model.head_hidden", "model.shared_dim"),
+        ("shared_private", "loss.lambda_rec_mean", "loss.lambda_lb"),
+    ],
+)
+def test_config_keys_of_a_method_are_only_the_keys_it_reads(method: str, own: str, foreign: str) -> None:
+    from robult.config import config_keys, describe_config
+
+    rows = {r.key: r for r in config_keys(method)}
+    assert own in rows and foreign not in rows
+    assert {"name", "dataset.name", "train.lr", "eval.rates"} <= set(rows)
+    every = {r.key for r in config_keys()}
+    assert foreign in every and own in every and set(rows) < every
+    assert all(r.meaning and r.type for r in rows.values())
+    assert [(r.key, r.default, r.meaning) for r in rows.values()] == describe_config(method)
+    assert rows["train.method"].default == method
+
+
+def test_config_keys_name_types_and_labeled_only_methods_skip_the_labeled_share() -> None:
+    from robult.config import config_keys
+
+    types = {r.key: r.type for r in config_keys()}
+    assert types["model.hidden_dim"] == "int" and types["train.labeled_share"] == "float | None"
+    assert types["model.sequence_encoder"] == '"gru" | "transformer" | "conv"'
+    assert types["model.encoder_hidden"] == "tuple[int, ...]"
+    assert "train.labeled_share" not in {r.key for r in config_keys("supervised")}
+    assert "train.labeled_share" in {r.key for r in config_keys("robult")}
+    fixed = {r.key: r for r in config_keys("robult_no_st")}["loss.lambda_pseudo"]
+    assert fixed.default == 0.0 and "[fixed by method 'robult_no_st']" in fixed.meaning
+
+
+def test_method_view_keeps_its_keys_and_names_what_it_ignores() -> None:
+    from robult.config import method_config_yaml, method_view
+
+    cfg = load_config(
+        None,
+        [
+            "train.method=tmc",
+            "loss.lambda_rec=0.5",
+            "model.shared_dim=32",
+            "model.dropout=0.2",
+            "loss.pseudo_view=true",
+        ],
+    )
+    values, notes = method_view(cfg)
+    assert values["model"] == {
+        "hidden_dim": 128, "head_hidden": [], "encoder_hidden": [256], "sequence_encoder": "gru",
+        "token_buckets": 32768, "dropout": 0.2,
+    }  # fmt: skip
+    assert values["loss"] == {"annealing_epochs": 50.0, "pseudo_view": True}
+    assert "labeled_share" not in values["train"] and values["dataset"]["name"] == "synthetic"
+    assert notes == [
+        "model.shared_dim = 32 is ignored: method 'tmc' does not use it",
+        "loss.lambda_rec = 0.5 is ignored: method 'tmc' does not use it",
+    ]
+    text = method_config_yaml(cfg)
+    assert yaml.safe_load(text) == values and "# loss.lambda_rec = 0.5 is ignored" in text
+    # a fixed option is shown as the method runs it, and a config value it overrides is named
+    values, notes = method_view(load_config(None, ["train.method=robult_no_st", "loss.lambda_pseudo=0.5"]))
+    assert values["loss"]["lambda_pseudo"] == 0.0
+    assert notes == ["loss.lambda_pseudo = 0.5 is overridden: method 'robult_no_st' fixes it to 0.0"]
+    values, notes = method_view(load_config(None, ["train.method=moddrop"]))
+    assert values["train"]["modality_dropout"] == 0.5 and notes == [
+        "train.modality_dropout is unset: method 'moddrop' uses 0.5"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -202,3 +305,34 @@ def test_cli_refuses_a_non_finite_number_and_writes_nothing(tmp_path: Path) -> N
         lines = res.output.strip().splitlines()
         assert len(lines) == 1 and key in lines[0], res.output
         assert not out.exists()
+
+
+def test_cli_config_show_method_lists_only_its_keys() -> None:
+    """``robult config show --method M`` as a user runs it: M's keys with type, default and meaning, no other
+    method's; with --config/--set, M's resolved values and a comment naming each key M ignores."""
+    from typer.testing import CliRunner
+
+    from robult.cli import app
+
+    runner = CliRunner()
+    keys = {}
+    for method in ("tmc", "robult"):
+        result = runner.invoke(app, ["config", "show", "--method", method])
+        assert result.exit_code == 0, result.output
+        keys[method] = {line.split()[0] for line in result.output.splitlines() if line and not line[0].isspace()}
+    assert {"loss.annealing_epochs", "loss.pseudo_view", "model.head_hidden", "train.lr"} <= keys["tmc"]
+    assert not {"loss.lambda_rec", "loss.lambda_lb", "model.shared_dim", "train.labeled_share"} & keys["tmc"]
+    assert {"loss.lambda_rec", "loss.lambda_lb", "model.shared_dim", "train.labeled_share"} <= keys["robult"]
+    assert "loss.pseudo_view" not in keys["robult"]
+    line = next(x for x in runner.invoke(app, ["config", "show", "--method", "tmc"]).output.splitlines()
+                if x.startswith("loss.annealing_epochs"))  # fmt: skip
+    assert line.split() == ["loss.annealing_epochs", "float", "50.0"]
+    config = Path(__file__).resolve().parents[1] / "configs" / "synthetic.yaml"
+    result = runner.invoke(
+        app, ["config", "show", "--method", "tmc", "--config", str(config), "--set", "loss.lambda_rec=0.5"]
+    )
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.stdout)
+    assert shown["loss"] == {"annealing_epochs": 50.0, "pseudo_view": False} and shown["train"]["method"] == "tmc"
+    assert "shared_dim" not in shown["model"] and shown["dataset"]["name"] == "synthetic"
+    assert "# loss.lambda_rec = 0.5 is ignored: method 'tmc' does not use it" in result.stdout

@@ -17,6 +17,13 @@ from robult.modules.encoders import ModalityEncoders
 from .conftest import make_batch
 
 MODEL = {"hidden_dim": 16, "shared_dim": 8, "specific_dim": 8, "encoder_hidden": (12,)}
+
+
+def model_of(name: str) -> dict:
+    """The keys of :data:`MODEL` that method ``name``'s model reads (the late-fusion models have no Z or U)."""
+    return {k: v for k, v in MODEL.items() if k in get_method(name).keys()["model"]}
+
+
 BASELINES = ("supervised", "moddrop", "pseudolabel", "contrastive", "shared_private", "tmc", "fixmatch")
 # modules a method freezes because its loss never uses them (DDP then needs no find_unused_parameters)
 FROZEN = {"robult_no_rec": ("reconstructors.",), "contrastive": ("reconstructors.",)}
@@ -79,7 +86,7 @@ def test_every_method_gets_identical_encoders(specs, task) -> None:
     signatures = {}
     for name in METHODS:
         torch.manual_seed(0)
-        model, _ = build_method(name, specs, task, MODEL)
+        model, _ = build_method(name, specs, task, model_of(name))
         signatures[name] = _encoder_signature(model)
     assert len({tuple(s) for s in signatures.values()}) == 1
 
@@ -97,9 +104,9 @@ def test_train_step_all_parameters_learn(specs, task, name: str) -> None:
     ramped = "warmup_epochs" in {f.name for f in dataclasses.fields(METHODS[name].loss_config)}
     if name == "tmc" and task.kind.value in ("regression", "multilabel"):  # evidence over classes only
         with pytest.raises(ValueError, match=f"method 'tmc' needs a classification task .*not {task.kind.value}"):
-            build_method(name, specs, task, MODEL)
+            build_method(name, specs, task, model_of(name))
         return
-    model, loss = build_method(name, specs, task, MODEL, {"warmup_epochs": 0.0} if ramped else {})
+    model, loss = build_method(name, specs, task, model_of(name), {"warmup_epochs": 0.0} if ramped else {})
     batch = make_batch(b=16, seed=7)
     batch = replace(batch, present=torch.ones_like(batch.present))  # complete: what DDP's choice relies on
     g = torch.Generator().manual_seed(1)
@@ -135,19 +142,19 @@ def test_a_method_without_reconstruction_loss_freezes_its_reconstructors_and_use
     specs, task, name: str, key: str
 ) -> None:
     torch.manual_seed(0)
-    model, loss = build_method(name, specs, task, MODEL, {key: 0.0})
+    model, loss = build_method(name, specs, task, model_of(name), {key: 0.0})
     assert not any(p.requires_grad for p in model.reconstructors.parameters())
     batch = replace(make_batch(b=16, seed=7), present=torch.ones(16, 3, dtype=torch.bool))
     loss(model(batch, with_reconstruction=loss.needs_reconstruction), batch, epoch=3.0).total.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
-    model, _ = build_method(name, specs, task, MODEL, {key: 0.1})
+    model, _ = build_method(name, specs, task, model_of(name), {key: 0.1})
     assert all(p.requires_grad for p in model.reconstructors.parameters())
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_one_pass_subsets_equal_masked_forward(specs, task, name: str) -> None:
     torch.manual_seed(0)
-    model, _ = build_method(name, specs, task, MODEL)
+    model, _ = build_method(name, specs, task, model_of(name))
     model.eval()
     batch = make_batch(seed=1)
     batch = replace(batch, present=torch.ones_like(batch.present))
@@ -180,7 +187,7 @@ def test_parameters_are_shared_not_copied(specs, task) -> None:
 def test_pseudolabel_on_regression_warns_and_skips(specs) -> None:
     task = TaskSpec("regression")
     with pytest.warns(UserWarning, match="no confident pseudo-labels for a regression"):
-        model, loss = build_method("pseudolabel", specs, task, MODEL)
+        model, loss = build_method("pseudolabel", specs, task, model_of("pseudolabel"))
     batch = make_batch(seed=2)
     batch = Batch(batch.inputs, batch.present, batch.target.float() - 1.5, batch.labeled, batch.lengths)
     out = loss(model(batch), batch, epoch=10.0)
@@ -190,7 +197,7 @@ def test_pseudolabel_on_regression_warns_and_skips(specs) -> None:
 def test_unknown_options_are_named(specs, task) -> None:
     for name in BASELINES:
         with pytest.raises(ValueError, match="unknown loss option 'threshold'"):
-            build_method(name, specs, task, MODEL, {"threshold": 0.9})
+            build_method(name, specs, task, model_of(name), {"threshold": 0.9})
         with pytest.raises(ValueError, match="unknown model option 'width'"):
             build_method(name, specs, task, {"width": 3})
 
@@ -216,20 +223,20 @@ def test_registry_entries_carry_search_space_and_colour() -> None:
 
 
 # ------------------------------------------------------------------------------------------ one config per loss
-def test_every_method_declares_its_loss_config_and_searches_only_its_keys() -> None:
-    from robult.config import LossSection, RunConfig
+def test_every_method_declares_its_configs_and_searches_only_its_keys() -> None:
+    from robult.config import RunConfig
 
     for method in METHODS.values():
-        cls = method.loss_config
-        assert cls is not None, method.name
-        own = {f.name for f in dataclasses.fields(cls)}
-        assert own <= set(LossSection.model_fields), method.name
-        assert set(method.fixed_loss or {}) <= own, method.name
-        for key in method.search:
+        own = {s: set(keys) for s, keys in method.keys().items()}
+        for section in ("model", "loss"):
+            assert dataclasses.is_dataclass(method.config_class(section)), (method.name, section)
+            assert own[section] <= set(RunConfig.model_fields[section].annotation.model_fields), method.name
+            assert set(method.fixed(section)) <= own[section], method.name
+        for key in method.search_space():
             section, _, name = key.partition(".")
             assert name in RunConfig.model_fields[section].annotation.model_fields, key
-            if section == "loss":
-                assert name in own, f"{method.name} searches {key}, which its loss does not use"
+            if section in own:
+                assert name in own[section], f"{method.name} searches {key}, which its {section} does not use"
     assert get_method("pseudolabel").search["loss.lambda_pl"] == [0.3, 1.0]
     assert get_method("contrastive").search["loss.lambda_nce"] == [0.3, 1.0]
     shared_private = get_method("shared_private").search
@@ -269,7 +276,7 @@ def test_each_builder_gets_its_own_config(specs, task, name: str, cls, values: d
     section = validate_config({"loss": values}).loss.model_dump()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the section's other keys are at their defaults: nothing to warn about
-        _, loss = build_method(name, specs, task, MODEL, section)
+        _, loss = build_method(name, specs, task, model_of(name), section)
     assert type(loss.config) is cls
     assert loss.config == cls(**{k: section[k] for k in (f.name for f in dataclasses.fields(cls))})
     for key, value in values.items():
@@ -295,12 +302,12 @@ def test_a_foreign_non_default_key_warns_naming_it_and_the_method(specs, task, n
     import warnings
 
     with pytest.warns(UserWarning, match=rf"loss\.{key} = {value!r} is ignored: method '{name}' does not use it"):
-        _, loss = build_method(name, specs, task, MODEL, {key: value})
+        _, loss = build_method(name, specs, task, model_of(name), {key: value})
     assert not hasattr(loss.config, key)
     assert type(loss.config)() == loss.config  # ignored: the method runs with its defaults
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        build_method(name, specs, task, MODEL, {key: get_loss_default(key)})  # at its default: silent
+        build_method(name, specs, task, model_of(name), {key: get_loss_default(key)})  # at its default: silent
 
 
 def get_loss_default(key: str):
@@ -357,7 +364,7 @@ def _old_baseline_total(name: str, parts, old: dict, epoch: float) -> float:
 def test_baseline_losses_equal_the_old_keys_computation(specs, task, name: str, old: dict, new: dict) -> None:
     """Converted keys (as configs/tuned/ was converted) give the loss the old keys gave, on a fixed seeded batch."""
     torch.manual_seed(0)
-    model, loss = build_method(name, specs, task, MODEL, new)
+    model, loss = build_method(name, specs, task, model_of(name), new)
     batch = make_batch(seed=3)
     torch.manual_seed(1)
     epoch = 1.0
@@ -382,3 +389,68 @@ def test_the_new_baselines_train_end_to_end_through_the_trainer(tmp_path, name: 
     assert all(0.0 <= s["accuracy"] <= 1.0 for s in scores.values())
     assert result.best_score == result.best_score and result.evaluation.random_rate  # selected and scored
     assert (result.run_dir / "result.json").exists()
+
+
+# ------------------------------------------------------------------------------- a method owns its configuration
+# sha256 (first 16 hex digits) of every method's initial state dict (key names and weight bytes) at seed 0, recorded
+# when the baselines were still built from RobultConfig inside the model: building the parts in the registry draws
+# the same weights in the same order, and a saved model's key names are unchanged
+INITIAL_STATE = {"robult": "58a45a7f707f7e21", "supervised": "6daaca3fd16591f4", "tmc+pseudo_view": "0a9665d01d693bba"}
+_FAMILY = {"robult": ("robult", "robult_v2", "robult_paper", "robult_no_st", "robult_labeled_only", "robult_no_rec",
+                      "robult_supcon", "contrastive", "shared_private"),
+           "supervised": ("supervised", "moddrop", "pseudolabel", "tmc", "fixmatch")}  # fmt: skip
+
+
+def _state_digest(model: nn.Module) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("name", [*METHODS, "tmc+pseudo_view"])
+def test_initial_weights_and_key_names_are_those_of_the_old_layout(specs, task, name: str) -> None:
+    method, _, view = name.partition("+")
+    torch.manual_seed(0)
+    model, _ = build_method(method, specs, task, model_of(method), {"pseudo_view": True} if view else {})
+    family = name if view else next(k for k, members in _FAMILY.items() if method in members)
+    assert _state_digest(model) == INITIAL_STATE[family]
+
+
+def test_each_method_owns_a_model_and_a_loss_config() -> None:
+    from robult.losses.evidential import TMCLossConfig
+    from robult.models import LateFusionConfig, RobultConfig
+
+    assert get_method("tmc").model_config is LateFusionConfig and get_method("tmc").loss_config is TMCLossConfig
+    assert get_method("robult").model_config is RobultConfig
+    keys = get_method("tmc").keys()
+    assert keys["model"] == [
+        "hidden_dim",
+        "encoder_hidden",
+        "sequence_encoder",
+        "token_buckets",
+        "dropout",
+        "head_hidden",
+    ]
+    assert keys["loss"] == ["annealing_epochs", "pseudo_view"]
+    assert {"shared_dim", "subset_weights"} <= set(get_method("contrastive").keys()["model"])
+    model_cfg, loss_cfg = get_method("robult_paper").configs({"hidden_dim": 32}, {"lambda_pseudo": 0.5})
+    assert model_cfg == RobultConfig(hidden_dim=32, subset_weights="uniform")  # fixed_model over the config
+    assert loss_cfg.lambda_pseudo == 0.0 and loss_cfg.contrastive_grad_to_fusion  # fixed_loss over the config
+
+
+@pytest.mark.parametrize(("name", "key", "value"), [("tmc", "shared_dim", 32), ("supervised", "fusion", "attention")])
+def test_a_foreign_non_default_model_key_warns_naming_it_and_the_method(specs, task, name: str, key: str, value):
+    import warnings
+
+    with pytest.warns(UserWarning, match=rf"model\.{key} = {value!r} is ignored: method '{name}' does not use it"):
+        model, _ = build_method(name, specs, task, {"hidden_dim": 16, key: value})
+    assert model.encoders.hidden_dim == 16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a whole model section at its defaults (and lists for tuples): silent
+        from robult.config import RunConfig
+
+        build_method(name, specs, task, RunConfig().model.model_dump(mode="json"))

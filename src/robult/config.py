@@ -1,21 +1,21 @@
 """Validated run configuration (pydantic), read from YAML with ``--set key=value`` overrides.
 
 Every section forbids unknown keys; errors become one :class:`ConfigError` line naming the file and the key.
-The ``model`` section mirrors :class:`robult.models.RobultConfig` field by field (same names, types and defaults);
-the ``loss`` section is the union of every loss's config (:data:`robult.losses.options.LOSS_CONFIGS`; a key shared by
-two of them has one type, default and meaning), and each method takes its own loss's keys from it.
+Each method owns its configuration (:class:`robult.methods.Method`: its model's config dataclass, its loss's, and
+the ``train`` keys it reads); the ``model`` and ``loss`` sections are the unions of every registered method's
+(:func:`robult.methods.section_fields`; a key shared by two configs has one type, default and meaning), so that one
+file serves every method, and each method takes its own keys from them. :func:`describe_config` and
+:func:`method_view` show one method's keys and values (``robult config show --method M``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import math
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import (
@@ -30,9 +30,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from robult.losses.options import loss_fields
-from robult.models.robult import RobultConfig
+from robult.methods import SECTIONS, Method, foreign_options, get_method, section_fields
 from robult.utils.bounds import field_bounds
+from robult.utils.options import field_meanings
 from robult.utils.paths import path_component_problem
 
 RATES_DEFAULT = [round(0.1 * i, 1) for i in range(10)]
@@ -40,41 +40,6 @@ RATES_DEFAULT = [round(0.1 * i, 1) for i in range(10)]
 
 class ConfigError(ValueError):
     """A configuration problem, as one line naming the file and key."""
-
-
-def docstring_attributes(cls: type) -> dict[str, str]:
-    """Field name -> meaning, from the ``Attributes:`` block of a class docstring (Google style; an entry may name
-    several fields, ``a, b, c: meaning``, and continue on indented lines)."""
-    doc = inspect.getdoc(cls) or ""
-    out: dict[str, str] = {}
-    lines = doc.split("\n")
-    try:
-        start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes:")
-    except StopIteration:
-        return out
-    keys: list[str] = []
-    indent: int | None = None
-    for line in lines[start + 1 :]:
-        if not line.strip():
-            if keys:
-                continue
-            break
-        width = len(line) - len(line.lstrip())
-        if indent is None:
-            indent = width
-        if width < indent:
-            break
-        text = line.strip()
-        head, sep, rest = text.partition(": ")
-        names = [h.strip() for h in head.split(",")]
-        if width == indent and sep and all(n.isidentifier() for n in names):
-            keys = names
-            for k in keys:
-                out[k] = rest.strip()
-        elif keys:
-            for k in keys:
-                out[k] = f"{out[k]} {text}".strip()
-    return out
 
 
 # every number of the run config is finite (no NaN / Inf, e.g. ``--set model.dropout=.nan``), and an integer or a
@@ -101,34 +66,28 @@ def strict_numbers(hint: Any) -> Any:
     return hint
 
 
-def _section_from_dataclass(cls: type, name: str) -> type[BaseModel]:
-    hints = typing.get_type_hints(cls)
-    meanings = docstring_attributes(cls)
-    spec: dict[str, Any] = {
-        f.name: (strict_numbers(hints[f.name]), Field(f.default, description=meanings.get(f.name), **field_bounds(f)))
-        for f in dataclasses.fields(cls)
-    }
-    return create_model(name, __config__=SECTION_CONFIG, **spec)
+def _meaning(cls: type, name: str) -> str | None:
+    return field_meanings(cls).get(name)
 
 
-def _loss_section() -> type[BaseModel]:
-    """The union of every loss config's fields; a shared key's meaning is its first config's, plus another config's
-    own wording when it has one."""
+def _union_section(section: Literal["model", "loss"], title: str) -> type[BaseModel]:
+    """The ``model`` or ``loss`` section: the union of every method's config fields; a shared key's meaning is its
+    first config's, plus another config's own wording when it has one."""
     spec: dict[str, Any] = {}
-    for name, lf in loss_fields().items():
+    for name, of in section_fields(section).items():
         texts: dict[str, str] = {}  # meaning -> the first config that words it so
-        for owner in lf.owners:
-            text = docstring_attributes(owner).get(name)
+        for owner in of.owners:
+            text = _meaning(owner, name)
             if text:
                 texts.setdefault(text, owner.__name__)
         parts = [text if i == 0 else f"[{owner}: {text}]" for i, (text, owner) in enumerate(texts.items())]
         meaning = " ".join(parts) or None
-        spec[name] = (strict_numbers(lf.type), Field(lf.default, description=meaning, **field_bounds(lf.field)))
-    return create_model("LossSection", __config__=SECTION_CONFIG, **spec)
+        spec[name] = (strict_numbers(of.type), Field(of.default, description=meaning, **field_bounds(of.field)))
+    return create_model(title, __config__=SECTION_CONFIG, **spec)
 
 
-ModelSection = _section_from_dataclass(RobultConfig, "ModelSection")
-LossSection = _loss_section()
+ModelSection = _union_section("model", "ModelSection")
+LossSection = _union_section("loss", "LossSection")
 
 
 class _Strict(BaseModel):
@@ -440,26 +399,67 @@ def config_to_yaml(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
-def describe_config(method: str | None = None) -> list[tuple[str, Any, str]]:
-    """``(dotted key, default, meaning)`` for every key of the run config, in schema order; the meanings are the
-    fields' docstrings. With ``method``, ``train.method`` is that method, the loss options the method fixes show
-    their fixed value, the ``train`` options it falls back to show that value and the loss options its loss does not
-    use are marked (all noted in the meaning)."""
-    from robult.methods import get_method
+class ConfigKey(NamedTuple):
+    """One key of the run config as ``robult config show`` lists it: dotted key, type, default (or the value a method
+    uses) and meaning."""
 
+    key: str
+    type: str
+    default: Any
+    meaning: str
+
+
+def type_name(hint: Any) -> str:
+    """A readable type of a config key: ``int``, ``float | None``, ``tuple[int, ...]``, ``"gru" | "conv"``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        return type_name(args[0])
+    if origin is Literal:
+        return " | ".join(f'"{a}"' if isinstance(a, str) else repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if origin in (list, tuple, dict):
+        inner = ", ".join("..." if a is Ellipsis else type_name(a) for a in args)
+        return f"{origin.__name__}[{inner}]" if args else origin.__name__
+    if hint is type(None):
+        return "None"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _field_type(info: Any) -> str:
+    # pydantic moves the ``Strict``/bounds metadata of an ``Annotated`` field off its annotation: the bare type
+    return type_name(info.annotation)
+
+
+def method_keys(method: Method) -> dict[str, set[str]]:
+    """Section -> the keys of ``model``, ``loss`` and ``train`` that ``method`` reads (the other sections and the
+    top-level keys are read by every method)."""
+    keys = {section: set(names) for section, names in method.keys().items()}
+    keys["train"] = set(method.train_keys(list(TrainSection.model_fields)))
+    return keys
+
+
+def config_keys(method: str | None = None) -> list[ConfigKey]:
+    """Every key of the run config in schema order, with its type, default and meaning (the fields' docstrings).
+
+    With ``method``, only the keys that method reads: its model's and its loss's config keys, the ``train`` keys it
+    reads, and the top-level, ``dataset`` and ``eval`` keys; ``train.method`` is that method, the options it fixes show
+    their fixed value and the ``train`` options it falls back to show that value (both noted in the meaning); a model
+    or loss key's meaning is the wording of the method's own config."""
+    m = get_method(method) if method is not None else None
+    reads = method_keys(m) if m is not None else {}
     fixed: dict[str, Any] = {}
     fallbacks: dict[str, Any] = {}
-    unused: set[str] = set()
-    if method is not None:
-        m = get_method(method)
-        if m.loss_config is not None:
-            own = {f.name for f in dataclasses.fields(m.loss_config)}
-            unused = {f"loss.{k}" for k in LossSection.model_fields if k not in own}
-        fixed = {f"loss.{k}": v for k, v in (m.fixed_loss or {}).items()}
-        fixed["train.method"] = method
+    own_meanings: dict[str, str] = {}
+    if m is not None:
+        for section in SECTIONS:
+            fixed.update({f"{section}.{k}": v for k, v in m.fixed(section).items()})
+            meanings = field_meanings(m.config_class(section))
+            own_meanings.update({f"{section}.{k}": v for k, v in meanings.items()})
+        fixed["train.method"] = m.name
         fallbacks = {f"train.{k}": v for k, v in (m.train_fallbacks or {}).items()}
     defaults = RunConfig().model_dump(mode="json")
-    rows: list[tuple[str, Any, str]] = []
+    rows: list[ConfigKey] = []
 
     def walk(model: type[BaseModel], values: dict[str, Any], prefix: str) -> None:
         for key, info in model.model_fields.items():
@@ -468,8 +468,11 @@ def describe_config(method: str | None = None) -> list[tuple[str, Any, str]]:
             if isinstance(annotation, type) and issubclass(annotation, BaseModel):
                 walk(annotation, values[key], f"{dotted}.")
                 continue
+            section = prefix.rstrip(".")
+            if section in reads and key not in reads[section]:
+                continue
             value = values[key]
-            meaning = " ".join((info.description or "").split())
+            meaning = " ".join((own_meanings.get(dotted) or info.description or "").split())
             if dotted in fixed:
                 value = fixed[dotted]
                 if dotted != "train.method":
@@ -477,9 +480,70 @@ def describe_config(method: str | None = None) -> list[tuple[str, Any, str]]:
             elif dotted in fallbacks and value is None:
                 value = fallbacks[dotted]
                 meaning = f"{meaning} [method {method!r} uses {value!r} when unset]"
-            elif dotted in unused:
-                meaning = f"{meaning} [not used by method {method!r}]"
-            rows.append((dotted, value, meaning))
+            rows.append(ConfigKey(dotted, _field_type(info), value, meaning))
 
     walk(RunConfig, defaults, "")
     return rows
+
+
+def describe_config(method: str | None = None) -> list[tuple[str, Any, str]]:
+    """``(dotted key, default, meaning)`` of :func:`config_keys` (with ``method``: only that method's keys)."""
+    return [(k.key, k.default, k.meaning) for k in config_keys(method)]
+
+
+def format_config_keys(rows: list[ConfigKey]) -> str:
+    """The listing of ``robult config show``: ``key  type  default`` on one line, the meaning indented below."""
+    import json
+
+    width = max(len(r.key) for r in rows)
+    kind = max(len(r.type) for r in rows)
+    lines = []
+    for r in rows:
+        lines.append(f"{r.key:<{width}}  {r.type:<{kind}}  {json.dumps(r.default)}")
+        lines.append(f"{'':<{width}}    {r.meaning}")
+    return "\n".join(lines)
+
+
+def method_view(cfg: RunConfig, method: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The resolved config as ``method`` (default ``cfg.train.method``) runs it, and notes on what it changes.
+
+    Returns:
+        ``(values, notes)``: the nested values of the keys the method reads (:func:`method_keys`), with its fixed
+        options applied and its ``train`` fallbacks filled in; and one line per key the config sets that the method
+        ignores (a key of another method's config, at a non-default value), overrides (a fixed option) or fills in.
+    """
+    m = get_method(method or cfg.train.method)
+    data = cfg.model_dump(mode="json")
+    reads = method_keys(m)
+    notes: list[str] = []
+    for section in SECTIONS:
+        for key, value in foreign_options(m, section, data[section]).items():
+            notes.append(f"{section}.{key} = {value!r} is ignored: method {m.name!r} does not use it")
+        for key, value in m.fixed(section).items():
+            if data[section][key] != value:
+                notes.append(
+                    f"{section}.{key} = {data[section][key]!r} is overridden: method {m.name!r} fixes it to {value!r}"
+                )
+            data[section][key] = value
+    if data["train"].get("labeled_share") is not None and "labeled_share" not in reads["train"]:
+        notes.append(
+            f"train.labeled_share = {data['train']['labeled_share']!r} is ignored: method {m.name!r} trains on "
+            "labeled samples only"
+        )
+    for key, value in (m.train_fallbacks or {}).items():
+        if data["train"].get(key) is None:
+            data["train"][key] = value
+            notes.append(f"train.{key} is unset: method {m.name!r} uses {value!r}")
+    for section, keys in reads.items():
+        data[section] = {k: v for k, v in data[section].items() if k in keys}
+    return data, notes
+
+
+def method_config_yaml(cfg: RunConfig, method: str | None = None) -> str:
+    """:func:`method_view` as YAML (``robult config show --method M --config F``), its notes as comments at the
+    end, so the text still parses."""
+    values, notes = method_view(cfg, method)
+    text = yaml.safe_dump(values, sort_keys=False)
+    if notes:
+        text += "".join(f"# {line}\n" for line in notes)
+    return text

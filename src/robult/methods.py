@@ -1,14 +1,17 @@
 """Methods: a method is a model plus a loss, trained by the one trainer (``robult.training``).
 
-Each entry builds ``(model, loss)`` from the modality specs, the task, and the ``model`` / ``loss`` option dicts
-of a run config; the builder declares its loss's config dataclass (``loss_config``) and :func:`build_method` hands it
-only that config's keys (a foreign key set to a non-default value is ignored with a warning naming it). Models
-return an output with ``present`` and per-modality ``logits`` and implement ``predict_subsets``; losses are
-``loss(output, batch, epoch) -> result`` with ``result.total`` and ``result.log_dict(prefix)``.
+Each registry entry (:class:`Method`) owns its configuration: the config dataclass of its model (``model_config``:
+the ``model`` keys it reads) and of its loss (``loss_config``: the ``loss`` keys), and the ``train`` keys it reads
+(:meth:`Method.keys`). The run config's ``model`` and ``loss`` sections are the unions of every method's
+(:func:`section_fields`); :func:`build_method` hands a builder only its own keys, as its typed configs (a key of
+another method's config set to a non-default value is ignored with a warning naming it). Models return an output with
+``present`` and per-modality ``logits`` and implement ``predict_subsets``; losses are ``loss(output, batch, epoch) ->
+result`` with ``result.total`` and ``result.log_dict(prefix)``.
 
-Every method uses the same encoders (:class:`robult.modules.encoders.ModalityEncoders` built from the ``model``
-section) and the same one-pass subset prediction (per-modality logits averaged by
-:func:`robult.models.robult.aggregate_subsets`). The baselines are described in ``docs/baselines.md``.
+Every method uses the same encoders (:class:`robult.modules.encoders.ModalityEncoders`, built by the builders from
+the encoder keys every model config holds, :class:`robult.modules.encoders.EncoderConfig`) and the same one-pass
+subset prediction (per-modality logits averaged by :func:`robult.models.subsets.aggregate_subsets`); the models take
+their encoders and heads as arguments. The baselines are described in ``docs/baselines.md``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
@@ -32,9 +35,12 @@ from robult.losses.baselines import (
 )
 from robult.losses.evidential import TMCLoss, TMCLossConfig
 from robult.losses.fixmatch import FixMatchLoss, FixMatchLossConfig
-from robult.losses.options import loss_defaults
 from robult.losses.robult import RobultLoss, RobultLossConfig
+from robult.models.late_fusion import LateFusionConfig
+from robult.models.robult import RobultConfig
+from robult.modules.encoders import EncoderConfig, ModalityEncoders
 from robult.specs import ModalitySpec, TaskSpec
+from robult.utils.options import OptionField, option_fields, option_names
 
 # searched for every method (dotted config keys -> candidate values)
 COMMON_SEARCH: dict[str, list[Any]] = {
@@ -56,6 +62,11 @@ _ROBULT_SEARCH: dict[str, list[Any]] = {
 }
 _DROPOUT_SEARCH = {"train.modality_dropout": [0.3, 0.5, 0.7]}
 
+Section = Literal["model", "loss"]
+SECTIONS: tuple[Section, ...] = ("model", "loss")  # the sections a method owns a config of
+# ``train`` keys a method that trains on labeled samples only does not read
+_UNLABELED_ONLY_TRAIN_KEYS = ("labeled_share",)
+
 
 @dataclass(frozen=True)
 class Method:
@@ -64,7 +75,10 @@ class Method:
     Attributes:
         name: registry name (``--methods``).
         description: one line for ``--help`` and reports.
-        build: ``(modalities, task, model_options, loss_options, encoders) -> (model, loss)``.
+        build: ``(modalities, task, model_config, loss_config, encoders) -> (model, loss)``: the configs are instances
+            of ``model_config`` and ``loss_config``, ``encoders`` the user's encoders by modality name.
+        model_config: the config dataclass of the method's model: the ``model`` keys it reads.
+        loss_config: the config dataclass of the method's loss: the ``loss`` keys it reads.
         uses_unlabeled: whether training feeds unlabeled samples (``False``: labeled samples only).
         fixed_loss: loss options that *define* the method (e.g. an ablation's switch): applied over the config, so
             a config value for the same key is overridden.
@@ -80,6 +94,8 @@ class Method:
     name: str
     description: str
     build: Callable[..., tuple[nn.Module, nn.Module]]
+    model_config: type
+    loss_config: type
     uses_unlabeled: bool = True
     fixed_loss: Mapping[str, Any] | None = None
     fixed_model: Mapping[str, Any] | None = None
@@ -91,32 +107,79 @@ class Method:
         """:data:`COMMON_SEARCH` plus the method's own keys."""
         return {**COMMON_SEARCH, **self.search}
 
-    @property
-    def loss_config(self) -> type | None:
-        """The config dataclass of the method's loss (its builder's ``loss_config``; ``None``: not declared, the
-        builder gets every option)."""
-        return getattr(self.build, "loss_config", None)
+    def config_class(self, section: Section) -> type:
+        """The config dataclass of the method's ``model`` or ``loss``."""
+        if section not in SECTIONS:
+            raise ValueError(f"a method owns a 'model' and a 'loss' config, not {section!r}")
+        return self.model_config if section == "model" else self.loss_config
 
-    def loss_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """The options of ``options`` (a ``loss`` section) that the method's loss uses. A key of another loss's
-        config is dropped, with a warning when its value is not the default (config dumps list every key); a key of
-        no loss config is kept, so that the builder rejects it."""
-        cls = self.loss_config
-        if cls is None:
-            return dict(options)
-        own = {f.name for f in fields(cls)}
-        defaults = loss_defaults()
-        kept: dict[str, Any] = {}
-        for key, value in options.items():
-            if key in own or key not in defaults:
-                kept[key] = value
-            elif value != defaults[key]:
+    def fixed(self, section: Section) -> dict[str, Any]:
+        """The options of ``section`` that define the method (``fixed_model`` / ``fixed_loss``)."""
+        return dict((self.fixed_model if section == "model" else self.fixed_loss) or {})
+
+    def train_keys(self, all_keys: list[str]) -> list[str]:
+        """The keys of ``all_keys`` (the ``train`` section's) that the method reads: all of them, but
+        ``labeled_share`` for a method that trains on labeled samples only."""
+        return [k for k in all_keys if self.uses_unlabeled or k not in _UNLABELED_ONLY_TRAIN_KEYS]
+
+    def options(self, section: Section, options: Mapping[str, Any], warn: bool = True) -> dict[str, Any]:
+        """The options of ``options`` (a whole ``model`` or ``loss`` section) that the method reads. A key of another
+        method's config is dropped, with a warning when its value is not the default (:func:`foreign_options`); a key
+        of no config is kept, so that the config class rejects it."""
+        own = set(option_names(self.config_class(section)))
+        union = section_fields(section)
+        kept = {k: v for k, v in options.items() if k in own or k not in union}
+        if warn:
+            for key, value in foreign_options(self, section, options).items():
                 warnings.warn(
-                    f"loss.{key} = {value!r} is ignored: method {self.name!r} does not use it (its loss's options: "
-                    f"{', '.join(sorted(own))})",
-                    stacklevel=3,
+                    f"{section}.{key} = {value!r} is ignored: method {self.name!r} does not use it (its {section}'s "
+                    f"options: {', '.join(sorted(own))})",
+                    stacklevel=4,  # build_method's caller
                 )
         return kept
+
+    def configs(
+        self, model_options: Mapping[str, Any] | None = None, loss_options: Mapping[str, Any] | None = None
+    ) -> tuple[Any, Any]:
+        """The method's typed ``(model config, loss config)`` from whole ``model`` / ``loss`` sections (or any part
+        of them): its own keys, with its fixed options applied over them (foreign keys warn, see :meth:`options`)."""
+        out = []
+        for section, given in zip(SECTIONS, (model_options, loss_options), strict=True):
+            values = {**self.options(section, dict(given or {})), **self.fixed(section)}
+            out.append(_dataclass_from(self.config_class(section), values, section))
+        return out[0], out[1]
+
+    def keys(self) -> dict[str, list[str]]:
+        """Section -> the keys of ``model`` and ``loss`` the method reads, in declaration order."""
+        return {section: option_names(self.config_class(section)) for section in SECTIONS}
+
+
+def section_fields(section: Section) -> dict[str, OptionField]:
+    """The run config's ``model`` or ``loss`` section: the union of the registered methods' configs, in
+    registration order (Robult's first). A key two configs share has one type, default and bounds
+    (:func:`robult.utils.options.option_fields`)."""
+    configs = [m.config_class(section) for m in METHODS.values()]
+    return option_fields(configs, section)
+
+
+def section_defaults(section: Section) -> dict[str, Any]:
+    """Key -> default of every option of the ``model`` or ``loss`` section."""
+    return {name: f.default for name, f in section_fields(section).items()}
+
+
+def foreign_options(method: Method, section: Section, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of ``options`` (a ``model`` or ``loss`` section) that another method's config declares and
+    ``method`` does not read, set to a value other than the default: what a run of ``method`` ignores."""
+    own = set(option_names(method.config_class(section)))
+    defaults = section_defaults(section)
+    return {k: v for k, v in options.items() if k not in own and k in defaults and not _same(v, defaults[k])}
+
+
+def _same(value: Any, default: Any) -> bool:
+    """A config value equals a dataclass default (a YAML list equals a tuple default)."""
+    if isinstance(value, list | tuple) and isinstance(default, list | tuple):
+        return list(value) == list(default)
+    return bool(value == default)
 
 
 def _dataclass_from(cls: type, options: Mapping[str, Any], what: str) -> Any:
@@ -127,23 +190,15 @@ def _dataclass_from(cls: type, options: Mapping[str, Any], what: str) -> Any:
     return cls(**options)
 
 
-def _loss_config(cls: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare the config dataclass of a builder's loss (``build.loss_config``)."""
-
-    def mark(build: Callable[..., Any]) -> Callable[..., Any]:
-        build.loss_config = cls  # type: ignore[attr-defined]
-        return build
-
-    return mark
+def _encoders(modalities: list[ModalitySpec], config: Any, user: Mapping[str, nn.Module]) -> ModalityEncoders:
+    """The encoders of every method: built from the encoder keys of its model config, the user's where given."""
+    return ModalityEncoders.from_config(modalities, EncoderConfig.of(config), user)
 
 
-@_loss_config(RobultLossConfig)
-def _build_robult(modalities, task, model_options, loss_options, encoders=None):
-    from robult.models.robult import RobultConfig, RobultModel
+def _build_robult(modalities, task, model_cfg: RobultConfig, loss_cfg: RobultLossConfig, encoders):
+    from robult.models.robult import RobultModel
 
-    model_cfg = _dataclass_from(RobultConfig, model_options, "model")
-    loss_cfg = _dataclass_from(RobultLossConfig, loss_options, "loss")
-    model = RobultModel(modalities, task, model_cfg, encoders)
+    model = RobultModel(modalities, task, model_cfg, _encoders(modalities, model_cfg, encoders))
     if loss_cfg.lambda_rec == 0:  # no reconstruction loss: frozen reconstructors (see _build_contrastive)
         model.reconstructors.requires_grad_(False)
     return model, RobultLoss(
@@ -151,16 +206,19 @@ def _build_robult(modalities, task, model_options, loss_options, encoders=None):
     )
 
 
-@_loss_config(SupervisedLossConfig)
-def _build_late_fusion(modalities, task, model_options, loss_options, encoders=None):
-    from robult.models.late_fusion import LateFusionModel
-    from robult.models.robult import RobultConfig
+def _late_fusion(modalities, task, model_cfg: LateFusionConfig, encoders, cls: type | None = None, **parts: Any):
+    """A late-fusion model (``cls``, default :class:`LateFusionModel`) from its parts: the encoders, then one head
+    per modality (the order in which their weights are drawn)."""
+    from robult.models.late_fusion import LateFusionModel, modality_heads
 
-    # the same encoder options as Robult; Robult-only options are accepted and ignored so that one config
-    # serves every method (identical encoders)
-    model_cfg = _dataclass_from(RobultConfig, model_options, "model")
-    loss_cfg = _dataclass_from(SupervisedLossConfig, loss_options, "loss")
-    return LateFusionModel(modalities, task, model_cfg, encoders), SupervisedOnlyLoss(task, loss_cfg)
+    built = _encoders(modalities, model_cfg, encoders)
+    heads = modality_heads([m.name for m in modalities], model_cfg.hidden_dim, model_cfg.head_hidden, task.num_outputs)
+    return (cls or LateFusionModel)(modalities, task, built, heads, **parts)
+
+
+def _build_late_fusion(modalities, task, model_cfg: LateFusionConfig, loss_cfg: SupervisedLossConfig, encoders):
+    # the same encoder options as Robult, so that comparisons isolate the training objective
+    return _late_fusion(modalities, task, model_cfg, encoders), SupervisedOnlyLoss(task, loss_cfg)
 
 
 def _warn_without_pseudo_labels(task: TaskSpec, method: str, consequence: str) -> None:
@@ -173,68 +231,58 @@ def _warn_without_pseudo_labels(task: TaskSpec, method: str, consequence: str) -
         )
 
 
-@_loss_config(PseudoLabelLossConfig)
-def _build_pseudolabel(modalities, task, model_options, loss_options, encoders=None):
-    from robult.models.late_fusion import LateFusionModel
-    from robult.models.robult import RobultConfig
-
-    model_cfg = _dataclass_from(RobultConfig, model_options, "model")
-    loss_cfg = _dataclass_from(PseudoLabelLossConfig, loss_options, "loss")
+def _build_pseudolabel(modalities, task, model_cfg: LateFusionConfig, loss_cfg: PseudoLabelLossConfig, encoders):
     _warn_without_pseudo_labels(task, "pseudolabel", "its pseudo-label loss is 0 and it trains like 'moddrop' (with "
                                 "unlabeled batches)")  # fmt: skip
-    model = LateFusionModel(modalities, task, model_cfg, encoders)
-    return model, PseudoLabelLoss(task, loss_cfg)
+    return _late_fusion(modalities, task, model_cfg, encoders), PseudoLabelLoss(task, loss_cfg)
 
 
-@_loss_config(InstanceContrastiveLossConfig)
-def _build_contrastive(modalities, task, model_options, loss_options, encoders=None):
-    from robult.models.robult import RobultConfig, RobultModel
+def _build_contrastive(modalities, task, model_cfg: RobultConfig, loss_cfg: InstanceContrastiveLossConfig, encoders):
+    from robult.models.robult import RobultModel
 
-    model_cfg = _dataclass_from(RobultConfig, model_options, "model")
-    loss_cfg = _dataclass_from(InstanceContrastiveLossConfig, loss_options, "loss")
-    model = RobultModel(modalities, task, model_cfg, encoders)
+    model = RobultModel(modalities, task, model_cfg, _encoders(modalities, model_cfg, encoders))
     # no reconstruction loss: freeze the (training-only) reconstructors so that no parameter is left without a
     # gradient (DDP without find_unused_parameters) and the optimizer skips them
     model.reconstructors.requires_grad_(False)
     return model, InstanceContrastiveLoss(task, loss_cfg, [m.name for m in modalities])
 
 
-@_loss_config(SharedPrivateLossConfig)
-def _build_shared_private(modalities, task, model_options, loss_options, encoders=None):
-    from robult.models.robult import RobultConfig, RobultModel
+def _build_shared_private(modalities, task, model_cfg: RobultConfig, loss_cfg: SharedPrivateLossConfig, encoders):
+    from robult.models.robult import RobultModel
 
-    model_cfg = _dataclass_from(RobultConfig, model_options, "model")
-    loss_cfg = _dataclass_from(SharedPrivateLossConfig, loss_options, "loss")
-    model = RobultModel(modalities, task, model_cfg, encoders)
+    model = RobultModel(modalities, task, model_cfg, _encoders(modalities, model_cfg, encoders))
     if loss_cfg.lambda_rec_mean == 0:  # no reconstruction term: frozen reconstructors (see _build_contrastive)
         model.reconstructors.requires_grad_(False)
     return model, SharedPrivateLoss(task, model.reconstructors, loss_cfg, names=[m.name for m in modalities])
 
 
-@_loss_config(TMCLossConfig)
-def _build_tmc(modalities, task, model_options, loss_options, encoders=None):
-    from robult.models.robult import RobultConfig
-    from robult.models.tmc import TMCModel
+def _build_tmc(modalities, task, model_cfg: LateFusionConfig, loss_cfg: TMCLossConfig, encoders):
+    from robult.models.late_fusion import modality_heads
+    from robult.models.tmc import TMCModel, evidence_classes
+    from robult.modules.layers import MLP
 
-    model_cfg = _dataclass_from(RobultConfig, model_options, "model")
-    loss_cfg = _dataclass_from(TMCLossConfig, loss_options, "loss")
-    model = TMCModel(modalities, task, model_cfg, encoders, pseudo_view=loss_cfg.pseudo_view)
-    return model, TMCLoss(task, loss_cfg)
+    k = evidence_classes(task)  # before any weight is drawn: a regression task is refused first
+    built = _encoders(modalities, model_cfg, encoders)
+    d_h, hidden = model_cfg.hidden_dim, model_cfg.head_hidden
+    heads = modality_heads([m.name for m in modalities], d_h, hidden, k)
+    pseudo = MLP(len(modalities) * d_h, hidden, k, dropout=0.0) if loss_cfg.pseudo_view else None
+    return TMCModel(modalities, task, built, heads, pseudo), TMCLoss(task, loss_cfg)
 
 
-@_loss_config(FixMatchLossConfig)
-def _build_fixmatch(modalities, task, model_options, loss_options, encoders=None):
+def _build_fixmatch(modalities, task, model_cfg: LateFusionConfig, loss_cfg: FixMatchLossConfig, encoders):
     from robult.models.fixmatch import FixMatchModel, Perturbation
-    from robult.models.robult import RobultConfig
 
-    model_cfg = _dataclass_from(RobultConfig, model_options, "model")
-    loss_cfg = _dataclass_from(FixMatchLossConfig, loss_options, "loss")
     _warn_without_pseudo_labels(task, "fixmatch", "its consistency loss is 0 and it trains like 'supervised' on "
                                 "weakly perturbed inputs")  # fmt: skip
     weak = Perturbation(noise=loss_cfg.weak_noise)
     strong = Perturbation(loss_cfg.strong_noise, loss_cfg.strong_feature_dropout, loss_cfg.strong_modality_dropout)
-    model = FixMatchModel(modalities, task, model_cfg, encoders, weak=weak, strong=strong)
+    model = _late_fusion(modalities, task, model_cfg, encoders, FixMatchModel, weak=weak, strong=strong)
     return model, FixMatchLoss(task, loss_cfg)
+
+
+# the (builder, model config, loss config) of each family of methods
+_ROBULT = (_build_robult, RobultConfig, RobultLossConfig)
+_LATE_FUSION = (_build_late_fusion, LateFusionConfig, SupervisedLossConfig)
 
 
 # modality dropout rate of ``moddrop`` and ``pseudolabel`` (per present entry, at least one modality kept)
@@ -256,7 +304,7 @@ register_method(
         "Robult (METHOD.md v3, the one recipe): shared/specific projectors, soft PU contrastive towards the "
         "stop-gradient fused teacher sg(S) with its confident pseudo-labels as labels, latent reconstruction, "
         "self-training on the teacher's confident labels",
-        _build_robult,
+        *_ROBULT,
         search=_ROBULT_SEARCH,
         color="tab:red",
     )
@@ -266,7 +314,7 @@ register_method(
         "robult_v2",
         "Robult as METHOD.md v2.1: only true labels are labels in the contrastive parts "
         "(loss.pseudo_positive_confidence = 1; ablation)",
-        _build_robult,
+        *_ROBULT,
         fixed_loss={"pseudo_positive_confidence": 1.0},
         search=_ROBULT_SEARCH,
         color="salmon",
@@ -277,7 +325,7 @@ register_method(
         "robult_paper",
         "Robult closer to the paper: live fused targets S, no self-training, plain subset mean; L_ulb over every "
         "anchor and the summed L_rec as in v2 (ablation)",
-        _build_robult,
+        *_ROBULT,
         fixed_loss={"contrastive_grad_to_fusion": True, "lambda_pseudo": 0.0},
         fixed_model={"subset_weights": "uniform"},
         search={k: v for k, v in _ROBULT_SEARCH.items() if "pseudo" not in k},
@@ -288,7 +336,7 @@ register_method(
     Method(
         "robult_no_st",
         "Robult without the self-training term (loss.lambda_pseudo = 0; ablation)",
-        _build_robult,
+        *_ROBULT,
         fixed_loss={"lambda_pseudo": 0.0},
         search={k: v for k, v in _ROBULT_SEARCH.items() if "pseudo" not in k},
         color="tab:purple",
@@ -298,7 +346,7 @@ register_method(
     Method(
         "robult_labeled_only",
         "Robult trained on the labeled samples only (no unlabeled data)",
-        _build_robult,
+        *_ROBULT,
         uses_unlabeled=False,
         search={"loss.temperature": [0.1, 0.2, 0.5, 1.0], "loss.lambda_lb": [0.3, 1.0]},
         color="tab:pink",
@@ -308,7 +356,7 @@ register_method(
     Method(
         "robult_no_rec",
         "Robult without the reconstruction loss (ablation)",
-        _build_robult,
+        *_ROBULT,
         fixed_loss={"lambda_rec": 0.0},
         search={k: v for k, v in _ROBULT_SEARCH.items() if k != "loss.lambda_rec"},
         color="tab:orange",
@@ -318,7 +366,7 @@ register_method(
     Method(
         "robult_supcon",
         "Robult with labeled positives only: no soft PU candidates, the k = j term kept (ablation)",
-        _build_robult,
+        *_ROBULT,
         fixed_loss={"soft_weights": False},
         search={k: v for k, v in _ROBULT_SEARCH.items() if k != "loss.sigma_min"},
         color="tab:olive",
@@ -328,7 +376,7 @@ register_method(
     Method(
         "supervised",
         "late fusion of unimodal heads, labeled data only",
-        _build_late_fusion,
+        *_LATE_FUSION,
         uses_unlabeled=False,
         color="tab:blue",
     )
@@ -337,7 +385,7 @@ register_method(
     Method(
         "moddrop",
         "late fusion trained with modality dropout, labeled data only",
-        _build_late_fusion,
+        *_LATE_FUSION,
         uses_unlabeled=False,
         train_fallbacks={"modality_dropout": MODALITY_DROPOUT},
         search=_DROPOUT_SEARCH,
@@ -349,6 +397,8 @@ register_method(
         "pseudolabel",
         "late fusion + modality dropout + confidence-thresholded pseudo-labels on unlabeled data (FixMatch-style)",
         _build_pseudolabel,
+        LateFusionConfig,
+        PseudoLabelLossConfig,
         train_fallbacks={"modality_dropout": MODALITY_DROPOUT},
         search={
             **_DROPOUT_SEARCH,
@@ -365,6 +415,8 @@ register_method(
         "Robult's encoders and fusion with instance-level InfoNCE between Z^m and S (no label-aware positives, "
         "no reconstruction)",
         _build_contrastive,
+        RobultConfig,
+        InstanceContrastiveLossConfig,
         search={"loss.temperature": [0.1, 0.2, 0.5, 1.0], "loss.lambda_nce": [0.3, 1.0], **_LABELED_SHARE},
         fixed_model={"subset_weights": "uniform"},  # its published definition: the plain mean
         color="tab:gray",
@@ -375,6 +427,8 @@ register_method(
         "shared_private",
         "MISA-style shared/private spaces: CMD similarity, soft orthogonality, reconstruction with full gradient",
         _build_shared_private,
+        RobultConfig,
+        SharedPrivateLossConfig,
         # the effective weights the old (λ_lb, λ_rec) grid gave (λ_diff was 0.3 λ_rec), now searched separately
         search={
             "loss.lambda_sim": [0.3, 1.0],
@@ -393,6 +447,8 @@ register_method(
         "Trusted multi-view classification (Han et al. 2021): evidential heads per modality, opinions combined with "
         "the reduced Dempster-Shafer rule; ETMC's pseudo-view with loss.pseudo_view; labeled data only",
         _build_tmc,
+        LateFusionConfig,
+        TMCLossConfig,
         uses_unlabeled=False,
         search={
             "loss.annealing_epochs": [10.0, 50.0],
@@ -408,6 +464,8 @@ register_method(
         "FixMatch (Sohn et al. 2020) on late fusion: pseudo-labels from a weakly perturbed sample train its strongly "
         "perturbed copy (modality dropout, feature dropout, noise)",
         _build_fixmatch,
+        LateFusionConfig,
+        FixMatchLossConfig,
         search={
             "loss.pseudo_confidence": [0.8, 0.9, 0.95],
             "loss.lambda_consistency": [0.3, 1.0],
@@ -438,9 +496,9 @@ def build_method(
     loss_options: Mapping[str, Any] | None = None,
     encoders: Mapping[str, nn.Module] | None = None,
 ) -> tuple[nn.Module, nn.Module]:
-    """Build ``(model, loss)`` of a registered method; the method's fixed loss options override the config, and the
-    builder gets only its loss's options (:meth:`Method.loss_options`)."""
+    """Build ``(model, loss)`` of a registered method from ``model`` / ``loss`` options (whole run-config sections
+    or any part of them): the builder gets the method's typed configs (:meth:`Method.configs`: its own keys, its fixed
+    options over them; a foreign key set to a non-default value warns) and the user's ``encoders``."""
     method = get_method(name)
-    loss = method.loss_options({**dict(loss_options or {}), **dict(method.fixed_loss or {})})
-    model = {**dict(model_options or {}), **dict(method.fixed_model or {})}
-    return method.build(modalities, task, model, loss, dict(encoders or {}))
+    model_cfg, loss_cfg = method.configs(model_options, loss_options)
+    return method.build(list(modalities), task, model_cfg, loss_cfg, dict(encoders or {}))

@@ -15,7 +15,7 @@ from robult.data.synthetic import SyntheticConfig, synthetic_bundle
 from robult.evaluation.evaluate import EvaluationResult, SubsetPredictor, evaluate
 from robult.evaluation.metrics import compute_metrics
 from robult.evaluation.protocols import MaskStore, random_rate_mask
-from robult.models.late_fusion import LateFusionModel
+from robult.models.late_fusion import LateFusionConfig, LateFusionModel
 from robult.models.robult import RobultConfig, RobultModel
 
 SMALL = {"hidden_dim": 16, "shared_dim": 8, "specific_dim": 8, "projector_hidden": (16,), "encoder_hidden": (16,)}
@@ -100,7 +100,7 @@ def test_second_method_reads_the_same_mask_files(bundle, tmp_path: Path) -> None
     assert sorted(first.mask_files) == ["0.0", "0.3", "0.6"]
     mtimes = {k: Path(p).stat().st_mtime_ns for k, p in first.mask_files.items()}
     torch.manual_seed(1)
-    other = LateFusionModel(bundle.modalities, bundle.task, RobultConfig(**SMALL))
+    other = LateFusionModel.from_config(bundle.modalities, bundle.task, LateFusionConfig.of(RobultConfig(**SMALL)))
     assert isinstance(other, SubsetPredictor)
     second = _run(other, bundle, tmp_path, rates=(0.0, 0.3, 0.6))
     assert second.mask_files == first.mask_files

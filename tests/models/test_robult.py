@@ -158,6 +158,25 @@ def test_user_encoders_get_an_adapter(specs, task) -> None:
         RobultModel(specs, task, encoders={"d": _MeanPool()})
 
 
+def test_the_model_takes_built_encoders(specs, task) -> None:
+    """``encoders`` may be the built :class:`ModalityEncoders` (what the registry passes): the same weights, in the
+    same order, as the model building them from its config; a width other than ``hidden_dim`` is refused."""
+    from robult.modules.encoders import EncoderConfig, ModalityEncoders
+
+    cfg = RobultConfig(hidden_dim=16, encoder_hidden=(12,))
+    torch.manual_seed(0)
+    built = RobultModel(specs, task, cfg, ModalityEncoders.from_config(specs, EncoderConfig.of(cfg)))
+    torch.manual_seed(0)
+    plain = RobultModel(specs, task, cfg)
+    torch.manual_seed(0)
+    alias = RobultModel.from_config(specs, task, cfg)
+    for other in (plain, alias):
+        assert other.state_dict().keys() == built.state_dict().keys()
+        assert all(torch.equal(v, other.state_dict()[k]) for k, v in built.state_dict().items())
+    with pytest.raises(ValueError, match=r"the encoders' width 8 differs from config\.hidden_dim 16"):
+        RobultModel(specs, task, cfg, ModalityEncoders.from_config(specs, EncoderConfig(hidden_dim=8)))
+
+
 def test_transformer_sequence_encoder_ignores_padding(specs, task) -> None:
     torch.manual_seed(0)
     model = RobultModel(specs, task, RobultConfig(hidden_dim=32, sequence_encoder="transformer")).eval()

@@ -115,4 +115,4 @@ def test_binary_predicts_a_logit_and_other_tasks_are_refused(specs) -> None:
     assert torch.isfinite(loss(out, batch, epoch=1.0).total)
     for task in (TaskSpec("regression"), TaskSpec("multilabel", num_classes=3)):
         with pytest.raises(ValueError, match=f"method 'tmc' needs a classification task .*not {task.kind.value}"):
-            TMCModel(specs, task)
+            TMCModel.from_config(specs, task)

@@ -9,7 +9,7 @@ import torch
 from robult import Batch, ModalitySpec, TaskSpec
 from robult.config import ConfigError, load_config
 from robult.models import RobultConfig, RobultModel
-from robult.models.late_fusion import LateFusionModel
+from robult.models.late_fusion import LateFusionConfig, LateFusionModel
 from robult.modules import (
     ConvSequenceEncoder,
     GRUEncoder,
@@ -132,7 +132,8 @@ def test_models_take_a_tokens_modality(model_cls: type, kind: str) -> None:
     specs = [ModalitySpec("words", "tokens", (None,)), ModalitySpec("v", "vector", (5,))]
     torch.manual_seed(0)
     cfg = RobultConfig(hidden_dim=16, shared_dim=8, specific_dim=8, sequence_encoder=kind, token_buckets=64)
-    model = model_cls(specs, TaskSpec("multiclass", num_classes=3), cfg).eval()
+    config = cfg if model_cls is RobultModel else LateFusionConfig.of(cfg)
+    model = model_cls.from_config(specs, TaskSpec("multiclass", num_classes=3), config).eval()
     ids = _ids(seed=7, high=64)
     present = torch.ones(6, 2, dtype=torch.bool)
     present[2, 0] = False

@@ -2,7 +2,7 @@
 
 Each loss takes its own config dataclass (:class:`PseudoLabelLossConfig`, :class:`InstanceContrastiveLossConfig`,
 :class:`SharedPrivateLossConfig`); a key means one thing in every config that has it (the run config's ``loss``
-section is their union, :mod:`robult.losses.options`).
+section is the union of every method's, :func:`robult.methods.section_fields`).
 
 - **pseudolabel** (:class:`PseudoLabelLoss`): ``L_sup + λ_pl(t) · L_pl``; ``L_pl`` is FixMatch's confidence-masked
   pseudo-label loss without augmentation: a sample's pseudo-label is the argmax of its own prediction (the mean of

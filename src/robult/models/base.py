@@ -1,9 +1,9 @@
-"""What every model shares: its modalities, task and config, one encoder per modality to the common width, and
-:meth:`MultimodalModel.predict`."""
+"""What every model shares: its modalities, task and encoders (one per modality, to the common width; given to it
+as a :class:`robult.modules.encoders.ModalityEncoders`), and :meth:`MultimodalModel.predict`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,36 +18,28 @@ if TYPE_CHECKING:
 
 
 class MultimodalModel(nn.Module):
-    """Base of the models: ``modalities`` (unique names, in the column order of ``present``), ``task``, ``config``
-    and ``encoders`` (the user's where given, built-ins for the others, all to ``config.hidden_dim``).
+    """Base of the models: ``modalities`` (unique names, in the column order of ``present``), ``task`` and
+    ``encoders`` (:class:`ModalityEncoders` over the same modalities, in the same order).
 
     A subclass defines ``forward(batch, with_reconstruction, validate)`` and ``predict_subsets(output, subsets,
     aggregate=None)``, and may override :meth:`after_fit`. These are all the trainer (``robult.training``) calls.
     """
 
-    def __init__(
-        self,
-        modalities: Sequence[ModalitySpec],
-        task: TaskSpec,
-        config: Any,
-        encoders: Mapping[str, nn.Module] | None = None,
-    ) -> None:
+    def __init__(self, modalities: Sequence[ModalitySpec], task: TaskSpec, encoders: ModalityEncoders) -> None:
         super().__init__()
         self.modalities = list(modalities)
         self.names = [s.name for s in self.modalities]
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"modality names must be unique, got {self.names}")
+        if not isinstance(encoders, ModalityEncoders):
+            raise TypeError(
+                f"encoders must be a robult.modules.encoders.ModalityEncoders, got {type(encoders).__name__} (build "
+                "one with ModalityEncoders.from_config(modalities, config, user_encoders))"
+            )
+        if encoders.names != self.names:
+            raise ValueError(f"the encoders' modalities {encoders.names} differ from the model's {self.names}")
         self.task = task
-        self.config = config
-        self.encoders = ModalityEncoders(
-            self.modalities,
-            config.hidden_dim,
-            dict(encoders or {}),
-            config.encoder_hidden,
-            config.dropout,
-            config.sequence_encoder,
-            config.token_buckets,
-        )
+        self.encoders = encoders
 
     def after_fit(self, val: MultimodalDataset, task: TaskSpec, names: Sequence[str], primary_metric: str) -> None:
         """Called by the trainer once the best checkpoint is loaded, before the model is saved or scored: a model

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from robult.batch import Batch, validate_batch
 from robult.models.late_fusion import LateFusionModel, LateFusionOutput
-from robult.models.robult import RobultConfig
+from robult.modules.encoders import ModalityEncoders
 from robult.specs import ModalityKind, ModalitySpec, TaskSpec
 
 
@@ -136,7 +136,8 @@ class FixMatchModel(LateFusionModel):
     """Late fusion whose training forward also returns FixMatch's strong view (see the module docstring).
 
     Args:
-        modalities, task, config, encoders: as for :class:`LateFusionModel`.
+        modalities, task, encoders, heads: as for :class:`LateFusionModel` (``FixMatchModel.from_config(modalities,
+            task, config, user_encoders, weak=..., strong=...)`` builds them from a ``LateFusionConfig``).
         weak: the weak perturbation (noise only: all present modalities are kept).
         strong: the strong perturbation. Both come from the loss config (``FixMatchLossConfig``, which holds their
             defaults), as ``robult.methods`` builds them.
@@ -146,13 +147,13 @@ class FixMatchModel(LateFusionModel):
         self,
         modalities: Sequence[ModalitySpec],
         task: TaskSpec,
-        config: RobultConfig | None = None,
-        encoders: Mapping[str, nn.Module] | None = None,
+        encoders: ModalityEncoders,
+        heads: Mapping[str, nn.Module],
         *,
         weak: Perturbation,
         strong: Perturbation,
     ) -> None:
-        super().__init__(modalities, task, config, encoders)
+        super().__init__(modalities, task, encoders, heads)
         self.weak, self.strong = weak, strong
 
     def forward(self, batch: Batch, with_reconstruction: bool = False, validate: bool = True) -> FixMatchOutput:

@@ -1,22 +1,56 @@
 """Late-fusion baseline: one encoder and one head per modality, predictions averaged over present modalities.
 
-The same encoders as Robult (built-ins or the user's), so comparisons isolate the training objective.
+The model takes its parts (encoders, heads) as arguments, like TorchMultimodal's ``LateFusion``;
+:meth:`LateFusionModel.from_config` builds them from a :class:`LateFusionConfig`. The encoders are the ones Robult
+builds from the same options (built-ins or the user's), so comparisons isolate the training objective.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from robult.batch import Batch, validate_batch
 from robult.models.base import MultimodalModel
-from robult.models.robult import RobultConfig
 from robult.models.subsets import SubsetPredictions, aggregate_subsets, subset_masks
+from robult.modules.encoders import EncoderConfig, ModalityEncoders
 from robult.modules.layers import MLP
 from robult.specs import ModalitySpec, TaskSpec
+
+
+@dataclass
+class LateFusionConfig(EncoderConfig):
+    """Options of a late-fusion model (:class:`LateFusionModel` and the models built like it: FixMatch, TMC): the
+    encoders' (:class:`EncoderConfig`) and the heads'.
+
+    Attributes:
+        head_hidden: hidden widths of the per-modality heads.
+    """
+
+    head_hidden: tuple[int, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.head_hidden = tuple(self.head_hidden)
+
+
+def modality_heads(names: Sequence[str], in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.ModuleDict:
+    """One MLP head per modality, ``in_dim -> hidden -> out_dim`` (no dropout), in the order of ``names``."""
+    return nn.ModuleDict({n: MLP(in_dim, hidden, out_dim, dropout=0.0) for n in names})
+
+
+def check_heads(heads: Mapping[str, nn.Module], names: Sequence[str]) -> nn.ModuleDict:
+    """``heads`` as a ModuleDict in the order of ``names``; an error naming a missing or unknown modality."""
+    missing = [n for n in names if n not in heads]
+    unknown = [n for n in heads if n not in names]
+    if missing or unknown:
+        raise ValueError(
+            f"one head per modality is needed: missing {missing}, unknown {unknown} (modalities are {list(names)})"
+        )
+    return nn.ModuleDict({n: heads[n] for n in names})
 
 
 @dataclass
@@ -33,22 +67,39 @@ class LateFusionModel(MultimodalModel):
     """Unimodal encoders and heads; a subset's prediction is the mean of its modalities' logits.
 
     Args:
-        modalities, task, encoders: as for :class:`robult.models.RobultModel`.
-        config: reuses :class:`RobultConfig`'s ``hidden_dim``, ``encoder_hidden``, ``head_hidden``,
-            ``sequence_encoder`` and ``dropout`` so both models get identical encoders.
+        modalities: the modality specs (their order is the column order of ``present``).
+        task: the task spec.
+        encoders: the encoders ``H^m`` of every modality (:class:`ModalityEncoders`, width ``d_h``).
+        heads: one head per modality name, ``[B, d_h] -> [B, K]``.
     """
 
     def __init__(
         self,
         modalities: Sequence[ModalitySpec],
         task: TaskSpec,
-        config: RobultConfig | None = None,
-        encoders: Mapping[str, nn.Module] | None = None,
+        encoders: ModalityEncoders,
+        heads: Mapping[str, nn.Module],
     ) -> None:
-        cfg = config or RobultConfig()
-        super().__init__(modalities, task, cfg, encoders)
-        d_h, k = cfg.hidden_dim, task.num_outputs
-        self.heads = nn.ModuleDict({n: MLP(d_h, cfg.head_hidden, k, dropout=0.0) for n in self.names})
+        super().__init__(modalities, task, encoders)
+        self.heads = check_heads(heads, self.names)
+
+    @classmethod
+    def from_config(
+        cls,
+        modalities: Sequence[ModalitySpec],
+        task: TaskSpec,
+        config: LateFusionConfig | None = None,
+        encoders: Mapping[str, nn.Module] | None = None,
+        **parts: object,
+    ) -> LateFusionModel:
+        """The model with its parts built from ``config`` (defaults when ``None``): the encoders (the user's
+        ``encoders`` where given, built-ins for the others) and one MLP head per modality. ``parts`` go to the
+        constructor as they are (e.g. FixMatch's perturbations)."""
+        cfg = config or LateFusionConfig()
+        mods = list(modalities)
+        built = ModalityEncoders.from_config(mods, cfg, encoders)
+        heads = modality_heads([m.name for m in mods], cfg.hidden_dim, cfg.head_hidden, task.num_outputs)
+        return cls(mods, task, built, heads, **parts)  # type: ignore[arg-type]
 
     def forward(self, batch: Batch, with_reconstruction: bool = False, validate: bool = True) -> LateFusionOutput:
         """Encode present modalities only and apply each modality's head (``with_reconstruction`` is ignored)."""

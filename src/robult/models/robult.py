@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from robult.batch import Batch, validate_batch
 from robult.models.base import MultimodalModel
 from robult.models.subsets import SubsetPredictions, aggregate_subsets, subset_masks
-from robult.modules.encoders import TOKEN_BUCKETS
+from robult.modules.encoders import TOKEN_BUCKETS, EncoderConfig, ModalityEncoders
 from robult.modules.fusions import build_fusion
 from robult.modules.layers import MLP, GroupedMLP
 from robult.specs import ModalitySpec, TaskSpec
@@ -135,8 +135,9 @@ class RobultModel(MultimodalModel):
         modalities: the modality specs (their order is the column order of ``present``).
         task: the task spec.
         config: architecture options.
-        encoders: optional user encoders by modality name (any ``nn.Module`` returning ``[B, d]``; sequence
-            encoders are called as ``encoder(x, lengths)``); built-ins are used for the others.
+        encoders: the encoders, either built (:class:`ModalityEncoders`, width ``config.hidden_dim``) or optional
+            user encoders by modality name (any ``nn.Module`` returning ``[B, d]``; sequence encoders are called as
+            ``encoder(x, lengths)``), with built-ins from ``config`` for the others.
     """
 
     def __init__(
@@ -144,10 +145,17 @@ class RobultModel(MultimodalModel):
         modalities: Sequence[ModalitySpec],
         task: TaskSpec,
         config: RobultConfig | None = None,
-        encoders: Mapping[str, nn.Module] | None = None,
+        encoders: ModalityEncoders | Mapping[str, nn.Module] | None = None,
     ) -> None:
         cfg = config or RobultConfig()
-        super().__init__(modalities, task, cfg, encoders)
+        if not isinstance(encoders, ModalityEncoders):
+            encoders = ModalityEncoders.from_config(list(modalities), EncoderConfig.of(cfg), encoders)
+        if encoders.hidden_dim != cfg.hidden_dim:
+            raise ValueError(
+                f"the encoders' width {encoders.hidden_dim} differs from config.hidden_dim {cfg.hidden_dim}"
+            )
+        super().__init__(modalities, task, encoders)
+        self.config = cfg
         d_h, d_z, d_u, k = cfg.hidden_dim, cfg.shared_dim, cfg.specific_dim, task.num_outputs
         self.shared_projector = MLP(d_h, cfg.projector_hidden, d_z, dropout=0.0)
         self.specific_projectors = GroupedMLP(len(self.names), d_h, cfg.projector_hidden, d_u)
@@ -157,6 +165,20 @@ class RobultModel(MultimodalModel):
         self.reconstructors = GroupedMLP(len(self.names), d_u + d_z, (d_h,), d_h)
         # per-modality weights of the subset average (all 1 until fitted on validation, see subset_weights)
         self.register_buffer("modality_weights", torch.ones(len(self.names)))
+
+    @classmethod
+    def from_config(
+        cls,
+        modalities: Sequence[ModalitySpec],
+        task: TaskSpec,
+        config: RobultConfig | None = None,
+        encoders: Mapping[str, nn.Module] | None = None,
+    ) -> RobultModel:
+        """The model with its encoders built from ``config`` (the user's ``encoders`` where given), as the
+        late-fusion models' ``from_config``; the same as ``RobultModel(modalities, task, config, encoders)``."""
+        cfg = config or RobultConfig()
+        built = ModalityEncoders.from_config(list(modalities), EncoderConfig.of(cfg), encoders)
+        return cls(modalities, task, cfg, built)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         # checkpoints written before the weights existed load as the plain mean

@@ -30,8 +30,9 @@ from torch import Tensor, nn
 
 from robult.batch import Batch, validate_batch
 from robult.models.base import MultimodalModel
-from robult.models.robult import RobultConfig
+from robult.models.late_fusion import LateFusionConfig, check_heads, modality_heads
 from robult.models.subsets import SubsetPredictions, subset_masks
+from robult.modules.encoders import ModalityEncoders
 from robult.modules.layers import MLP
 from robult.specs import ModalitySpec, TaskKind, TaskSpec
 
@@ -102,36 +103,63 @@ class TMCOutput:
     fused_logits: Tensor | None = None
 
 
+def evidence_classes(task: TaskSpec) -> int:
+    """Classes of evidence of a task: its classes, or 2 for a binary task (the prediction is the logit
+    ``log p_1 − log p_0``); an error for any other task."""
+    if task.kind not in (TaskKind.MULTICLASS, TaskKind.BINARY):
+        raise ValueError(
+            f"method 'tmc' needs a classification task (multiclass or binary: evidence over classes), "
+            f"not {task.kind.value}"
+        )
+    return 2 if task.kind == TaskKind.BINARY else task.num_outputs
+
+
 class TMCModel(MultimodalModel):
     """Shared encoders, one evidential head per modality (and optionally ETMC's pseudo-view head); subsets are
     scored by combining their opinions.
 
     Args:
-        modalities, task, encoders: as for :class:`robult.models.RobultModel`; the task must be multi-class or
-            binary (two classes of evidence; the prediction is the logit ``log p_1 − log p_0``).
-        config: reuses :class:`RobultConfig`'s encoder options and ``head_hidden`` (identical encoders).
-        pseudo_view: add ETMC's pseudo-view head on the concatenated modality features.
+        modalities: the modality specs (their order is the column order of ``present``).
+        task: multi-class or binary (two classes of evidence; the prediction is the logit ``log p_1 − log p_0``).
+        encoders: the encoders ``H^m`` of every modality (:class:`ModalityEncoders`, width ``d_h``).
+        heads: one evidence head per modality name, ``[B, d_h] -> [B, K]`` (softplus is applied to its output).
+        pseudo_head: ETMC's pseudo-view head on the concatenated modality features ``[B, M d_h] -> [B, K]``, or
+            ``None`` (TMC).
     """
 
     def __init__(
         self,
         modalities: Sequence[ModalitySpec],
         task: TaskSpec,
-        config: RobultConfig | None = None,
+        encoders: ModalityEncoders,
+        heads: Mapping[str, nn.Module],
+        pseudo_head: nn.Module | None = None,
+    ) -> None:
+        evidence_classes(task)
+        super().__init__(modalities, task, encoders)
+        self.heads = check_heads(heads, self.names)
+        self.pseudo_head = pseudo_head
+
+    @classmethod
+    def from_config(
+        cls,
+        modalities: Sequence[ModalitySpec],
+        task: TaskSpec,
+        config: LateFusionConfig | None = None,
         encoders: Mapping[str, nn.Module] | None = None,
         pseudo_view: bool = False,
-    ) -> None:
-        if task.kind not in (TaskKind.MULTICLASS, TaskKind.BINARY):
-            raise ValueError(
-                f"method 'tmc' needs a classification task (multiclass or binary: evidence over classes), "
-                f"not {task.kind.value}"
-            )
-        cfg = config or RobultConfig()
-        super().__init__(modalities, task, cfg, encoders)
-        d_h = cfg.hidden_dim
-        k = 2 if task.kind == TaskKind.BINARY else task.num_outputs  # a binary task: evidence for classes 0 and 1
-        self.heads = nn.ModuleDict({n: MLP(d_h, cfg.head_hidden, k, dropout=0.0) for n in self.names})
-        self.pseudo_head = MLP(len(self.names) * d_h, cfg.head_hidden, k, dropout=0.0) if pseudo_view else None
+    ) -> TMCModel:
+        """The model with its parts built from ``config`` (defaults when ``None``): the encoders (the user's
+        ``encoders`` where given), one MLP evidence head per modality and, with ``pseudo_view``, ETMC's pseudo-view
+        head."""
+        k = evidence_classes(task)
+        cfg = config or LateFusionConfig()
+        mods = list(modalities)
+        names = [m.name for m in mods]
+        built = ModalityEncoders.from_config(mods, cfg, encoders)
+        heads = modality_heads(names, cfg.hidden_dim, cfg.head_hidden, k)
+        pseudo = MLP(len(names) * cfg.hidden_dim, cfg.head_hidden, k, dropout=0.0) if pseudo_view else None
+        return cls(mods, task, built, heads, pseudo)
 
     def forward(self, batch: Batch, with_reconstruction: bool = False, validate: bool = True) -> TMCOutput:
         """Encode the present modalities and compute their evidence (``with_reconstruction`` is ignored)."""
@@ -215,6 +243,7 @@ __all__ = [
     "combine_two",
     "dirichlet_of",
     "evidence_activation",
+    "evidence_classes",
     "expected_log_probability",
     "opinion",
 ]

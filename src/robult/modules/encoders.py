@@ -9,7 +9,9 @@ them. User encoders are any ``nn.Module``; the model adds a linear adapter to th
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
@@ -180,6 +182,38 @@ class ConvImageEncoder(nn.Module):
 TOKEN_BUCKETS = 32768  # the default of ``model.token_buckets``: more than BERT's 30522 ids
 
 
+@dataclass
+class EncoderConfig:
+    """Options of the built-in encoders (:class:`ModalityEncoders`), the ``model`` keys every method reads.
+
+    Attributes:
+        hidden_dim: ``d_h``, the common width of every encoder output (a linear adapter brings user encoders to it).
+        encoder_hidden: hidden widths of the built-in MLP encoders.
+        sequence_encoder: built-in encoder for sequences: ``"gru"``, ``"transformer"`` or ``"conv"`` (a 1-D CNN
+            over time, :class:`robult.modules.encoders.ConvSequenceEncoder`); a ``tokens`` modality embeds its ids and
+            runs the same encoder.
+        token_buckets: embedding rows of the built-in encoder of ``tokens`` modalities (width ``hidden_dim``): id
+            ``i`` uses row ``i mod token_buckets``, so the default covers BERT's 30522 ids one row each.
+        dropout: dropout in the built-in encoders.
+    """
+
+    hidden_dim: int = field(default=128, metadata={"ge": 1})
+    encoder_hidden: tuple[int, ...] = (256,)
+    sequence_encoder: Literal["gru", "transformer", "conv"] = "gru"
+    token_buckets: int = field(default=TOKEN_BUCKETS, metadata={"ge": 1})
+    dropout: float = field(default=0.1, metadata={"ge": 0.0, "lt": 1.0})
+
+    def __post_init__(self) -> None:
+        if self.hidden_dim < 1:
+            raise ValueError(f"hidden_dim must be positive, got {self.hidden_dim}")
+        self.encoder_hidden = tuple(self.encoder_hidden)
+
+    @classmethod
+    def of(cls, config: object) -> EncoderConfig:
+        """The encoder options of a larger config holding the same fields (e.g. ``RobultConfig``)."""
+        return cls(**{name: getattr(config, name) for name in cls.__dataclass_fields__})
+
+
 def build_sequence_encoder(name: str, in_dim: int, out_dim: int, **kwargs: object) -> nn.Module:
     """The built-in sequence encoder ``name`` (``"gru"``, ``"transformer"`` or ``"conv"``) from ``[B, T, in_dim]``
     with lengths to ``[B, out_dim]``; ``kwargs`` go to its class."""
@@ -343,6 +377,8 @@ class ModalityEncoders(nn.Module):
         self.modalities = list(modalities)
         self.hidden_dim = hidden_dim
         names = [s.name for s in self.modalities]
+        if len(set(names)) != len(names):
+            raise ValueError(f"modality names must be unique, got {names}")
         encoders = dict(encoders or {})
         unknown = sorted(set(encoders) - set(names))
         if unknown:
@@ -363,6 +399,31 @@ class ModalityEncoders(nn.Module):
                     extra = {"dropout": dropout}
                 self.encoders[spec.name] = build_encoder(spec, hidden_dim, sequence_encoder, token_buckets, **extra)
                 self.adapters[spec.name] = nn.Identity()
+
+    @classmethod
+    def from_config(
+        cls,
+        modalities: list[ModalitySpec],
+        config: EncoderConfig | None = None,
+        encoders: Mapping[str, nn.Module] | None = None,
+    ) -> ModalityEncoders:
+        """The encoders ``config`` describes (:class:`EncoderConfig`; defaults when ``None``), with the user's
+        ``encoders`` where given."""
+        cfg = config or EncoderConfig()
+        return cls(
+            list(modalities),
+            cfg.hidden_dim,
+            dict(encoders or {}),
+            cfg.encoder_hidden,
+            cfg.dropout,
+            cfg.sequence_encoder,
+            cfg.token_buckets,
+        )
+
+    @property
+    def names(self) -> list[str]:
+        """The modality names, in order."""
+        return [s.name for s in self.modalities]
 
     def forward(self, batch: Batch) -> Tensor:
         b = batch.size
