@@ -70,7 +70,7 @@ def test_auto_accelerator_is_the_cpu_in_tests(tmp_path: Path) -> None:
 
 def test_a_run_saved_with_the_old_cpu_default_stays_reusable(tmp_path: Path) -> None:
     """Execution options (accelerator, threads, logger, progress, workers) are not part of a run's identity."""
-    from robult.training.run import check_reusable, load_bundle
+    from robult.training.rundir import check_reusable, load_bundle
 
     old = _cfg(tmp_path, "train.accelerator=cpu")
     train_run(old)
@@ -83,7 +83,7 @@ def test_a_run_saved_with_the_old_cpu_default_stays_reusable(tmp_path: Path) -> 
 
 
 def test_ddp_looks_for_unused_parameters_only_where_a_batch_can_lack_a_modality() -> None:
-    from robult.training.run import ddp_strategy
+    from robult.training.trainer import ddp_strategy
 
     def find(strategy: object) -> bool:
         return strategy._ddp_kwargs["find_unused_parameters"]  # type: ignore[attr-defined]
@@ -106,7 +106,7 @@ def test_ddp_waits_train_ddp_timeout_seconds_for_the_other_processes() -> None:
     also one whose layout comes from a launcher (``distributed=True`` with ``train.devices`` left at 1)."""
     from datetime import timedelta
 
-    from robult.training.run import ddp_strategy
+    from robult.training.trainer import ddp_strategy
 
     complete = torch.ones(6, 3, dtype=torch.bool)
     assert ddp_strategy(load_config(None, ["train.devices=2"]), complete, 0.0)._timeout == timedelta(minutes=5)
@@ -133,7 +133,7 @@ def test_a_launcher_sets_the_processes_per_node_and_the_nodes(
 ) -> None:
     """Started by torchrun or srun, the Trainer's ``devices`` and ``num_nodes`` come from the launcher's
     environment; ``train.devices`` stays at 1 or names the processes per node, anything else is one line."""
-    from robult.training.run import trainer_layout
+    from robult.training.trainer import trainer_layout
 
     for key in ("TORCHELASTIC_RUN_ID", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "SLURM_NTASKS", "SLURM_NNODES",
                 "SLURM_NTASKS_PER_NODE", "SLURM_JOB_NAME", "SLURM_JOB_NUM_NODES"):  # fmt: skip
@@ -147,20 +147,66 @@ def test_a_launcher_sets_the_processes_per_node_and_the_nodes(
             trainer_layout(load_config(None, ["train.devices=3"]))
 
 
-def test_ddp_unused_parameter_error_names_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    said = (
-        "Expected to have finished reduction in the prior iteration before starting a new one. This error indicates "
-        "that your module has parameters that were not used in producing loss. You can enable unused parameter "
-        "detection by passing the keyword argument `find_unused_parameters=True` to DistributedDataParallel\nmore"
-    )
+class _TwoBranches(torch.nn.Module):
+    """A module whose forward pass uses ``used`` and never ``idle`` (a user encoder with a spare parameter)."""
 
-    def fit(*args, **kwargs):
-        raise RuntimeError(said)
+    def __init__(self) -> None:
+        super().__init__()
+        self.used = torch.nn.Linear(3, 1)
+        self.idle = torch.nn.Linear(3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.used(x)
+
+
+def test_a_parameter_a_step_leaves_without_gradient_is_named_with_the_setting() -> None:
+    """Under DDP without find_unused_parameters, the check after each backward pass names the first trainable
+    parameter the step gave no gradient (DDP itself would fail only at the next step, in its own words); a frozen
+    parameter, or one every step uses, passes."""
+    from robult.training.trainer import parameter_without_gradient, unused_parameter_check
+
+    torch.manual_seed(0)
+    module = _TwoBranches()
+    module(torch.randn(4, 3)).sum().backward()
+    assert parameter_without_gradient(module) == "idle.weight"
+    check = unused_parameter_check()
+    said = r"the parameter 'idle\.weight' without a gradient.*set train\.find_unused_parameters=true$"
+    with pytest.raises(RuntimeError, match=said):
+        check.on_after_backward(None, module)
+    module.idle.requires_grad_(False)  # frozen: no gradient expected
+    assert parameter_without_gradient(module) is None
+    check.on_after_backward(None, module)
+    module.zero_grad(set_to_none=True)  # the optimizer's reset before every step: the next step is judged alone
+    assert parameter_without_gradient(module) == "used.weight"
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("settings", "checked"),
+    [
+        (["train.devices=2"], True),  # every modality present, no dropout: DDP does not look for unused parameters
+        (["train.devices=2", "train.modality_dropout=0.3"], False),  # DDP looks for them (find_unused_parameters)
+        (["train.devices=2", "train.find_unused_parameters=true"], False),
+        ([], False),  # one process: a parameter without a gradient harms nothing
+    ],
+)
+def test_the_unused_parameter_check_runs_exactly_where_ddp_does_not_look_for_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: list[str], checked: bool
+) -> None:
+    names: list[str] = []
+
+    def fit(self: L.Trainer, *args: object, **kwargs: object) -> None:
+        names.extend(type(c).__name__ for c in self.callbacks)
+        raise _Stop
 
     monkeypatch.setattr(L.Trainer, "fit", fit)
-    with pytest.raises(RuntimeError, match=r"set train\.find_unused_parameters=true\. DDP said: Expected") as err:
-        train_run(_cfg(tmp_path))
-    assert "\nmore" not in str(err.value)
+    cfg = _cfg(tmp_path, "train.accelerator=cpu", *settings)
+    with pytest.raises(_Stop):
+        train_run(cfg)
+    assert ("UnusedParameterCheck" in names) == checked
 
 
 @pytest.mark.parametrize("method", ["robult_labeled_only", "supervised"])

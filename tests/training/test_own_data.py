@@ -76,12 +76,13 @@ def test_subsampled_given_labels_keep_a_label_of_every_class(tmp_path: Path, see
     """The stratified subsample is drawn among the rows the dataset labels: the unlabeled rows' targets (a class id,
     0, here: they may hold anything) are no stratum, so every class keeps at least one label whatever the seed.
     Drawn over every row and then intersected with the labeled rows, class 0 lost its labels for 5 of these 6 seeds."""
-    from robult.training.run import _subset_indices, load_bundle
+    from robult.training.labels import subset_indices
+    from robult.training.run import load_bundle
 
     data = _own_data(tmp_path, n_train_labels=30, unlabeled_value=0)
     cfg = _cfg(tmp_path, data, "train.given_labels=subsample", "train.label_ratio=0.05", f"train.seed={seed}")
     train = load_bundle(cfg).train
-    mask, indices, _ = _subset_indices(train, cfg)
+    mask, indices, _ = subset_indices(train, cfg)
     assert bool((mask <= train.labeled).all())
     classes = set(train.target[train.labeled].tolist())
     assert set(train.target[mask].tolist()) == classes and len(classes) == 3

@@ -6,6 +6,8 @@
 - :class:`SafeCheckpointIO` writes a checkpoint into its own directory and renames it (never a copy across file
   systems), writes ``<file>.sha256`` beside it, verifies that checksum before loading, and always loads with
   ``torch.load(weights_only=True)``, whatever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says.
+- :func:`load_weights` loads a checkpoint's weights into a module once :func:`check_state_fits` has compared their
+  keys and shapes: a misfit is one line naming the file and the key.
 - :func:`run_lock` holds an exclusive lock on ``<run_dir>/.lock`` (with the holder's pid) while a run trains.
 
 Lightning is imported inside the functions that need it, so importing this module stays cheap.
@@ -20,12 +22,13 @@ import os
 import random
 import stat
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from robult.utils.io import atomic_open
 
@@ -232,6 +235,73 @@ def safe_checkpoint_io() -> Any:
                     p.unlink()
 
     return SafeCheckpointIO()
+
+
+# ------------------------------------------------------------------------------------------- loading weights
+
+
+def state_dict_misfit(module: nn.Module, state: Mapping[str, Any]) -> str | None:
+    """What keeps ``state`` (a checkpoint's ``state_dict``) from loading into ``module``, or ``None`` when it fits:
+    the first key, in the module's order, that ``state`` lacks or holds with another shape, else the first key
+    ``state`` holds that the module does not; with how many other keys do not fit.
+
+    The keys and shapes are compared as ``module.load_state_dict`` sees them, after each submodule has read an older
+    layout of its own state (its ``_load_from_state_dict``: e.g. a model that fills in a buffer older checkpoints
+    lack, or expands a shared parameter), but nothing is loaded: a hook that runs on every submodule before it
+    would copy its tensors takes them out of the state it reads, noting their shapes."""
+    from torch.nn.parameter import is_lazy
+
+    expected = module.state_dict(keep_vars=True)
+    arrived: dict[str, tuple[int, ...] | None] = {}  # key -> its shape as the module would load it
+
+    def take_own(mod: nn.Module, local: dict[str, Any], prefix: str, *args: Any) -> None:
+        for key in [k for k in local if k.startswith(prefix) and "." not in k[len(prefix) :] and k in expected]:
+            value = local.pop(key)
+            arrived[key] = tuple(value.shape) if isinstance(value, torch.Tensor) else None
+
+    hooks = [m.register_load_state_dict_pre_hook(take_own) for m in module.modules()]
+    try:
+        unexpected = module.load_state_dict(state, strict=False).unexpected_keys  # torch reads a copy
+    finally:
+        for hook in hooks:
+            hook.remove()
+    problems = []
+    for key, tensor in expected.items():
+        if key not in arrived:
+            problems.append(f"lacks {key!r}")
+            continue
+        if not isinstance(tensor, torch.Tensor) or is_lazy(tensor) or arrived[key] is None:
+            continue
+        shape, want = arrived[key], tuple(tensor.shape)
+        if shape != want and not (want == () and len(shape) == 1):  # torch loads x[0] of a 1-d x into a scalar
+            problems.append(f"holds {key!r} with shape {list(shape)}, the model's is {list(want)}")
+    problems += [f"holds {key!r}, which the model has not" for key in unexpected]
+    if not problems:
+        return None
+    more = f" (and {len(problems) - 1} more key(s) that do not fit)" if len(problems) > 1 else ""
+    return f"it {problems[0]}{more}"
+
+
+def check_state_fits(module: nn.Module, state: Mapping[str, Any], checkpoint: str | Path) -> None:
+    """Raise a one-line ``ValueError`` naming ``checkpoint`` and the first key of ``state`` (its ``state_dict``)
+    that does not fit ``module`` (:func:`state_dict_misfit`)."""
+    misfit = state_dict_misfit(module, state)
+    if misfit is not None:
+        raise ValueError(
+            f"{checkpoint}: does not fit this run's model (another dataset, modality set or model config?): {misfit}"
+        )
+
+
+def load_weights(module: nn.Module, checkpoint: Path) -> int:
+    """Load a Lightning checkpoint's ``state_dict`` with ``torch.load(weights_only=True)`` (no arbitrary
+    unpickling of untrusted files) after verifying the checksum beside it and that its keys and shapes fit
+    ``module`` (:func:`check_state_fits`). Returns the checkpoint's epoch (-1 when it has none)."""
+    state = load_checkpoint_file(checkpoint)
+    if not isinstance(state.get("state_dict"), Mapping):
+        raise ValueError(f"{checkpoint}: no 'state_dict' key; is it a robult checkpoint?")
+    check_state_fits(module, state["state_dict"], checkpoint)
+    module.load_state_dict(state["state_dict"])
+    return int(state.get("epoch", -1))
 
 
 # ------------------------------------------------------------------------------------------------- run lock

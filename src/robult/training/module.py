@@ -168,5 +168,13 @@ class MethodModule(L.LightningModule):
         self.log("val/score", score, prog_bar=True)
         self.log_dict({f"val/{k}": v for k, v in scores.items()})
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Lightning calls this with the checkpoint it resumes from (``--resume``) before it loads the weights: a
+        checkpoint whose keys or shapes do not fit this module (another dataset, modality set or model config) is
+        one line naming the file and the first key that does not fit."""
+        from robult.training.checkpoint import check_state_fits
+
+        check_state_fits(self, checkpoint.get("state_dict") or {}, self.trainer.ckpt_path or "the checkpoint")
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
