@@ -156,6 +156,8 @@ def test_a_field_meaning_comes_from_its_help_or_the_nearest_docstring() -> None:
     from robult.models import LateFusionConfig, RobultConfig
     from robult.utils.options import field_meanings
 
+    for cls in (RobultConfig, LateFusionConfig):  # the model configs say what each field means beside it
+        assert all(f.metadata.get("help") for f in dataclasses.fields(cls)), cls.__name__
     late = field_meanings(LateFusionConfig)
     assert set(late) == {f.name for f in dataclasses.fields(LateFusionConfig)}
     assert late["head_hidden"] == "hidden widths of the per-modality heads."

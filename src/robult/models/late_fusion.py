@@ -8,7 +8,7 @@ builds from the same options (built-ins or the user's), so comparisons isolate t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -19,18 +19,16 @@ from robult.models.subsets import SubsetPredictions, aggregate_subsets, subset_m
 from robult.modules.encoders import EncoderConfig, ModalityEncoders
 from robult.modules.layers import MLP
 from robult.specs import ModalitySpec, TaskSpec
+from robult.utils.options import option
 
 
 @dataclass
 class LateFusionConfig(EncoderConfig):
     """Options of a late-fusion model (:class:`LateFusionModel` and the models built like it: FixMatch, TMC): the
     encoders' (:class:`EncoderConfig`) and the heads'.
-
-    Attributes:
-        head_hidden: hidden widths of the per-modality heads.
     """
 
-    head_hidden: tuple[int, ...] = field(default=())
+    head_hidden: tuple[int, ...] = option((), "hidden widths of the per-modality heads.")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -10,7 +10,7 @@ encoder pass (:meth:`RobultModel.predict_subsets`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -23,6 +23,7 @@ from robult.modules.encoders import TOKEN_BUCKETS, EncoderConfig, ModalityEncode
 from robult.modules.fusions import build_fusion
 from robult.modules.layers import MLP, GroupedMLP
 from robult.specs import ModalitySpec, TaskSpec
+from robult.utils.options import option
 
 if TYPE_CHECKING:
     from robult.data.dataset import MultimodalDataset
@@ -32,58 +33,79 @@ AGGREGATES = ("logit_mean", "feature_mean")
 
 @dataclass
 class RobultConfig:
-    """Architecture options (defaults from METHOD.md).
+    """Architecture options (defaults from METHOD.md); each field's meaning is its ``help`` (``robult config show``
+    prints it)."""
 
-    Attributes:
-        hidden_dim: ``d_h``, the common width of every encoder output (a linear adapter brings user encoders to it).
-        shared_dim: ``d_z``, width of ``Z^m`` and of the fused ``S``.
-        specific_dim: ``d_u``, width of ``U^m``.
-        projector_hidden: hidden widths of ``g_0`` and ``g_m`` (empty: linear projectors).
-        head_hidden: hidden widths of the heads ``c`` and ``c_S``.
-        encoder_hidden: hidden widths of the built-in MLP encoders.
-        sequence_encoder: built-in encoder for sequences: ``"gru"``, ``"transformer"`` or ``"conv"`` (a 1-D CNN
-            over time, :class:`robult.modules.encoders.ConvSequenceEncoder`); a ``tokens`` modality embeds its ids and
-            runs the same encoder.
-        token_buckets: embedding rows of the built-in encoder of ``tokens`` modalities (width ``hidden_dim``): id
-            ``i`` uses row ``i mod token_buckets``, so the default covers BERT's 30522 ids one row each.
-        fusion: ``"concat"`` (concatenation + MLP) or ``"attention"`` (masked attention over modality tokens).
-        dropout: dropout in the built-in encoders and the fusion (projectors and heads have none).
-        aggregate: ``"logit_mean"`` (mean of per-modality predictions) or ``"feature_mean"`` (head on the mean of
-            ``[U^m; Z^m]``).
-        use_fused_when_complete: predict with the fused head ``c_S(S)`` when every modality is present.
-        rec_grad_to_encoder: let the reconstruction loss reach the encoders (off: only ``g_m`` and ``r_m``).
-        fusion_grad_to_encoder: let the fused branch (``c_S(S)`` supervision and the contrastive targets ``S``)
-            reach the encoders (METHOD.md; off: the fusion sees ``sg(H)``, so each encoder is trained only through
-            its own modality's ``Z^m, U^m`` — not in METHOD.md, an experiment against modality competition).
-        subset_weights: the per-modality weights of the subset average. ``validation`` (default): after training,
-            each modality's weight is chosen from {0.1, 0.3, 1} on the validation split (the selection score, by
-            coordinate ascent from all-1, kept only where it improves), so a view that is near chance alone stops
-            diluting the others; ``uniform``: the plain mean. Only :class:`RobultModel` has the weights (saved with
-            it); the late-fusion baselines average uniformly.
-        strong_view: training only (weak/strong self-training, FixMatch-style): the forward also predicts every
-            sample with the fused head from a strongly perturbed copy of its hidden features (each present
-            modality dropped with this probability, at least one kept, and dropout at this rate on the kept
-            ``H^m``), returned as ``RobultOutput.strong_fused_logits``; the self-training term trains it towards the
-            weak (unperturbed) teacher's confident pseudo-label, so the fused teacher also learns from unlabeled
-            samples. 0 (off): no strong view, and the forward draws no extra random numbers.
-    """
-
-    hidden_dim: int = field(default=128, metadata={"ge": 1})
-    shared_dim: int = field(default=64, metadata={"ge": 1})
-    specific_dim: int = field(default=64, metadata={"ge": 1})
-    projector_hidden: tuple[int, ...] = ()
-    head_hidden: tuple[int, ...] = ()
-    encoder_hidden: tuple[int, ...] = (256,)
-    sequence_encoder: Literal["gru", "transformer", "conv"] = "gru"
-    token_buckets: int = field(default=TOKEN_BUCKETS, metadata={"ge": 1})
-    fusion: Literal["concat", "attention"] = "concat"
-    dropout: float = field(default=0.1, metadata={"ge": 0.0, "lt": 1.0})
-    aggregate: Literal["logit_mean", "feature_mean"] = "logit_mean"
-    use_fused_when_complete: bool = False
-    rec_grad_to_encoder: bool = False
-    fusion_grad_to_encoder: bool = True
-    subset_weights: Literal["validation", "uniform"] = "validation"
-    strong_view: float = field(default=0.0, metadata={"ge": 0.0, "lt": 1.0})
+    hidden_dim: int = option(
+        128,
+        "``d_h``, the common width of every encoder output (a linear adapter brings user encoders to it).",
+        ge=1,
+    )
+    shared_dim: int = option(64, "``d_z``, width of ``Z^m`` and of the fused ``S``.", ge=1)
+    specific_dim: int = option(64, "``d_u``, width of ``U^m``.", ge=1)
+    projector_hidden: tuple[int, ...] = option((), "hidden widths of ``g_0`` and ``g_m`` (empty: linear projectors).")
+    head_hidden: tuple[int, ...] = option((), "hidden widths of the heads ``c`` and ``c_S``.")
+    encoder_hidden: tuple[int, ...] = option((256,), "hidden widths of the built-in MLP encoders.")
+    sequence_encoder: Literal["gru", "transformer", "conv"] = option(
+        "gru",
+        'built-in encoder for sequences: ``"gru"``, ``"transformer"`` or ``"conv"`` (a 1-D CNN over time, '
+        ":class:`robult.modules.encoders.ConvSequenceEncoder`); a ``tokens`` modality embeds its ids and runs the same "
+        "encoder.",
+    )
+    token_buckets: int = option(
+        TOKEN_BUCKETS,
+        "embedding rows of the built-in encoder of ``tokens`` modalities (width ``hidden_dim``): id ``i`` uses row "
+        "``i mod token_buckets``, so the default covers BERT's 30522 ids one row each.",
+        ge=1,
+    )
+    fusion: Literal["concat", "attention"] = option(
+        "concat",
+        '``"concat"`` (concatenation + MLP) or ``"attention"`` (masked attention over modality tokens).',
+    )
+    dropout: float = option(
+        0.1,
+        "dropout in the built-in encoders and the fusion (projectors and heads have none).",
+        ge=0.0,
+        lt=1.0,
+    )
+    aggregate: Literal["logit_mean", "feature_mean"] = option(
+        "logit_mean",
+        '``"logit_mean"`` (mean of per-modality predictions) or ``"feature_mean"`` '
+        "(head on the mean of ``[U^m; Z^m]``).",
+    )
+    use_fused_when_complete: bool = option(
+        False,
+        "predict with the fused head ``c_S(S)`` when every modality is present.",
+    )
+    rec_grad_to_encoder: bool = option(
+        False,
+        "let the reconstruction loss reach the encoders (off: only ``g_m`` and ``r_m``).",
+    )
+    fusion_grad_to_encoder: bool = option(
+        True,
+        "let the fused branch (``c_S(S)`` supervision and the contrastive targets ``S``) reach the encoders (METHOD.md;"
+        " off: the fusion sees ``sg(H)``, so each encoder is trained only through its own modality's ``Z^m, U^m`` — not"
+        " in METHOD.md, an experiment against modality competition).",
+    )
+    subset_weights: Literal["validation", "uniform"] = option(
+        "validation",
+        "the per-modality weights of the subset average. ``validation`` (default): after training, each modality's "
+        "weight is chosen from {0.1, 0.3, 1} on the validation split (the selection score, by coordinate ascent from "
+        "all-1, kept only where it improves), so a view that is near chance alone stops diluting the others; "
+        "``uniform``: the plain mean. Only :class:`RobultModel` has the weights (saved with it); the late-fusion "
+        "baselines average uniformly.",
+    )
+    strong_view: float = option(
+        0.0,
+        "training only (weak/strong self-training, FixMatch-style): the forward also predicts every sample with the "
+        "fused head from a strongly perturbed copy of its hidden features (each present modality dropped with this "
+        "probability, at least one kept, and dropout at this rate on the kept ``H^m``), returned as "
+        "``RobultOutput.strong_fused_logits``; the self-training term trains it towards the weak (unperturbed) "
+        "teacher's confident pseudo-label, so the fused teacher also learns from unlabeled samples. 0 (off): no strong "
+        "view, and the forward draws no extra random numbers.",
+        ge=0.0,
+        lt=1.0,
+    )
 
     def __post_init__(self) -> None:
         if self.aggregate not in AGGREGATES:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from robult.modules.layers import MLP
 from robult.specs import ModalityKind, ModalitySpec
+from robult.utils.options import option
 
 if TYPE_CHECKING:
     from robult.batch import Batch
@@ -184,24 +185,27 @@ TOKEN_BUCKETS = 32768  # the default of ``model.token_buckets``: more than BERT'
 
 @dataclass
 class EncoderConfig:
-    """Options of the built-in encoders (:class:`ModalityEncoders`), the ``model`` keys every method reads.
+    """Options of the built-in encoders (:class:`ModalityEncoders`), the ``model`` keys every method reads."""
 
-    Attributes:
-        hidden_dim: ``d_h``, the common width of every encoder output (a linear adapter brings user encoders to it).
-        encoder_hidden: hidden widths of the built-in MLP encoders.
-        sequence_encoder: built-in encoder for sequences: ``"gru"``, ``"transformer"`` or ``"conv"`` (a 1-D CNN
-            over time, :class:`robult.modules.encoders.ConvSequenceEncoder`); a ``tokens`` modality embeds its ids and
-            runs the same encoder.
-        token_buckets: embedding rows of the built-in encoder of ``tokens`` modalities (width ``hidden_dim``): id
-            ``i`` uses row ``i mod token_buckets``, so the default covers BERT's 30522 ids one row each.
-        dropout: dropout in the built-in encoders.
-    """
-
-    hidden_dim: int = field(default=128, metadata={"ge": 1})
-    encoder_hidden: tuple[int, ...] = (256,)
-    sequence_encoder: Literal["gru", "transformer", "conv"] = "gru"
-    token_buckets: int = field(default=TOKEN_BUCKETS, metadata={"ge": 1})
-    dropout: float = field(default=0.1, metadata={"ge": 0.0, "lt": 1.0})
+    hidden_dim: int = option(
+        128,
+        "``d_h``, the common width of every encoder output (a linear adapter brings user encoders to it).",
+        ge=1,
+    )
+    encoder_hidden: tuple[int, ...] = option((256,), "hidden widths of the built-in MLP encoders.")
+    sequence_encoder: Literal["gru", "transformer", "conv"] = option(
+        "gru",
+        'built-in encoder for sequences: ``"gru"``, ``"transformer"`` or ``"conv"`` (a 1-D CNN over time, '
+        ":class:`robult.modules.encoders.ConvSequenceEncoder`); a ``tokens`` modality embeds its ids and runs the same "
+        "encoder.",
+    )
+    token_buckets: int = option(
+        TOKEN_BUCKETS,
+        "embedding rows of the built-in encoder of ``tokens`` modalities (width ``hidden_dim``): id ``i`` uses row "
+        "``i mod token_buckets``, so the default covers BERT's 30522 ids one row each.",
+        ge=1,
+    )
+    dropout: float = option(0.1, "dropout in the built-in encoders.", ge=0.0, lt=1.0)
 
     def __post_init__(self) -> None:
         if self.hidden_dim < 1:

@@ -111,9 +111,18 @@ def option_fields(configs: typing.Iterable[type], section: str = "loss") -> dict
     return out
 
 
+def option(default: Any, help: str, **bounds: float) -> Any:
+    """A config dataclass field with its default, its meaning (``robult config show`` prints it) and numeric bounds
+    (``ge``, ``gt``, ``le``, ``lt``; checked by the run config and :func:`robult.utils.bounds.check_bounds`)::
+
+        hidden_dim: int = option(128, "the common width of every encoder output", ge=1)
+    """
+    return dataclasses.field(default=default, metadata={**bounds, "help": help})
+
+
 def option_names(cls: type) -> list[str]:
     """The field names of the dataclass ``cls``, in declaration order."""
     return [f.name for f in dataclasses.fields(cls)]
 
 
-__all__ = ["OptionField", "docstring_attributes", "field_meanings", "option_fields", "option_names"]
+__all__ = ["OptionField", "docstring_attributes", "field_meanings", "option", "option_fields", "option_names"]
