@@ -345,7 +345,7 @@ def test_a_model_with_non_finite_weights_is_refused_at_load(finished: Path, tmp_
     from safetensors.torch import load_file, save_file
 
     import robult
-    from robult.inference.predictor import ArtefactError
+    from robult.inference import ArtefactError
     from robult.utils.io import sha256_file
 
     run = _copy_run(finished, "done", tmp_path / "runs")

@@ -232,7 +232,7 @@ def _evaluate_input(run: Path, input: Path, protocols: list[str], masks_dir: Pat
     """`robult evaluate RUN --input DIR`: the run's model artefact scored on a user-format directory."""
     with one_line_errors():
         from robult.evaluation.report import format_evaluation
-        from robult.inference.predictor import load, model_dir
+        from robult.inference import load, model_dir
         from robult.inference.scoring import evaluate_inputs
 
         predictor = load(run)

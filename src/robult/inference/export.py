@@ -22,7 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from robult.batch import Batch
-from robult.inference.predictor import MODEL_DIR, Predictor, load, model_dir, write_run_model
+from robult.inference.artefact import MODEL_DIR, model_dir, write_run_model
+from robult.inference.predictor import Predictor, load
 from robult.specs import ModalityKind, TaskKind
 from robult.utils.io import atomic_open
 

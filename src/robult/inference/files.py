@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from robult.inference.predictor import Prediction, Predictor
+from robult.inference.prediction import Prediction
+from robult.inference.predictor import Predictor
 from robult.specs import ModalityKind, TaskKind
 from robult.utils.io import atomic_open
 

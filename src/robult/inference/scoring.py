@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from robult.inference.files import YAML_NAME, read_prediction_inputs
+from robult.inference.inputs import input_batch, presence_mask
 from robult.inference.predictor import DEFAULT_BATCH_SIZE, Predictor
 from robult.specs import TaskKind, TaskSpec
 
@@ -119,7 +120,7 @@ def evaluate_inputs(
     if len(target) != n:
         first = next(iter(data.inputs))
         raise ValueError(f"{labels_path}: {len(target)} labels, but modality {first!r} has {n} rows")
-    present = predictor._present(data.present, data.inputs, n)
+    present = presence_mask(data.present, data.inputs, n, names)
     empty = np.flatnonzero(~present.any(axis=1))
     if len(empty):
         raise ValueError(f"{yaml_path}: row {int(empty[0])} has no modality present ({len(empty)} such rows)")
@@ -137,7 +138,16 @@ def evaluate_inputs(
             for start in range(0, n, batch_size):
                 stop = min(n, start + batch_size)
                 # the predictor's batch: raw rows read, checked, normalised as in Predictor.predict
-                batch = predictor._batch(data.inputs, present, data.lengths, start, stop, device)
+                batch = input_batch(
+                    predictor.modalities,
+                    predictor.normalization,
+                    data.inputs,
+                    present,
+                    data.lengths,
+                    start,
+                    stop,
+                    device,
+                )
                 output = model(batch, with_reconstruction=False, validate=False)
                 scorer.add(output, torch.arange(start, stop))
     finally:

@@ -165,10 +165,7 @@ def log_version(run_dir: Path, resume: bool) -> str:
 def run_paths(run_dir: Path, resume: bool) -> list[str]:
     """What a run is about to write in ``run_dir`` (relative; ``dir/`` for a directory it creates), listed in
     ``written.json`` before it is written (:mod:`robult.training.written`)."""
-    try:
-        from robult.inference.artefact import CONFIG, INFO, MANIFEST, MODEL_DIR, NORMALIZATION, WEIGHTS
-    except ImportError:  # the artefact's names before they moved to robult.inference.artefact (remove once it is in)
-        from robult.inference.predictor import CONFIG, INFO, MANIFEST, MODEL_DIR, NORMALIZATION, WEIGHTS
+    from robult.inference.artefact import CONFIG, INFO, MANIFEST, MODEL_DIR, NORMALIZATION, WEIGHTS
 
     checkpoints = [f"{CHECKPOINT_DIR}/{n}{s}" for n in ("best.ckpt", "last.ckpt") for s in ("", ".sha256")]
     version = log_version(run_dir, resume)

@@ -22,7 +22,7 @@ from robult.utils.io import atomic_write_json
 WRITTEN = "written.json"
 FORMAT = "robult-written"
 # the temporary names of robult's writers: utils.io.atomic_open (tempfile.mkstemp: 8 random characters) and the
-# model artefact's directory swap (inference.predictor._write_artefact)
+# model artefact's directory swap (inference.artefact.write_artefact)
 _TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")
 _TEMP_DIRS = (re.compile(r"^\.model\.[A-Za-z0-9_]{8}\.tmp$"), re.compile(r"^\.model\.old-[0-9a-f]{8}$"))
 
