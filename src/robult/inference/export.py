@@ -23,6 +23,8 @@ from torch import Tensor, nn
 
 from robult.batch import Batch
 from robult.inference.artefact import MODEL_DIR, model_dir, write_run_model
+from robult.inference.inputs import normalize
+from robult.inference.prediction import outputs_from_scores
 from robult.inference.predictor import Predictor, load
 from robult.specs import ModalityKind, TaskKind
 from robult.utils.io import atomic_open
@@ -33,16 +35,20 @@ ONNX_OPSET = 17
 EXTRA_FILE = "robult.json"
 
 
-def _dense_encoders(encoders: Any) -> Any:
+def _dense_encoders(encoders: Any, unroll_gru: bool = False) -> Any:
     """A replacement for ``ModalityEncoders.forward`` that encodes every row and zeroes the absent ones (a traced
-    graph cannot select the present rows by a data-dependent branch; present rows get the same features)."""
+    graph cannot select the present rows by a data-dependent branch; present rows get the same features). With
+    ``unroll_gru`` (for the ONNX exporter) GRU encoders run unrolled (:func:`_encode_unrolled`)."""
 
     def forward(batch: Batch) -> Tensor:
         out = []
         for m, spec in enumerate(encoders.modalities):
             x = batch.inputs[spec.name]
             enc = encoders.encoders[spec.name]
-            h = enc(x, batch.lengths[spec.name]) if spec.is_sequential else enc(x)
+            if unroll_gru:
+                h = _encode_unrolled(enc, spec.is_sequential, x, batch.lengths.get(spec.name))
+            else:
+                h = enc(x, batch.lengths[spec.name]) if spec.is_sequential else enc(x)
             h = encoders.adapters[spec.name](h)
             out.append(torch.where(batch.present[:, m, None], h, torch.zeros_like(h)))
         return torch.stack(out, dim=1)
@@ -82,29 +88,19 @@ def _unrolled_gru(gru: nn.GRU, x: Tensor, lengths: Tensor) -> Tensor:
     return torch.stack(finals, dim=0)
 
 
-def _onnx_encoders(encoders: Any) -> Any:
-    """:func:`_dense_encoders` with GRU encoders unrolled (:func:`_unrolled_gru`), for the ONNX exporter (a token
-    encoder's embedding runs first, then its sequence encoder is treated as a sequence modality's)."""
+def _encode_unrolled(enc: nn.Module, sequential: bool, x: Tensor, lengths: Tensor | None) -> Tensor:
+    """One modality's encoder with a GRU unrolled (:func:`_unrolled_gru`), for the ONNX exporter (a token encoder's
+    embedding runs first, then its sequence encoder is treated as a sequence modality's)."""
     from robult.modules.encoders import GRUEncoder, TokenEncoder
 
-    def forward(batch: Batch) -> Tensor:
-        out = []
-        for m, spec in enumerate(encoders.modalities):
-            x = batch.inputs[spec.name]
-            enc = encoders.encoders[spec.name]
-            if isinstance(enc, TokenEncoder):
-                x, enc = enc.embed(x, batch.lengths[spec.name]), enc.sequence
-            if isinstance(enc, GRUEncoder):
-                h = _unrolled_gru(enc.gru, x, batch.lengths[spec.name].clamp(min=1))
-                dirs = 2 if enc.gru.bidirectional else 1
-                h = enc.proj(h[-dirs:].transpose(0, 1).reshape(x.shape[0], -1))
-            else:
-                h = enc(x, batch.lengths[spec.name]) if spec.is_sequential else enc(x)
-            h = encoders.adapters[spec.name](h)
-            out.append(torch.where(batch.present[:, m, None], h, torch.zeros_like(h)))
-        return torch.stack(out, dim=1)
-
-    return forward
+    if isinstance(enc, TokenEncoder):
+        x, enc = enc.embed(x, lengths), enc.sequence
+    if isinstance(enc, GRUEncoder):
+        assert lengths is not None
+        h = _unrolled_gru(enc.gru, x, lengths.clamp(min=1))
+        dirs = 2 if enc.gru.bidirectional else 1
+        return enc.proj(h[-dirs:].transpose(0, 1).reshape(x.shape[0], -1))
+    return enc(x, lengths) if sequential else enc(x)
 
 
 class ExportedModel(nn.Module):
@@ -135,8 +131,7 @@ class ExportedModel(nn.Module):
                 x = x.float()
                 x = torch.where(torch.isfinite(x), x, torch.zeros_like(x))
                 if f"{spec.name}__mean" in self.stats:
-                    mean, std = self.stats[f"{spec.name}__mean"], self.stats[f"{spec.name}__std"]
-                    x = ((x.to(mean.dtype) - mean) / std).to(torch.float32)
+                    x = normalize(x, self.stats[f"{spec.name}__mean"], self.stats[f"{spec.name}__std"])
             else:
                 x = torch.where(present[:, m].reshape(-1, *([1] * (x.ndim - 1))), x.long(), torch.zeros_like(x.long()))
             inputs[spec.name] = x
@@ -144,14 +139,7 @@ class ExportedModel(nn.Module):
         batch = Batch(inputs, present, torch.zeros(b), torch.zeros(b, dtype=torch.bool), lengths)
         output = self.model(batch, with_reconstruction=False, validate=False)
         all_mask = torch.ones(1, len(self.specs), dtype=torch.bool)
-        scores = self.model.predict_subsets(output, all_mask).predictions[0]
-        if self.kind == TaskKind.MULTICLASS:
-            return torch.softmax(scores, dim=-1)
-        if self.kind == TaskKind.MULTILABEL:
-            return torch.sigmoid(scores)
-        if self.kind == TaskKind.BINARY:
-            return torch.sigmoid(scores[:, 0])
-        return scores[:, 0]
+        return outputs_from_scores(self.model.predict_subsets(output, all_mask).predictions[0], self.kind)
 
 
 def example_inputs(predictor: Predictor, batch: int = 4, seq_len: int = 5) -> tuple[Tensor, ...]:
@@ -277,7 +265,7 @@ def export_onnx(model: str | Path | Predictor, out: str | Path | None = None) ->
                 "free; use --format torchscript"
             )
     buffer = io.BytesIO()
-    encoders.forward = _onnx_encoders(encoders)  # instance attribute: only while tracing
+    encoders.forward = _dense_encoders(encoders, unroll_gru=True)  # instance attribute: only while tracing
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
