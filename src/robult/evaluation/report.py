@@ -34,7 +34,7 @@ from typing import Any
 
 from robult.evaluation.metrics import METRICS
 from robult.specs import subset_key
-from robult.utils.io import atomic_open, atomic_write_json
+from robult.utils.io import atomic_open, atomic_write_json, json_safe
 
 TOP_KEYS = ("dataset", "task", "metric", "higher_is_better", "modalities", "runs")
 RUN_KEYS = ("method", "label_ratio", "seed", "subsets", "mean_over_subsets", "random_rate", "all_metrics")
@@ -42,17 +42,6 @@ MEAN_COLUMN = "mean over subsets"
 
 
 # ---------------------------------------------------------------------------------------------------- documents
-def _clean(value: Any) -> Any:
-    """Non-finite floats -> ``None`` (strict JSON), recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
 def run_entry(method: str, label_ratio: float, seed: int, evaluation: Any, metric: str) -> dict[str, Any]:
     """One ``runs`` entry from an ``EvaluationResult`` (or its ``to_dict()``).
 
@@ -133,7 +122,7 @@ def results_document(
         "metric": metric,
         "higher_is_better": bool(higher_is_better),
         "modalities": list(modalities),
-        "runs": _clean([dict(r) for r in runs]),
+        "runs": json_safe([dict(r) for r in runs]),
     }
     if provenance is not None:
         doc["provenance"] = dict(provenance)
@@ -144,7 +133,7 @@ def results_document(
 def write_results(path: str | Path, doc: dict[str, Any]) -> None:
     """Write ``doc`` as JSON atomically (undefined values as ``null``)."""
     _validate(doc, str(path))
-    atomic_write_json(path, _clean(doc))
+    atomic_write_json(path, json_safe(doc))
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
