@@ -31,7 +31,7 @@ from robult.inference import ArtefactError, Predictor
 from robult.specs import all_subsets
 from robult.utils.io import ChecksumError
 
-from .conftest import TINY_TWO_EPOCHS
+from ..conftest import TINY_TWO_EPOCHS
 
 runner = CliRunner()
 SYNTH = ["dataset.options.n_samples=240", "dataset.options.modality_dims=[6, 5, 4]"]
@@ -495,7 +495,7 @@ def test_binary_and_multilabel_outputs(runs) -> None:
 
 
 def _readme_blocks() -> tuple[str, str]:
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = text.split("## Predict with a trained model", 1)[1].split("\n## ", 1)[0]
     bash = re.search(r"```bash\n(.*?)```", section, re.S)
     python = re.search(r"```python\n(.*?)```", section, re.S)
