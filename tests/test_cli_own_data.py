@@ -168,3 +168,53 @@ def test_parquet_table_reads_as_the_csv(tmp_path: Path) -> None:
         assert torch.equal(x.present, y.present) and torch.equal(x.labeled, y.labeled)
         assert torch.equal(x.target, y.target)
         assert np.allclose(np.asarray(x.inputs["a"]), np.asarray(y.inputs["a"]), atol=1e-6)
+
+
+def test_predict_and_evaluate_read_a_table_as_the_same_rows_in_a_directory(tmp_path: Path) -> None:
+    """``predict`` and ``evaluate --input FILE.csv`` (the format ``train --input`` reads) give the numbers of the same
+    rows written as a directory; every command with its defaults."""
+    import json
+
+    table = tmp_path / "pets.csv"
+    _write_csv(table)
+    sets = [x for item in [*SMALL, f"out_dir={tmp_path / 'runs'}"] for x in ("--set", item)]
+    assert runner.invoke(app, ["train", "--input", str(table), *sets]).exit_code == 0
+    (run,) = [p for p in (tmp_path / "runs").iterdir() if p.name != "masks"]
+    # the same rows as the user format: the CSV's values, class ids in the model's (sorted) order, the masks
+    inputs, y = _arrays(n=90, seed=2)
+    as_written = np.vectorize(lambda v: float(f"{v:.4f}"))  # the CSV holds 4 decimals
+    rounded = {k: as_written(x).astype(np.float32) for k, x in inputs.items()}
+    present = np.ones((90, 2), dtype=bool)
+    present[::5, 0] = False
+    rounded["a"][~present[:, 0]] = 0.0
+    task = TaskSpec("multiclass", num_classes=3, label_names=("cat", "dog", "eel"))
+    directory = tmp_path / "pets_dir"
+    labeled = np.arange(90) % 2 == 0
+    write_user_dataset(directory, rounded, y, task, name="pets", present=present, labeled=labeled)
+
+    from_table = runner.invoke(app, ["predict", str(run), "--input", str(table)])
+    from_dir = runner.invoke(app, ["predict", str(run), "--input", str(directory)])
+    assert from_table.exit_code == 0, from_table.output
+    assert from_dir.exit_code == 0, from_dir.output
+    rows = list(csv.reader(io.StringIO(from_table.stdout)))
+    assert len(rows) == 91 and rows[0][:2] == ["index", "label"] and rows[1][-1] == "b" and rows[2][-1] == "a+b"
+    assert from_table.stdout == from_dir.stdout
+
+    scores = {}
+    for name, source in (("table", table), ("dir", directory)):
+        out = tmp_path / f"{name}.json"
+        result = runner.invoke(app, ["evaluate", str(run), "--input", str(source), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert "lacks" not in result.output
+        scores[name] = json.loads(out.read_text())
+        assert scores[name].pop("input") == str(source)
+    assert scores["table"]["counts"]["n"] == 90 and scores["table"]["subsets"]
+    assert scores["table"] == scores["dir"]
+    # a table without the a__* columns: scored with a absent from every row, and the command says so
+    lines = table.read_text().splitlines()
+    keep = [j for j, h in enumerate(lines[0].split(",")) if not h.startswith("a__")]
+    only_b = tmp_path / "only_b.csv"
+    only_b.write_text("".join(",".join(line.split(",")[j] for j in keep) + "\n" for line in lines))
+    result = runner.invoke(app, ["evaluate", str(run), "--input", str(only_b)])
+    assert result.exit_code == 0, result.output
+    assert "lacks modality 'a'" in result.output and "b" in result.output

@@ -194,9 +194,9 @@ def evaluate(
         typer.Option(
             "--input",
             "-i",
-            help="Score on this dataset instead of the run's test split: a directory with dataset.yaml + .npy "
-            "(docs/datasets.md) holding labels and some or all of the model's modalities (one it lacks is absent "
-            "from every row); every row is scored.",
+            help="Score on this dataset instead of the run's test split: a directory with dataset.yaml + .npy, "
+            "or a table file (.csv, .parquet) as train --input reads (docs/datasets.md), holding labels and some or "
+            "all of the model's modalities (one it lacks is absent from every row); every row is scored.",
         ),
     ] = None,
 ) -> None:
@@ -229,7 +229,7 @@ def evaluate(
 
 
 def _evaluate_input(run: Path, input: Path, protocols: list[str], masks_dir: Path | None, out: Path | None) -> None:
-    """`robult evaluate RUN --input DIR`: the run's model artefact scored on a user-format directory."""
+    """`robult evaluate RUN --input DIR|FILE`: the run's model artefact scored on a user-format directory or a table."""
     with one_line_errors():
         from robult.evaluation.report import format_evaluation
         from robult.inference import load, model_dir
@@ -266,19 +266,23 @@ def _evaluate_input(run: Path, input: Path, protocols: list[str], masks_dir: Pat
 
 
 def _lacking_modalities(input: Path, names: list[str]) -> list[str]:
-    """The model's modalities that an input directory's ``dataset.yaml`` does not list."""
-    from robult.config import read_yaml
-    from robult.inference.files import YAML_NAME
+    """The model's modalities that an input directory's ``dataset.yaml`` (or a table's columns) does not list."""
+    from robult.inference.files import input_modality_names
 
-    doc = read_yaml(input / YAML_NAME if input.is_dir() else input)
-    listed = {m.get("name") for m in doc.get("modalities") or [] if isinstance(m, dict)}
+    listed = set(input_modality_names(input))
     return [n for n in names if n not in listed]
 
 
 def predict(
     run: Annotated[Path, typer.Argument(help="A run directory or its model/ directory.")],
     input: Annotated[
-        Path, typer.Option("--input", "-i", help="Inputs: a directory with dataset.yaml + .npy (docs/datasets.md).")
+        Path,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Inputs: a directory with dataset.yaml + .npy, or a table file (.csv, .parquet) as train --input "
+            "reads (docs/datasets.md).",
+        ),
     ],
     out: Annotated[
         Path | None,

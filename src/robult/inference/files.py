@@ -33,6 +33,7 @@ class PredictionInputs:
     lengths: dict[str, np.ndarray]
     num_rows: int
     source: Path
+    labels: Any = None  # a table's label column as read (robult.data.table.table_targets); None for a directory
 
 
 def _open(path: Path, what: str, mmap: bool) -> np.ndarray:
@@ -49,14 +50,20 @@ def _open(path: Path, what: str, mmap: bool) -> np.ndarray:
 
 
 def read_prediction_inputs(path: str | Path, predictor: Predictor) -> PredictionInputs:
-    """Read the inputs of ``robult predict`` from a user-format directory (or its ``dataset.yaml``).
+    """Read the inputs of ``robult predict`` from a user-format directory (or its ``dataset.yaml``), or from a table
+    file (``.csv``, ``.tsv``, ``.parquet``: the format ``robult train --input`` reads, :mod:`robult.data.table`).
 
     Raises:
         FileNotFoundError: no ``dataset.yaml`` or a named file is missing.
         ValueError: anything malformed or not matching the model, as one line naming the file, key or modality.
     """
     from robult.config import read_yaml
+    from robult.data.table import is_table, read_table_inputs
     from robult.data.user import ModalityConfig
+
+    if is_table(path):
+        table = read_table_inputs(path, predictor.modalities)
+        return PredictionInputs(table.inputs, table.present, {}, table.num_rows, table.source, table.label)
 
     class InputConfig(BaseModel):
         model_config = ConfigDict(extra="allow")  # name, task, labels, split, ... are not needed to predict
@@ -268,3 +275,16 @@ def predict_to_file(
     data = read_prediction_inputs(inputs, predictor)
     prediction = predictor.predict(data.inputs, data.present, lengths=data.lengths, batch_size=batch_size)
     return write_predictions(prediction, out), len(prediction)
+
+
+def input_modality_names(path: str | Path) -> list[str]:
+    """The modalities an input lists: the ``modalities`` of a directory's ``dataset.yaml``, or a table's column groups
+    (``<modality>__<feature>``, :func:`robult.data.table.table_modality_names`)."""
+    from robult.config import read_yaml
+    from robult.data.table import is_table, table_modality_names
+
+    path = Path(path).expanduser()
+    if is_table(path):
+        return table_modality_names(path)
+    doc = read_yaml(path / YAML_NAME if path.is_dir() else path)
+    return [str(m.get("name")) for m in doc.get("modalities") or [] if isinstance(m, dict)]

@@ -21,10 +21,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from robult.inference.files import YAML_NAME, read_prediction_inputs
+from robult.data.table import is_table
+from robult.inference.files import YAML_NAME, PredictionInputs, read_prediction_inputs
 from robult.inference.inputs import input_batch, presence_mask
 from robult.inference.predictor import DEFAULT_BATCH_SIZE, Predictor
 from robult.specs import TaskKind, TaskSpec
+from robult.utils.paths import safe_file_stem
 
 INPUT_SPLIT = "input"  # the split name of an input directory's masks in a mask store
 
@@ -54,6 +56,18 @@ def _task_and_labels(yaml_path: Path, raw: dict[str, Any], predictor: Predictor)
     return labels_path, torch.from_numpy(target), torch.from_numpy(labeled)
 
 
+def _table_labels(data: PredictionInputs, predictor: Predictor) -> tuple[Path, Tensor, Tensor]:
+    """A table's label column as the model's targets and the labeled mask (:func:`robult.data.table.table_targets`)."""
+    from robult.data.table import table_targets
+
+    if data.labels is None:
+        raise ValueError(
+            f"{data.source}: no label column 'label': required to score; to predict without labels use `robult predict`"
+        )
+    target, labeled = table_targets(data.labels, predictor.task, f"{data.source} (label)")
+    return data.source, torch.from_numpy(target), torch.from_numpy(labeled)
+
+
 class _LabelKeys:
     """The two keys of ``dataset.yaml`` that :func:`robult.data.user.read_labels` reads."""
 
@@ -78,11 +92,13 @@ def evaluate_inputs(
     masks_dir: str | Path | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Any:
-    """Score ``predictor`` on the user-format directory ``path`` under the missing-modality protocols.
+    """Score ``predictor`` on the user-format directory ``path`` (or a table file, :mod:`robult.data.table`) under
+    the missing-modality protocols.
 
     Args:
         predictor: the trained model (:func:`robult.load`).
-        path: the directory (or its ``dataset.yaml``); see the module docstring.
+        path: the directory (or its ``dataset.yaml``; see the module docstring), or a ``.csv`` / ``.tsv`` /
+            ``.parquet`` table with a ``label`` column, in the format ``robult train --input`` reads.
         protocols: any of ``"all-subsets"``, ``"random-rate"`` (default: the run's ``eval.protocols``).
         rates: missing rates (default: the run's ``eval.rates``).
         mask_seed: seed of the random-rate masks (default: the run's ``eval.mask_seed``).
@@ -114,8 +130,12 @@ def evaluate_inputs(
     yaml_path = data.source
     names = predictor.modality_names
     lacking = [name for name in names if name not in data.inputs]  # absent from every row: scored without them
-    raw = read_yaml(yaml_path)
-    labels_path, target, labeled = _task_and_labels(yaml_path, raw, predictor)
+    if is_table(yaml_path):  # a table: its label column; named after the file, as training names it
+        raw: dict[str, Any] = {"name": safe_file_stem(yaml_path.stem, "table")}
+        labels_path, target, labeled = _table_labels(data, predictor)
+    else:
+        raw = read_yaml(yaml_path)
+        labels_path, target, labeled = _task_and_labels(yaml_path, raw, predictor)
     n = data.num_rows
     if len(target) != n:
         first = next(iter(data.inputs))
