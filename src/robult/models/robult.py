@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from robult.batch import Batch, validate_batch
 from robult.models.base import MultimodalModel
 from robult.models.subsets import SubsetPredictions, aggregate_subsets, subset_masks
-from robult.modules.encoders import TOKEN_BUCKETS, EncoderConfig, ModalityEncoders
+from robult.modules.encoders import EncoderConfig, ModalityEncoders, encoder_option
 from robult.modules.fusions import build_fusion
 from robult.modules.layers import MLP, GroupedMLP
 from robult.specs import ModalitySpec, TaskSpec
@@ -36,37 +36,20 @@ class RobultConfig:
     """Architecture options (defaults from METHOD.md); each field's meaning is its ``help`` (``robult config show``
     prints it)."""
 
-    hidden_dim: int = option(
-        128,
-        "``d_h``, the common width of every encoder output (a linear adapter brings user encoders to it).",
-        ge=1,
-    )
+    hidden_dim: int = encoder_option("hidden_dim")
     shared_dim: int = option(64, "``d_z``, width of ``Z^m`` and of the fused ``S``.", ge=1)
     specific_dim: int = option(64, "``d_u``, width of ``U^m``.", ge=1)
     projector_hidden: tuple[int, ...] = option((), "hidden widths of ``g_0`` and ``g_m`` (empty: linear projectors).")
     head_hidden: tuple[int, ...] = option((), "hidden widths of the heads ``c`` and ``c_S``.")
-    encoder_hidden: tuple[int, ...] = option((256,), "hidden widths of the built-in MLP encoders.")
-    sequence_encoder: Literal["gru", "transformer", "conv"] = option(
-        "gru",
-        'built-in encoder for sequences: ``"gru"``, ``"transformer"`` or ``"conv"`` (a 1-D CNN over time, '
-        ":class:`robult.modules.encoders.ConvSequenceEncoder`); a ``tokens`` modality embeds its ids and runs the same "
-        "encoder.",
-    )
-    token_buckets: int = option(
-        TOKEN_BUCKETS,
-        "embedding rows of the built-in encoder of ``tokens`` modalities (width ``hidden_dim``): id ``i`` uses row "
-        "``i mod token_buckets``, so the default covers BERT's 30522 ids one row each.",
-        ge=1,
-    )
+    encoder_hidden: tuple[int, ...] = encoder_option("encoder_hidden")
+    sequence_encoder: Literal["gru", "transformer", "conv"] = encoder_option("sequence_encoder")
+    token_buckets: int = encoder_option("token_buckets")
     fusion: Literal["concat", "attention"] = option(
         "concat",
         '``"concat"`` (concatenation + MLP) or ``"attention"`` (masked attention over modality tokens).',
     )
-    dropout: float = option(
-        0.1,
-        "dropout in the built-in encoders and the fusion (projectors and heads have none).",
-        ge=0.0,
-        lt=1.0,
+    dropout: float = encoder_option(
+        "dropout", "dropout in the built-in encoders and the fusion (projectors and heads have none)."
     )
     aggregate: Literal["logit_mean", "feature_mean"] = option(
         "logit_mean",

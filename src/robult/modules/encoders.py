@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -216,6 +216,16 @@ class EncoderConfig:
     def of(cls, config: object) -> EncoderConfig:
         """The encoder options of a larger config holding the same fields (e.g. ``RobultConfig``)."""
         return cls(**{name: getattr(config, name) for name in cls.__dataclass_fields__})
+
+
+def encoder_option(name: str, help: str | None = None) -> Any:
+    """A config field equal to :class:`EncoderConfig`'s ``name`` (its default, meaning and bounds; ``help`` replaces
+    the meaning), for a model config that holds the encoder keys among its own in its own order (``RobultConfig``)::
+
+        hidden_dim: int = encoder_option("hidden_dim")
+    """
+    f = EncoderConfig.__dataclass_fields__[name]
+    return field(default=f.default, metadata={**f.metadata, **({} if help is None else {"help": help})})
 
 
 def build_sequence_encoder(name: str, in_dim: int, out_dim: int, **kwargs: object) -> nn.Module:
