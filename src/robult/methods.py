@@ -207,13 +207,11 @@ def _build_robult(modalities, task, model_cfg: RobultConfig, loss_cfg: RobultLos
 
 
 def _late_fusion(modalities, task, model_cfg: LateFusionConfig, encoders, cls: type | None = None, **parts: Any):
-    """A late-fusion model (``cls``, default :class:`LateFusionModel`) from its parts: the encoders, then one head
-    per modality (the order in which their weights are drawn)."""
-    from robult.models.late_fusion import LateFusionModel, modality_heads
+    """A late-fusion model (``cls``, default :class:`LateFusionModel`) built by its ``from_config``: the encoders,
+    then one head per modality (the order in which their weights are drawn); ``parts`` go to its constructor."""
+    from robult.models.late_fusion import LateFusionModel
 
-    built = _encoders(modalities, model_cfg, encoders)
-    heads = modality_heads([m.name for m in modalities], model_cfg.hidden_dim, model_cfg.head_hidden, task.num_outputs)
-    return (cls or LateFusionModel)(modalities, task, built, heads, **parts)
+    return (cls or LateFusionModel).from_config(modalities, task, model_cfg, encoders, **parts)
 
 
 def _build_late_fusion(modalities, task, model_cfg: LateFusionConfig, loss_cfg: SupervisedLossConfig, encoders):
@@ -257,16 +255,11 @@ def _build_shared_private(modalities, task, model_cfg: RobultConfig, loss_cfg: S
 
 
 def _build_tmc(modalities, task, model_cfg: LateFusionConfig, loss_cfg: TMCLossConfig, encoders):
-    from robult.models.late_fusion import modality_heads
-    from robult.models.tmc import TMCModel, evidence_classes
-    from robult.modules.layers import MLP
+    from robult.models.tmc import TMCModel
 
-    k = evidence_classes(task)  # before any weight is drawn: a regression task is refused first
-    built = _encoders(modalities, model_cfg, encoders)
-    d_h, hidden = model_cfg.hidden_dim, model_cfg.head_hidden
-    heads = modality_heads([m.name for m in modalities], d_h, hidden, k)
-    pseudo = MLP(len(modalities) * d_h, hidden, k, dropout=0.0) if loss_cfg.pseudo_view else None
-    return TMCModel(modalities, task, built, heads, pseudo), TMCLoss(task, loss_cfg)
+    # from_config refuses a regression task before any weight is drawn
+    model = TMCModel.from_config(modalities, task, model_cfg, encoders, pseudo_view=loss_cfg.pseudo_view)
+    return model, TMCLoss(task, loss_cfg)
 
 
 def _build_fixmatch(modalities, task, model_cfg: LateFusionConfig, loss_cfg: FixMatchLossConfig, encoders):

@@ -40,6 +40,20 @@ def modality_heads(names: Sequence[str], in_dim: int, hidden: tuple[int, ...], o
     return nn.ModuleDict({n: MLP(in_dim, hidden, out_dim, dropout=0.0) for n in names})
 
 
+def late_fusion_parts(
+    modalities: Sequence[ModalitySpec],
+    config: LateFusionConfig,
+    encoders: Mapping[str, nn.Module] | None,
+    out_dim: int,
+) -> tuple[list[ModalitySpec], ModalityEncoders, nn.ModuleDict]:
+    """What every late-fusion model builds from its config, in this order: the encoders (the user's ``encoders``
+    where given, built-ins for the others) and one MLP head per modality, ``d_h -> head_hidden -> out_dim``.
+    Returns ``(modalities as a list, encoders, heads)``."""
+    mods = list(modalities)
+    built = ModalityEncoders.from_config(mods, config, encoders)
+    return mods, built, modality_heads([m.name for m in mods], config.hidden_dim, config.head_hidden, out_dim)
+
+
 def check_heads(heads: Mapping[str, nn.Module], names: Sequence[str]) -> nn.ModuleDict:
     """``heads`` as a ModuleDict in the order of ``names``; an error naming a missing or unknown modality."""
     missing = [n for n in names if n not in heads]
@@ -93,10 +107,7 @@ class LateFusionModel(MultimodalModel):
         """The model with its parts built from ``config`` (defaults when ``None``): the encoders (the user's
         ``encoders`` where given, built-ins for the others) and one MLP head per modality. ``parts`` go to the
         constructor as they are (e.g. FixMatch's perturbations)."""
-        cfg = config or LateFusionConfig()
-        mods = list(modalities)
-        built = ModalityEncoders.from_config(mods, cfg, encoders)
-        heads = modality_heads([m.name for m in mods], cfg.hidden_dim, cfg.head_hidden, task.num_outputs)
+        mods, built, heads = late_fusion_parts(modalities, config or LateFusionConfig(), encoders, task.num_outputs)
         return cls(mods, task, built, heads, **parts)  # type: ignore[arg-type]
 
     def forward(self, batch: Batch, with_reconstruction: bool = False, validate: bool = True) -> LateFusionOutput:

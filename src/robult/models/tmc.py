@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from robult.batch import Batch, validate_batch
 from robult.models.base import MultimodalModel
-from robult.models.late_fusion import LateFusionConfig, check_heads, modality_heads
+from robult.models.late_fusion import LateFusionConfig, check_heads, late_fusion_parts
 from robult.models.subsets import SubsetPredictions, subset_masks
 from robult.modules.encoders import ModalityEncoders
 from robult.modules.layers import MLP
@@ -154,11 +154,8 @@ class TMCModel(MultimodalModel):
         head."""
         k = evidence_classes(task)
         cfg = config or LateFusionConfig()
-        mods = list(modalities)
-        names = [m.name for m in mods]
-        built = ModalityEncoders.from_config(mods, cfg, encoders)
-        heads = modality_heads(names, cfg.hidden_dim, cfg.head_hidden, k)
-        pseudo = MLP(len(names) * cfg.hidden_dim, cfg.head_hidden, k, dropout=0.0) if pseudo_view else None
+        mods, built, heads = late_fusion_parts(modalities, cfg, encoders, k)
+        pseudo = MLP(len(mods) * cfg.hidden_dim, cfg.head_hidden, k, dropout=0.0) if pseudo_view else None
         return cls(mods, task, built, heads, pseudo)
 
     def forward(self, batch: Batch, with_reconstruction: bool = False, validate: bool = True) -> TMCOutput:
