@@ -62,6 +62,12 @@ _ROBULT_SEARCH: dict[str, list[Any]] = {
 }
 _DROPOUT_SEARCH = {"train.modality_dropout": [0.3, 0.5, 0.7]}
 
+
+def _robult_search_without(part: str) -> dict[str, list[Any]]:
+    """Robult's search space less the keys containing ``part``: those an ablation fixes."""
+    return {k: v for k, v in _ROBULT_SEARCH.items() if part not in k}
+
+
 Section = Literal["model", "loss"]
 SECTIONS: tuple[Section, ...] = ("model", "loss")  # the sections a method owns a config of
 # ``train`` keys a method that trains on labeled samples only does not read
@@ -321,7 +327,7 @@ register_method(
         *_ROBULT,
         fixed_loss={"contrastive_grad_to_fusion": True, "lambda_pseudo": 0.0},
         fixed_model={"subset_weights": "uniform"},
-        search={k: v for k, v in _ROBULT_SEARCH.items() if "pseudo" not in k},
+        search=_robult_search_without("pseudo"),
         color="tab:brown",
     )
 )
@@ -331,7 +337,7 @@ register_method(
         "Robult without the self-training term (loss.lambda_pseudo = 0; ablation)",
         *_ROBULT,
         fixed_loss={"lambda_pseudo": 0.0},
-        search={k: v for k, v in _ROBULT_SEARCH.items() if "pseudo" not in k},
+        search=_robult_search_without("pseudo"),
         color="tab:purple",
     )
 )
@@ -351,7 +357,7 @@ register_method(
         "Robult without the reconstruction loss (ablation)",
         *_ROBULT,
         fixed_loss={"lambda_rec": 0.0},
-        search={k: v for k, v in _ROBULT_SEARCH.items() if k != "loss.lambda_rec"},
+        search=_robult_search_without("loss.lambda_rec"),
         color="tab:orange",
     )
 )
@@ -361,7 +367,7 @@ register_method(
         "Robult with labeled positives only: no soft PU candidates, the k = j term kept (ablation)",
         *_ROBULT,
         fixed_loss={"soft_weights": False},
-        search={k: v for k, v in _ROBULT_SEARCH.items() if k != "loss.sigma_min"},
+        search=_robult_search_without("loss.sigma_min"),
         color="tab:olive",
     )
 )
