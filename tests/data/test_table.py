@@ -96,3 +96,12 @@ def test_the_header_alone_names_the_modalities(tmp_path: Path) -> None:
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(ValueError, match=r"empty\.csv: empty file \(expected a header row\)"):
         table_modality_names(tmp_path / "empty.csv")
+
+
+def test_a_fractional_label_of_a_classification_task_is_an_error_not_a_truncated_class(tmp_path: Path) -> None:
+    table = tmp_path / "t.csv"
+    table.write_text("label,a__0\n0,1\n1,2\n1.5,3\n0,4\n")
+    assert load_table_dataset(table).task.kind.value == "regression"  # inferred: not every label is an integer
+    for task in ("multiclass", "binary"):
+        with pytest.raises(ValueError, match=rf"t\.csv \(label\): row 2 holds '1\.5', not a class of a {task} task"):
+            load_table_dataset(table, task=task)

@@ -226,6 +226,11 @@ def _target(raw: Any, task: str | None, where: str) -> tuple[np.ndarray, np.ndar
         return numbers.astype(np.float32), labeled, TaskSpec("regression")
     if task not in (None, "multiclass", "binary"):
         raise ValueError(f"{where}: task {task!r}; use multiclass, binary or regression")
+    if numbers is not None and not np.all(numbers[labeled] % 1 == 0):  # task given: 1.5 is not truncated to class 1
+        row = int(np.flatnonzero(labeled & (numbers % 1 != 0))[0])
+        raise ValueError(
+            f"{where}: row {row} holds {values[row]!r}, not a class of a {task} task (an integer or a word)"
+        )
     keys = (
         [int(x) for x in numbers[labeled]]
         if numbers is not None
