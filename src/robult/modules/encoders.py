@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor, nn
 
-from robult.modules.layers import MLP
+from robult.modules.layers import MLP, transformer_stack
 from robult.specs import ModalityKind, ModalitySpec
 from robult.utils.options import option
 
@@ -82,10 +82,7 @@ class TransformerSequenceEncoder(nn.Module):
         self.inp = nn.Linear(in_dim, d_model)
         self.pos = nn.Parameter(torch.zeros(max_len, d_model))
         nn.init.normal_(self.pos, std=0.02)
-        layer = nn.TransformerEncoderLayer(
-            d_model, num_heads, dim_feedforward=2 * d_model, dropout=dropout, batch_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.encoder = transformer_stack(d_model, num_layers, num_heads, dropout)
         self.proj = nn.Linear(d_model, out_dim)
         self.max_len = max_len
         self.out_dim = out_dim

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from robult.modules.layers import MLP
+from robult.modules.layers import MLP, transformer_stack
 
 
 class ConcatFusion(nn.Module):
@@ -61,10 +61,7 @@ class AttentionFusion(nn.Module):
             raise ValueError(f"attention fusion: d_h={in_dim} must be divisible by num_heads={num_heads}")
         self.modality_embedding = nn.Parameter(torch.zeros(num_modalities, in_dim))
         nn.init.normal_(self.modality_embedding, std=0.02)
-        layer = nn.TransformerEncoderLayer(
-            in_dim, num_heads, dim_feedforward=2 * in_dim, dropout=dropout, batch_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.encoder = transformer_stack(in_dim, num_layers, num_heads, dropout)
         self.out = nn.Linear(in_dim, out_dim)
 
     def forward(self, hidden: Tensor, present: Tensor) -> Tensor:

@@ -10,6 +10,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def transformer_stack(width: int, num_layers: int, num_heads: int, dropout: float) -> nn.TransformerEncoder:
+    """``num_layers`` transformer encoder layers over batch-first ``[B, T, width]`` tokens (``num_heads`` heads, a
+    ``2 * width`` feed-forward, ``dropout``): the stack of the built-in transformer sequence encoder and of the
+    attention fusion."""
+    layer = nn.TransformerEncoderLayer(width, num_heads, dim_feedforward=2 * width, dropout=dropout, batch_first=True)
+    return nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+
+
 class MLP(nn.Sequential):
     """``Linear -> [norm] -> act -> dropout`` blocks and a final ``Linear``.
 
