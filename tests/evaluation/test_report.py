@@ -18,27 +18,13 @@ from robult.evaluation.report import (
     write_results,
 )
 
+from ..conftest import toy_evaluation, toy_results
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def _evaluation(a: float, b: float, ab: float, r0: float, r5: float, metric: str = "accuracy") -> EvaluationResult:
-    return EvaluationResult(
-        subsets={"a": {metric: a, "other": 0.0}, "b": {metric: b, "other": 0.0}, "a+b": {metric: ab, "other": 0.0}},
-        random_rate={"0.0": {metric: r0}, "0.5": {metric: r5}},
-    )
-
-
-def _doc(metric: str = "accuracy", higher: bool = True) -> dict:
-    runs = [
-        run_entry("robult", 0.05, 0, _evaluation(0.5, 0.7, 0.8, 0.8, 0.6, metric), metric),
-        run_entry("robult", 0.05, 1, _evaluation(0.7, 0.6, 0.9, 0.9, 0.7, metric), metric),
-        run_entry("supervised", 0.05, 0, _evaluation(0.65, 0.75, 0.7, 0.7, 0.65, metric), metric),
-    ]
-    return results_document("toy", "multiclass", metric, higher, ["a", "b"], runs)
-
-
 def test_results_schema_and_round_trip(tmp_path: Path) -> None:
-    doc = _doc()
+    doc = toy_results()
     assert list(doc) == ["dataset", "task", "metric", "higher_is_better", "modalities", "runs"]
     run = doc["runs"][0]
     for key in ("method", "label_ratio", "seed", "subsets", "mean_over_subsets", "random_rate", "all_metrics"):
@@ -53,7 +39,7 @@ def test_results_schema_and_round_trip(tmp_path: Path) -> None:
 
 
 def test_nan_becomes_null_and_shows_as_na(tmp_path: Path) -> None:
-    runs = [run_entry("m", 1.0, 0, _evaluation(math.nan, 0.5, 0.5, 0.5, 0.5), "accuracy")]
+    runs = [run_entry("m", 1.0, 0, toy_evaluation(math.nan, 0.5, 0.5, 0.5, 0.5), "accuracy")]
     doc = results_document("toy", "multiclass", "accuracy", True, ["a", "b"], runs)
     assert doc["runs"][0]["subsets"]["a"] is None and doc["runs"][0]["mean_over_subsets"] is None
     write_results(tmp_path / "r.json", doc)
@@ -61,7 +47,7 @@ def test_nan_becomes_null_and_shows_as_na(tmp_path: Path) -> None:
 
 
 def test_load_results_names_file_and_missing_key(tmp_path: Path) -> None:
-    doc = _doc()
+    doc = toy_results()
     del doc["runs"][1]["seed"]
     path = tmp_path / "broken.json"
     path.write_text(json.dumps(doc))
@@ -73,7 +59,7 @@ def test_load_results_names_file_and_missing_key(tmp_path: Path) -> None:
 
 
 def test_subset_keys_must_follow_modality_order() -> None:
-    runs = [{**run_entry("m", 1.0, 0, _evaluation(0.5, 0.5, 0.5, 0.5, 0.5), "accuracy")}]
+    runs = [{**run_entry("m", 1.0, 0, toy_evaluation(0.5, 0.5, 0.5, 0.5, 0.5), "accuracy")}]
     runs[0]["subsets"] = {"b+a": 0.5}
     with pytest.raises(ValueError, match="'b\\+a' is not in the dataset's modality order"):
         results_document("toy", "multiclass", "accuracy", True, ["a", "b"], runs)
@@ -81,7 +67,7 @@ def test_subset_keys_must_follow_modality_order() -> None:
 
 @pytest.mark.parametrize("higher", [True, False])
 def test_the_random_rate_plot_is_a_png_file(tmp_path: Path, higher: bool) -> None:
-    doc = _doc("accuracy" if higher else "mae", higher)
+    doc = toy_results("accuracy" if higher else "mae", higher)
     plot_random_rate(doc, tmp_path / "random_rate.png")
     data = (tmp_path / "random_rate.png").read_bytes()
     assert data[:8] == PNG and len(data) > 5000
@@ -89,7 +75,7 @@ def test_the_random_rate_plot_is_a_png_file(tmp_path: Path, higher: bool) -> Non
 
 
 def test_format_evaluation() -> None:
-    text = format_evaluation(_evaluation(0.5, 0.7, 0.8, 0.8, 0.6), "accuracy")
+    text = format_evaluation(toy_evaluation(0.5, 0.7, 0.8, 0.8, 0.6), "accuracy")
     assert text.splitlines() == [
         "test accuracy per modality subset:",
         "  a     0.5000",
@@ -112,7 +98,7 @@ def test_run_entry_reads_a_result_json_with_null_scores(tmp_path: Path) -> None:
     from robult.utils.io import atomic_write_json
 
     path = tmp_path / "result.json"
-    atomic_write_json(path, {"test": _evaluation(math.nan, 0.5, math.inf, math.nan, 0.5).to_dict()})
+    atomic_write_json(path, {"test": toy_evaluation(math.nan, 0.5, math.inf, math.nan, 0.5).to_dict()})
     saved = _strict(path.read_text())["test"]  # type: ignore[index]
     assert saved["subsets"]["a"]["accuracy"] is None and saved["subsets"]["a+b"]["accuracy"] is None
     entry = run_entry("m", 0.1, 0, saved, "accuracy")  # null is missing: no TypeError summing None

@@ -7,27 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from robult.evaluation.evaluate import EvaluationResult
 from robult.evaluation.report import results_document, run_entry
 from robult.experiments.report import plot_subset_heatmap, summary_table, write_summary
 
+from ..conftest import toy_evaluation, toy_results
+
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _evaluation(a: float, b: float, ab: float, r0: float, r5: float, metric: str = "accuracy") -> EvaluationResult:
-    return EvaluationResult(
-        subsets={"a": {metric: a, "other": 0.0}, "b": {metric: b, "other": 0.0}, "a+b": {metric: ab, "other": 0.0}},
-        random_rate={"0.0": {metric: r0}, "0.5": {metric: r5}},
-    )
-
-
-def _doc(metric: str = "accuracy", higher: bool = True) -> dict:
-    runs = [
-        run_entry("robult", 0.05, 0, _evaluation(0.5, 0.7, 0.8, 0.8, 0.6, metric), metric),
-        run_entry("robult", 0.05, 1, _evaluation(0.7, 0.6, 0.9, 0.9, 0.7, metric), metric),
-        run_entry("supervised", 0.05, 0, _evaluation(0.65, 0.75, 0.7, 0.7, 0.65, metric), metric),
-    ]
-    return results_document("toy", "multiclass", metric, higher, ["a", "b"], runs)
 
 
 def _row(table: str, method: str, nth: int = 0) -> str:
@@ -35,7 +20,7 @@ def _row(table: str, method: str, nth: int = 0) -> str:
 
 
 def test_summary_mean_std_and_bold_higher_is_better() -> None:
-    table = summary_table(_doc())
+    table = summary_table(toy_results())
     assert "| method | labels | seeds | a | b | a+b | mean over subsets |" in table
     # robult: a = mean(0.5, 0.7) ± std(ddof=1) = 60.0 ± 14.1; supervised (one seed) shows the mean alone
     assert _row(table, "robult") == "| robult | 5% | 2 | 60.0 ± 14.1 | 65.0 ± 7.1 | **85.0 ± 7.1** | **70.0 ± 4.7** |"
@@ -48,7 +33,7 @@ def test_summary_mean_std_and_bold_higher_is_better() -> None:
 
 
 def test_summary_bold_lower_is_better_raw_format() -> None:
-    table = summary_table(_doc("mae", higher=False))
+    table = summary_table(toy_results("mae", higher=False))
     robult = "| robult | 5% | 2 | **0.600 ± 0.141** | **0.650 ± 0.071** | 0.850 ± 0.071 | **0.700 ± 0.047** |"
     assert _row(table, "robult") == robult
     assert _row(table, "supervised") == "| supervised | 5% | 1 | 0.650 | 0.750 | **0.700** | **0.700** |"
@@ -57,18 +42,18 @@ def test_summary_bold_lower_is_better_raw_format() -> None:
 
 def test_write_summary_has_header(tmp_path: Path) -> None:
     path = tmp_path / "summary.md"
-    write_summary(path, _doc(), extra_header="Command: `robult benchmark`")
+    write_summary(path, toy_results(), extra_header="Command: `robult benchmark`")
     text = path.read_text()
     assert text.startswith("# Benchmark: toy (multiclass)\n\nCommand: `robult benchmark`\n")
-    assert summary_table(_doc()) in text
+    assert summary_table(toy_results()) in text
 
 
 def test_an_undefined_value_shows_as_na() -> None:
     """NaN in memory and null in a result.json are missing: the cell (and the mean over them) is n/a."""
-    runs = [run_entry("m", 1.0, 0, _evaluation(math.nan, 0.5, 0.5, 0.5, 0.5), "accuracy")]
+    runs = [run_entry("m", 1.0, 0, toy_evaluation(math.nan, 0.5, 0.5, 0.5, 0.5), "accuracy")]
     doc = results_document("toy", "multiclass", "accuracy", True, ["a", "b"], runs)
     assert _row(summary_table(doc), "m").startswith("| m | 100% | 1 | n/a | 50.0 | 50.0 | n/a |")
-    saved = _evaluation(math.nan, 0.5, math.inf, math.nan, 0.5).to_dict()
+    saved = toy_evaluation(math.nan, 0.5, math.inf, math.nan, 0.5).to_dict()
     saved["subsets"]["a"]["accuracy"] = saved["subsets"]["a+b"]["accuracy"] = None  # as a result.json holds them
     doc = results_document(
         "toy", "multiclass", "accuracy", True, ["a", "b"], [run_entry("m", 0.1, 0, saved, "accuracy")]
@@ -78,7 +63,7 @@ def test_an_undefined_value_shows_as_na() -> None:
 
 @pytest.mark.parametrize("higher", [True, False])
 def test_the_heatmap_is_a_png_file(tmp_path: Path, higher: bool) -> None:
-    plot_subset_heatmap(_doc("accuracy" if higher else "mae", higher), tmp_path / "subsets.png")
+    plot_subset_heatmap(toy_results("accuracy" if higher else "mae", higher), tmp_path / "subsets.png")
     data = (tmp_path / "subsets.png").read_bytes()
     assert data[:8] == PNG and len(data) > 5000
     assert [p.name for p in tmp_path.iterdir()] == ["subsets.png"]  # no temp file left
