@@ -181,3 +181,17 @@ def test_the_trainer_knows_no_model_or_loss_class() -> None:
             if text.startswith("getattr(self.criterion") or text.startswith("getattr(criterion"):
                 found.append(f"{path.name}:{node.lineno}: {text}")
     assert found == []
+
+
+def test_inference_never_imports_training() -> None:
+    """Loading a trained model needs neither Lightning nor the trainer: ``robult.inference`` imports nothing from
+    ``robult.training``, not even inside a function (rebuilding an artefact from a checkpoint is a training-side
+    job, ``robult.training.saved_run.artefact_from_checkpoint``); training writes the artefact through inference."""
+    modules = _modules()
+    found = [
+        f"{name} imports {target}"
+        for name in sorted(m for m in modules if _in(m, ("robult.inference",)))
+        for target in sorted(_edges(name, modules[name], modules, lazy=True))
+        if _in(target, ("robult.training",))
+    ]
+    assert found == []

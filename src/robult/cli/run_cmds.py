@@ -356,7 +356,7 @@ def export(
 
             path = export_onnx(run, out)
         elif format == "artefact":
-            from robult.inference.export import artefact_from_checkpoint
+            from robult.training.saved_run import artefact_from_checkpoint
 
             path = artefact_from_checkpoint(run)
         else:

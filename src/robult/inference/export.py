@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from robult.batch import Batch
-from robult.inference.artefact import MODEL_DIR, model_dir, write_run_model
+from robult.inference.artefact import MODEL_DIR, model_dir
 from robult.inference.inputs import normalize
 from robult.inference.prediction import outputs_from_scores
 from robult.inference.predictor import Predictor, load
@@ -290,32 +290,9 @@ def export_onnx(model: str | Path | Predictor, out: str | Path | None = None) ->
     return out
 
 
-def artefact_from_checkpoint(run: str | Path) -> Path:
-    """Write ``<run>/model/`` for a run trained before runs wrote one: its config and best checkpoint (loaded with
-    ``weights_only=True``) and the dataset, reloaded for its fitted normalisation."""
-    from robult.config import load_config
-    from robult.methods import build_method
-    from robult.training.run import find_checkpoint, load_bundle, load_weights
-
-    run_dir, ckpt = find_checkpoint(Path(run))
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path}: missing; the run's resolved config is needed to rebuild its model")
-    cfg = load_config(cfg_path)
-    bundle = load_bundle(cfg)
-    model, criterion = build_method(
-        cfg.train.method, bundle.modalities, bundle.task, cfg.model.model_dump(), cfg.loss.model_dump()
-    )
-    holder = nn.Module()  # the Lightning module's layout (model.*, criterion.*) without Lightning
-    holder.model, holder.criterion = model, criterion
-    epoch = load_weights(holder, ckpt)
-    return write_run_model(run_dir, model, bundle, cfg, best_epoch=epoch)
-
-
 __all__ = [
     "MODEL_DIR",
     "ExportedModel",
-    "artefact_from_checkpoint",
     "export_onnx",
     "export_torchscript",
     "input_layout",

@@ -129,6 +129,34 @@ def _check_reloadable(cfg: RunConfig, cfg_path: Path) -> None:
         )
 
 
+def rebuild_run(path: Path, command: str) -> tuple[Path, Path, RunConfig, DatasetBundle, nn.Module, nn.Module]:
+    """A run's directory, best checkpoint, config, dataset and freshly built ``(model, criterion)`` (no weights loaded
+    yet), for ``command`` (named in the error when the run's ``config.yaml`` is missing)."""
+    run_dir, ckpt = find_checkpoint(path)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path}: missing; {command} needs the run's resolved config")
+    cfg = load_config(cfg_path)
+    _check_reloadable(cfg, cfg_path)
+    bundle = load_bundle(cfg)
+    model, criterion = build_method(
+        cfg.train.method, bundle.modalities, bundle.task, cfg.model.model_dump(), cfg.loss.model_dump()
+    )
+    return run_dir, ckpt, cfg, bundle, model, criterion
+
+
+def artefact_from_checkpoint(run: str | Path) -> Path:
+    """Write ``<run>/model/`` for a run trained before runs wrote one: its config and best checkpoint (loaded with
+    ``weights_only=True``) and the dataset, reloaded for its fitted normalisation."""
+    from robult.inference import write_run_model
+
+    run_dir, ckpt, cfg, bundle, model, criterion = rebuild_run(Path(run), "`robult export`")
+    holder = nn.Module()  # the Lightning module's layout (model.*, criterion.*) without Lightning
+    holder.model, holder.criterion = model, criterion
+    epoch = load_weights(holder, ckpt)
+    return write_run_model(run_dir, model, bundle, cfg, best_epoch=epoch)
+
+
 def evaluate_run(path: Path, protocols: Sequence[str] | None = None, masks_dir: Path | None = None) -> Any:
     """Rebuild a run's model from its ``config.yaml``, load its checkpoint, evaluate on the test split.
 
@@ -139,16 +167,7 @@ def evaluate_run(path: Path, protocols: Sequence[str] | None = None, masks_dir: 
     an error naming it."""
     from robult.training.module import MethodModule
 
-    run_dir, ckpt = find_checkpoint(path)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path}: missing; `robult evaluate` needs the run's resolved config")
-    cfg = load_config(cfg_path)
-    _check_reloadable(cfg, cfg_path)
-    bundle = load_bundle(cfg)
-    model, criterion = build_method(
-        cfg.train.method, bundle.modalities, bundle.task, cfg.model.model_dump(), cfg.loss.model_dump()
-    )
+    run_dir, ckpt, cfg, bundle, model, criterion = rebuild_run(path, "`robult evaluate`")
     module = MethodModule(model, criterion, bundle.task, bundle.modality_names, bundle.primary_metric)
     load_weights(module, ckpt)
     fit_weights(module.model, bundle)  # deterministic: the same weights as when the run was scored
