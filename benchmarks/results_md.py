@@ -9,7 +9,8 @@ per-cell table) from ``robult benchmark`` outputs.
 - ``tuned/``: every method at 5% labels with its tuned settings (``--tuned configs/tuned``); the headline;
 - ``defaults/``: Robult and its ablations at 5% labels with the committed defaults;
 - ``full/``: methods at 100% labels (the ``supervised @100%`` reference of the gap);
-- ``ratios/``: further label ratios.
+- ``ratios/``: further label ratios;
+- ``speaker/``: every method at 5% labels on a speaker-disjoint split (``--set dataset.options.split=speaker``).
 
 A part may be split over several folders named ``<part>*`` (e.g. ``tuned`` and ``tuned-baselines``): their runs
 are merged (a (method, ratio, seed) run present twice is an error). The merged ``results.json`` of each part and
@@ -29,7 +30,7 @@ from robult.experiments.report import plot_subset_heatmap, summary_table
 from robult.methods import METHODS, method_color
 from robult.utils.io import atomic_write_json, atomic_write_text
 
-PARTS = ("tuned", "defaults", "full", "ratios")
+PARTS = ("tuned", "defaults", "full", "ratios", "speaker")
 DATASETS = ("handwritten", "cub", "pie", "scene15", "synthetic_clusters", "synthetic", "avdigits")
 BASELINES = ("supervised", "moddrop", "pseudolabel", "contrastive", "shared_private", "tmc", "fixmatch")
 
@@ -275,6 +276,16 @@ def main() -> None:
                 f"([appendix](results/appendix.md#{ds}), [heatmap](results/{ds}/defaults/subsets.png), "
                 f"[random missingness](results/{ds}/defaults/random_rate.png))\n\n"
                 + defaults_section(ds, by_part["defaults"])
+                + "\n\n"
+            )
+    for ds, by_part in parts.items():
+        if "speaker" in by_part:
+            untuned += (
+                f"## {ds}: speaker-disjoint split, every method with the committed defaults\n\n"
+                "Every recording of one speaker is test (`--set dataset.options.split=speaker`), so the test voices "
+                f"are new ([heatmap](results/{ds}/speaker/subsets.png), "
+                f"[random missingness](results/{ds}/speaker/random_rate.png)).\n\n"
+                + defaults_section(ds, by_part["speaker"])
                 + "\n\n"
             )
     text = (
