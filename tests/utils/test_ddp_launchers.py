@@ -9,7 +9,6 @@ timeout, so a hang fails the test instead of the suite."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import socket
@@ -19,13 +18,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import torch.distributed as dist
 
 from robult.config import load_config
 from robult.training.run import train_run
 
-from .test_ddp_train import CLI_TIMEOUT, TINY, _numbers, _weights, user_env
+from .test_ddp_train import CLI_TIMEOUT, TINY, assert_same_run, user_env
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available in this build")
 
@@ -67,22 +65,6 @@ def one_process(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference: one process with both ranks' batch (``2 x PER_RANK``)."""
     out = tmp_path_factory.mktemp("one")
     return train_run(load_config(None, _args(out, "one", 2 * PER_RANK))).run_dir
-
-
-def _assert_same_run(got_dir: Path, want_dir: Path, device: str) -> None:
-    got = json.loads((got_dir / "result.json").read_text())
-    want = json.loads((want_dir / "result.json").read_text())
-    assert got["provenance"]["device"].startswith(device), got["provenance"]["device"]
-    assert got["best_epoch"] == want["best_epoch"]
-    assert got["best_val_score"] == pytest.approx(want["best_val_score"], abs=1e-6)
-    got_n, want_n = _numbers(got["test"]), _numbers(want["test"])
-    assert got_n.keys() == want_n.keys() and got_n
-    for key, value in want_n.items():
-        assert math.isclose(got_n[key], value, rel_tol=1e-5, abs_tol=1e-6), (key, got_n[key], value)
-    w_got, w_want = _weights(got_dir), _weights(want_dir)
-    assert w_got.keys() == w_want.keys()
-    for key, value in w_want.items():
-        torch.testing.assert_close(w_got[key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
 def test_tune_on_two_processes_equals_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
@@ -128,7 +110,7 @@ def test_two_machines_through_torchrun_train_as_one_process(tmp_path: Path, one_
     for proc, (out, err) in zip(procs, outs, strict=True):
         _check(proc, out, err)
     assert sum("best validation score" in out for out, _ in outs) == 1  # rank 0 reports
-    _assert_same_run(tmp_path / "torchrun", one_process, "2 x cpu")
+    assert_same_run(tmp_path / "torchrun", one_process, "2 x cpu")
 
 
 def test_two_slurm_tasks_train_as_one_process(tmp_path: Path, one_process: Path) -> None:
@@ -163,7 +145,7 @@ def test_two_slurm_tasks_train_as_one_process(tmp_path: Path, one_process: Path)
     for proc, (out, err) in zip(procs, outs, strict=True):
         _check(proc, out, err)
     assert "best validation score" in outs[0][0] and "best validation score" not in outs[1][0]
-    _assert_same_run(tmp_path / "slurm", one_process, "2 x cpu")
+    assert_same_run(tmp_path / "slurm", one_process, "2 x cpu")
 
 
 def _children(pid: int) -> list[int]:
@@ -214,4 +196,4 @@ def test_sigterm_to_one_rank_mid_epoch_ends_every_rank_and_resume_finishes_the_r
     resumed = subprocess.run(_train_cmd(args, "--resume"), env=user_env(), capture_output=True, text=True,
                              timeout=CLI_TIMEOUT)  # fmt: skip
     _check(resumed)
-    _assert_same_run(tmp_path / "term", one_process, "2 x cpu")
+    assert_same_run(tmp_path / "term", one_process, "2 x cpu")

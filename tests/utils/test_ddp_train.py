@@ -94,6 +94,24 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(run_dir / "model" / "weights.safetensors")
 
 
+def assert_same_run(got_dir: Path, want_dir: Path, device: str) -> None:
+    """The run in ``got_dir`` (on ``device``, e.g. ``2 x cpu``) equals the one in ``want_dir``: best epoch, validation
+    score, every test number of result.json and the saved weights."""
+    got = json.loads((got_dir / "result.json").read_text())
+    want = json.loads((want_dir / "result.json").read_text())
+    assert got["provenance"]["device"].startswith(device), got["provenance"]["device"]
+    assert got["best_epoch"] == want["best_epoch"]
+    assert got["best_val_score"] == pytest.approx(want["best_val_score"], abs=1e-6)
+    got_n, want_n = _numbers(got["test"]), _numbers(want["test"])
+    assert got_n.keys() == want_n.keys() and got_n
+    for key, value in want_n.items():
+        assert math.isclose(got_n[key], value, rel_tol=1e-5, abs_tol=1e-6), (key, got_n[key], value)
+    w_got, w_want = _weights(got_dir), _weights(want_dir)
+    assert w_got.keys() == w_want.keys()
+    for key, value in w_want.items():
+        torch.testing.assert_close(w_got[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available in this build")
 def test_two_process_training_equals_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
     """The whole pipeline on 2 CPU processes (gloo): sampler shards, gathered contrastive targets, EMA statistics,
@@ -108,25 +126,13 @@ def test_two_process_training_equals_one_process_with_the_same_global_batch(tmp_
     one = train_run(load_config(None, _cfg_args(tmp_path, "one", 2 * PER_RANK_BATCH, 1)))
 
     ddp_dir = tmp_path / "ddp"
-    got = json.loads((ddp_dir / "result.json").read_text())
-    want = json.loads((one.run_dir / "result.json").read_text())
-    assert got["provenance"]["device"].startswith("2 x cpu")
-    assert got["best_epoch"] == want["best_epoch"]
-    assert got["best_val_score"] == pytest.approx(want["best_val_score"], abs=1e-6)
-    got_n, want_n = _numbers(got["test"]), _numbers(want["test"])
-    assert got_n.keys() == want_n.keys() and got_n
-    for key, value in want_n.items():
-        assert math.isclose(got_n[key], value, rel_tol=1e-5, abs_tol=1e-6), (key, got_n[key], value)
+    assert_same_run(ddp_dir, one.run_dir, "2 x cpu")
     # the soft PU loss's EMA state (criterion buffers, in the checkpoints) follows the one-process run
     ema = [torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for d in (ddp_dir, one.run_dir)]
     keys = [k for k in ema[1] if k.startswith("criterion.")]
     assert any(k.endswith(".mu") for k in keys)
     for key in keys:
         torch.testing.assert_close(ema[0][key], ema[1][key], rtol=1e-5, atol=1e-6, msg=key)
-    w_got, w_want = _weights(ddp_dir), _weights(one.run_dir)
-    assert w_got.keys() == w_want.keys()
-    for key, value in w_want.items():
-        torch.testing.assert_close(w_got[key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
 def test_launched_rank_reads_the_launcher_environment(monkeypatch: pytest.MonkeyPatch) -> None:
