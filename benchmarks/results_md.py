@@ -231,7 +231,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("docs/results.md"))
     ap.add_argument("--appendix", type=Path, default=Path("docs/results/appendix.md"))
     ap.add_argument("--notes", type=Path, default=Path("docs/results_notes.md"), help="findings, after the tables")
-    ap.add_argument("--commit", required=True)
+    ap.add_argument("--commit", required=True, help="the commit the headline's runs were produced at")
     args = ap.parse_args()
 
     parts: dict[str, dict[str, dict[str, Any]]] = {}
@@ -290,7 +290,8 @@ def main() -> None:
             )
     text = (
         "# Benchmark results\n\n"
-        f"Produced at commit `{args.commit}` by `python benchmarks/results_md.py` from `robult benchmark` runs; the\n"
+        f"Produced by `python benchmarks/results_md.py` from `robult benchmark` runs (the headline's at commit\n"
+        f"`{args.commit}`; every part's commits are in [Provenance](#provenance)); the\n"
         "merged result JSONs are in `docs/results/<dataset>/<part>/`, the full per-cell tables (every subset, every\n"
         "missing rate, every method) in [the appendix](results/appendix.md). Every method uses the same encoders,\n"
         "splits, labeled subsets, early-stopping rule and saved test masks; scores are test accuracy (%), the mean\n"
