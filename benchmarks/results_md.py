@@ -302,7 +302,8 @@ def main() -> None:
         "--seeds 5`. Bold: best. 'gap closed' = (robult − supervised) / (supervised @100% − supervised).\n\n"
         + headline(parts, tuned_methods)
         + "\n\n## Robult and its ablations, committed defaults, 5% labels\n\n"
-        + "`robult` is METHOD.md version 2's recipe; every other `robult_*` name changes one thing "
+        + "`robult` is the default recipe of the commit its runs were produced at (see Provenance: at `7664b2f` "
+        "METHOD.md version 3), `robult_v2` version 2.1; every other `robult_*` name changes one thing "
         "(docs/baselines.md). Every cell of a row uses the same seeds (the ablations ran 3).\n\n"
         + variants_table(parts, variant_methods)
         + "\n\n"
