@@ -222,6 +222,7 @@ def test_method_view_keeps_its_keys_and_names_what_it_ignores() -> None:
             "model.shared_dim=32",
             "model.dropout=0.2",
             "loss.pseudo_view=true",
+            "train.labeled_share=0.5",
         ],
     )
     values, notes = method_view(cfg)
@@ -234,6 +235,7 @@ def test_method_view_keeps_its_keys_and_names_what_it_ignores() -> None:
     assert notes == [
         "model.shared_dim = 32 is ignored: method 'tmc' does not use it",
         "loss.lambda_rec = 0.5 is ignored: method 'tmc' does not use it",
+        "train.labeled_share = 0.5 is ignored: method 'tmc' trains on labeled samples only",
     ]
     text = method_config_yaml(cfg)
     assert yaml.safe_load(text) == values and "# loss.lambda_rec = 0.5 is ignored" in text

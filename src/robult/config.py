@@ -525,11 +525,9 @@ def method_view(cfg: RunConfig, method: str | None = None) -> tuple[dict[str, An
                     f"{section}.{key} = {data[section][key]!r} is overridden: method {m.name!r} fixes it to {value!r}"
                 )
             data[section][key] = value
-    if data["train"].get("labeled_share") is not None and "labeled_share" not in reads["train"]:
-        notes.append(
-            f"train.labeled_share = {data['train']['labeled_share']!r} is ignored: method {m.name!r} trains on "
-            "labeled samples only"
-        )
+    for key, value in data["train"].items():  # a train key goes unread only for a labeled-only method
+        if value is not None and key not in reads["train"]:
+            notes.append(f"train.{key} = {value!r} is ignored: method {m.name!r} trains on labeled samples only")
     for key, value in (m.train_fallbacks or {}).items():
         if data["train"].get(key) is None:
             data["train"][key] = value
