@@ -8,6 +8,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
+from robult.losses.evidential import evidential_loss
 from robult.losses.logging import fields_log
 from robult.specs import TaskKind, TaskSpec
 from robult.utils import distributed as dist_utils
@@ -90,8 +91,6 @@ def supervised_loss(
     b, m, k = lg.shape
     flat_target = tgt.repeat_interleave(m, dim=0)
     if evidential_kl is not None and task.kind == TaskKind.MULTICLASS:
-        from robult.losses.evidential import evidential_loss
-
         per = evidential_loss(F.softplus(lg.reshape(b * m, k)) + 1.0, flat_target, evidential_kl).reshape(b, m)
     else:
         per = task_loss(lg.reshape(b * m, k), flat_target, task, regression_loss).reshape(b, m)
