@@ -200,3 +200,15 @@ def test_inspect_last_weights_and_bad_input(tiny_run: Path, tmp_path: Path) -> N
     assert result.exit_code == 2 and "no such run" in result.output
     assert len([line for line in result.output.splitlines() if line.strip()]) == 1
     assert math.isfinite(last.probe("S", "label"))
+
+
+def test_last_weights_that_do_not_fit_the_model_are_one_line_naming_the_file_and_key(tiny_run: Path) -> None:
+    """``weights='last'`` into a model the checkpoint was not trained for: one line naming the checkpoint and the
+    first key that does not fit (the trainer's own check, not torch's wording)."""
+    from robult.inspection.run import _load_last
+
+    with pytest.raises(ValueError) as info:
+        _load_last(torch.nn.Linear(3, 2), tiny_run)
+    line = str(info.value)
+    assert "\n" not in line and line.startswith(f"{tiny_run / 'checkpoints' / 'last.ckpt'}: does not fit"), line
+    assert "it lacks 'weight'" in line, line

@@ -144,7 +144,7 @@ def _best(predictor: Any) -> int | None:
 
 def _load_last(model: torch.nn.Module, run_dir: Path) -> int:
     """Load the model's weights from ``checkpoints/last.ckpt`` (checksum verified, weights only); its epoch."""
-    from robult.training.checkpoint import load_checkpoint_file
+    from robult.training.checkpoint import check_state_fits, load_checkpoint_file
 
     path = run_dir / "checkpoints" / "last.ckpt"
     if not path.is_file():
@@ -152,11 +152,8 @@ def _load_last(model: torch.nn.Module, run_dir: Path) -> int:
     state = load_checkpoint_file(path)
     prefix = "model."
     tensors = {k[len(prefix) :]: v for k, v in (state.get("state_dict") or {}).items() if k.startswith(prefix)}
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise ValueError(f"{path}: does not fit the run's model ({first})") from None
+    check_state_fits(model, tensors, path)  # one line naming the file and the first key that does not fit
+    model.load_state_dict(tensors)
     return int(state.get("epoch", -1))
 
 
